@@ -1,0 +1,43 @@
+"""The embedded stack's components, in start order.
+
+Each module defines one ``Component`` subclass; ``all_components`` is the single list the CLI, the
+status table and the test command walk through.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..settings import StackSettings
+from .base import Component, Health
+
+#: module:Class, in dependency order (a component's ``depends`` must appear before it)
+REGISTRY: tuple[str, ...] = (
+    "keycloak:Keycloak",
+    "s3:S3Server",
+    "slurm:MariaDB",
+    "slurm:Munge",
+    "slurm:SlurmDBD",
+    "slurm:SlurmCluster:alpha",
+    "slurm:SlurmCluster:beta",
+    "containers:ContainerImage",
+    "login:LoginNode:alpha",
+    "login:LoginNode:beta",
+    "jupyterhub:JupyterHub",
+)
+
+
+def all_components(settings: StackSettings) -> list[Component]:
+    components = []
+    for entry in REGISTRY:
+        module_name, class_name, *args = entry.split(":")
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{module_name}":
+                continue  # component not written yet
+            raise
+        components.append(getattr(module, class_name)(settings, *args))
+    return components
+
+
+__all__ = ["Component", "Health", "all_components", "REGISTRY"]

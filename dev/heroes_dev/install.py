@@ -1,0 +1,87 @@
+"""Idempotent installers shared by the components: each skips what is present and says what it does."""
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+from .output import say
+
+_apt_updated = False
+
+
+class InstallError(RuntimeError):
+    """An install step failed; the message carries the command's own output."""
+
+
+def run(argv: Sequence[str], *, env: dict | None = None, cwd: Path | None = None, check: bool = True,
+        input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a short command as an argument list (never through a shell) and capture its output."""
+    merged = None if env is None else {**os.environ, **env}
+    result = subprocess.run(list(argv), capture_output=True, text=True, env=merged, cwd=cwd, input=input,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise InstallError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return result
+
+
+def missing_debs(packages: Sequence[str]) -> list[str]:
+    missing = []
+    for name in packages:
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True)
+        if result.returncode != 0 or "install ok installed" not in result.stdout:
+            missing.append(name)
+    return missing
+
+
+def ensure_debs(component: str, packages: Sequence[str]) -> None:
+    """Install Debian packages that are not installed yet (``apt-get update`` once per process)."""
+    global _apt_updated
+    missing = missing_debs(packages)
+    if not missing:
+        say(component, f"Debian packages present: {' '.join(packages)}")
+        return
+    say(component, f"installing Debian packages: {' '.join(missing)}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        run(["apt-get", "update"], env=env, timeout=900)
+        _apt_updated = True
+    run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env, timeout=1800)
+
+
+def ensure_group(component: str, name: str, gid: int | None = None) -> None:
+    try:
+        grp.getgrnam(name)
+        return
+    except KeyError:
+        pass
+    say(component, f"creating group {name}")
+    run(["groupadd", *([] if gid is None else ["-g", str(gid)]), name])
+
+
+def ensure_user(component: str, name: str, *, uid: int | None = None, home: Path | None = None,
+                shell: str = "/bin/bash", system: bool = False) -> pwd.struct_passwd:
+    """Create a Unix account if it does not exist (the demo users of the embedded "clusters")."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    say(component, f"creating Unix account {name}")
+    argv = ["useradd", "--shell", shell, "--user-group"]
+    if system:
+        argv.append("--system")
+    if uid is not None:
+        argv += ["--uid", str(uid)]
+    if home is not None:
+        argv += ["--home-dir", str(home)]
+    argv += ["--create-home", name]
+    run(argv)
+    return pwd.getpwnam(name)
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)

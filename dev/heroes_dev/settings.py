@@ -1,0 +1,82 @@
+"""Where the embedded stack lives and which ports it binds.
+
+Every value can be overridden by a ``HEROES_*`` environment variable so that a second checkout (or CI
+next to a developer's running demo) can move the whole stack without touching code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_path(name: str, default: Path) -> Path:
+    return Path(os.environ.get(name, str(default))).resolve()
+
+
+def _env_port(name: str, default: int) -> int:
+    return int(os.environ.get(f"HEROES_PORT_{name.upper()}", default))
+
+
+@dataclass(frozen=True)
+class Ports:
+    """One place for every port the embedded stack binds (see DESIGN.md's table)."""
+
+    keycloak: int = field(default_factory=lambda: _env_port("keycloak", 8080))
+    keycloak_mgmt: int = field(default_factory=lambda: _env_port("keycloak_mgmt", 9080))
+    s3: int = field(default_factory=lambda: _env_port("s3", 9000))
+    mariadb: int = field(default_factory=lambda: _env_port("mariadb", 3306))
+    slurmdbd: int = field(default_factory=lambda: _env_port("slurmdbd", 6819))
+    alpha_ctld: int = field(default_factory=lambda: _env_port("alpha_ctld", 6817))
+    alpha_slurmd: int = field(default_factory=lambda: _env_port("alpha_slurmd", 6830))  # n1; n2 is +1
+    alpha_ssh: int = field(default_factory=lambda: _env_port("alpha_ssh", 2221))
+    beta_ctld: int = field(default_factory=lambda: _env_port("beta_ctld", 6837))
+    beta_slurmd: int = field(default_factory=lambda: _env_port("beta_slurmd", 6840))  # n1; n2 is +1
+    beta_ssh: int = field(default_factory=lambda: _env_port("beta_ssh", 2222))
+    hub: int = field(default_factory=lambda: _env_port("hub", 8000))
+    proxy_api: int = field(default_factory=lambda: _env_port("proxy_api", 8001))
+    hub_api: int = field(default_factory=lambda: _env_port("hub_api", 8081))
+    heroes_service: int = field(default_factory=lambda: _env_port("heroes_service", 10101))
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Paths of the embedded stack.
+
+    ``state`` holds what belongs to this checkout's stack (data, logs, pid records, generated config);
+    ``cache`` holds downloads and built artefacts that are the same for every checkout on the machine
+    (Keycloak's zip, the S3 server binary, the container image), so a second ``make demo`` is fast.
+    """
+
+    repo: Path = REPO_ROOT
+    state: Path = field(default_factory=lambda: _env_path("HEROES_STATE_DIR", REPO_ROOT / ".stack"))
+    cache: Path = field(default_factory=lambda: _env_path("HEROES_CACHE_DIR", Path("/var/cache/heroes-dev")))
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.state / "run"
+
+    def data(self, component: str) -> Path:
+        """A component's persistent data directory (kept across ``down``/``up``)."""
+        return self.state / "data" / component
+
+    def etc(self, component: str) -> Path:
+        """A component's generated configuration (rewritten at every start)."""
+        return self.state / "etc" / component
+
+
+def load() -> StackSettings:
+    settings = StackSettings()
+    for path in (settings.state, settings.logs, settings.run, settings.cache):
+        path.mkdir(parents=True, exist_ok=True)
+    # Unix accounts of the demo "clusters" must be able to traverse to their config and sockets.
+    settings.state.chmod(0o755)
+    return settings

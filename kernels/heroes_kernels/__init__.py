@@ -1,0 +1,1 @@
+"""HEROES gateway package."""
