@@ -116,7 +116,10 @@ class Stack:
         for component in self.components:
             records = component.records()
             alive = [r for r in records if r.alive()]
-            if not records:
+            if not component.has_processes:
+                health = component.health()
+                state, detail = ("healthy" if health.ok else "stopped"), health.detail
+            elif not records:
                 state, detail = "stopped", ""
             elif len(alive) < len(records):
                 state, detail = "degraded", "exited: " + ", ".join(r.name for r in records if not r.alive())

@@ -30,6 +30,8 @@ class Component:
     depends: tuple[str, ...] = ()
     #: seconds to wait for health after start
     start_timeout: float = 60.0
+    #: False for components that only build something (a container image): "running" then means healthy
+    has_processes: bool = True
 
     def __init__(self, settings: StackSettings):
         self.settings = settings
@@ -44,8 +46,9 @@ class Component:
         """Install what is missing; skip what is present; say what is done."""
 
     def start(self) -> None:
-        """Start the processes (through ``self.spawn``)."""
-        raise NotImplementedError
+        """Start the processes (through ``self.spawn``); build-only components may leave this empty."""
+        if self.has_processes:
+            raise NotImplementedError
 
     def health(self) -> Health:
         raise NotImplementedError
@@ -76,6 +79,8 @@ class Component:
 
     def running(self) -> bool:
         """True when every process recorded for this component is still alive."""
+        if not self.has_processes:
+            return self.health().ok
         records = self.records()
         return bool(records) and all(r.alive() for r in records)
 
