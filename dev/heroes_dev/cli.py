@@ -64,11 +64,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        widths = {k: max([len(k)] + [len(r[k]) for r in rows]) for k in ("component", "state", "ports", "pids")}
+        widths = {k: max([len(k)] + [len(r[k]) for r in rows]) for k in ("component", "state", "ports", "pids", "rss_mb")}
         header = "  ".join(k.upper().ljust(widths[k]) for k in widths) + "  DETAIL"
         print(header)
         for row in rows:
             print("  ".join(row[k].ljust(widths[k]) for k in widths) + "  " + row["detail"])
+        total = sum(float(r["rss_mb"]) for r in rows if r["rss_mb"])
+        print(f"total resident memory of the stack: {total:.0f} MiB")
     return 0 if all(r["state"] in ("healthy", "stopped") for r in rows) else 1
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+
+import psutil
 from dataclasses import dataclass
 
 from .components import Component, all_components
@@ -9,6 +11,25 @@ from .output import say
 from .ports import holder_of
 from .procs import tail
 from .settings import StackSettings
+
+
+def resident_mb(records) -> float:
+    """Resident memory of the recorded processes and all their children, in MiB."""
+    total = 0
+    for record in records:
+        proc = record.process()
+        if proc is None:
+            continue
+        try:
+            family = [proc] + proc.children(recursive=True)
+        except psutil.Error:
+            family = [proc]
+        for member in family:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                pass
+    return total / 2**20
 
 
 class StackError(RuntimeError):
@@ -134,6 +155,7 @@ class Stack:
                 "state": state,
                 "ports": ",".join(str(p) for p in component.ports().values()),
                 "pids": ",".join(str(r.pid) for r in alive),
+                "rss_mb": f"{resident_mb(alive):.0f}" if alive else "",
                 "detail": detail,
             })
         return rows
