@@ -1,0 +1,316 @@
+"""Keycloak 26 for the embedded stack: the identity provider of the ``heroes`` realm.
+
+Installed from Maven Central's ``org.keycloak:keycloak-quarkus-dist`` zip (fetched with ``mvn`` so that
+only the ordinary Maven client talks to the registry), cached machine-wide in ``<cache>/keycloak`` and
+unpacked per checkout under ``<state>/data/keycloak`` so that its H2 dev database lives there and
+survives ``down``/``up``. It runs ``kc.sh start-dev --import-realm`` in the foreground on Java 25.
+
+Secrets (the bootstrap admin password and the ``jupyterhub`` client secret) are generated at first start
+into ``<state>/etc/keycloak`` with mode 0600. They reach Keycloak only through its environment, never
+through the command line (which the process log records) nor through git: the realm file carries the
+placeholder ``${HEROES_KC_CLIENT_SECRET}`` that Keycloak's import resolves from the environment.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from ..install import InstallError, run, which
+from ..output import say, warn
+from ..settings import StackSettings
+from .base import Component, Health
+
+KEYCLOAK_VERSION = "26.7.3"
+MAVEN_ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip"
+ZIP_NAME = f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
+#: Keycloak 26 needs Java 21+; Debian 12's default is 17, so we point at the Temurin 25 JDK explicitly.
+JAVA_HOME = Path(os.environ.get("HEROES_KEYCLOAK_JAVA_HOME", "/usr/lib/jvm/temurin-25-jdk-amd64"))
+#: kc.sh's own default is -Xms64m -Xmx512m; a little more headroom keeps the admin API snappy.
+HEAP_OPTS = "-Xms64m -Xmx640m"
+
+REALM = "heroes"
+CLIENT_ID = "jupyterhub"
+ADMIN_USER = "admin"
+CLIENT_SECRET_ENV = "HEROES_KC_CLIENT_SECRET"
+ADMIN_PASSWORD_FILE = "admin-password"
+CLIENT_SECRET_FILE = "client-secret"
+
+
+# --- helpers other components and tests import -----------------------------------------------------
+def realm_file(settings: StackSettings) -> Path:
+    """The committed realm definition (no secrets in it, only env placeholders)."""
+    return settings.repo / "hub_config" / "keycloak" / f"{REALM}-realm.json"
+
+
+def base_url(settings: StackSettings) -> str:
+    return f"http://{settings.host}:{settings.ports.keycloak}"
+
+
+def issuer_url(settings: StackSettings) -> str:
+    """The OIDC issuer of the ``heroes`` realm (pinned by ``--hostname``, so it never varies by request)."""
+    return f"{base_url(settings)}/realms/{REALM}"
+
+
+def management_url(settings: StackSettings) -> str:
+    return f"http://{settings.host}:{settings.ports.keycloak_mgmt}"
+
+
+def _read_secret(settings: StackSettings, filename: str) -> str:
+    path = settings.etc("keycloak") / filename
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist yet; start Keycloak first: heroes dev up keycloak") from None
+
+
+def client_secret(settings: StackSettings) -> str:
+    """The confidential ``jupyterhub`` client's secret (generated at Keycloak's first start)."""
+    return _read_secret(settings, CLIENT_SECRET_FILE)
+
+
+def admin_password(settings: StackSettings) -> str:
+    """The password of Keycloak's bootstrap admin ``admin`` in the master realm."""
+    return _read_secret(settings, ADMIN_PASSWORD_FILE)
+
+
+def ensure_secret_file(path: Path) -> str:
+    """Return the secret stored in ``path``, creating it (mode 0600, never rewritten) when missing.
+
+    The file is created with O_EXCL and 0600 from the start, so there is no moment at which another user
+    could read it, and an existing secret is never replaced (Keycloak's database already holds it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        value = path.read_text().strip()
+        if value:
+            return value
+        path.unlink()
+        return ensure_secret_file(path)
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+# --- the component ---------------------------------------------------------------------------------
+class Keycloak(Component):
+    name = "keycloak"
+    #: a cold start-dev rebuilds Quarkus and imports the realm; small CI machines need the headroom
+    start_timeout = 240.0
+
+    # paths -------------------------------------------------------------------------------------------
+    @property
+    def zip_path(self) -> Path:
+        return self.settings.cache / "keycloak" / ZIP_NAME
+
+    @property
+    def home(self) -> Path:
+        """The unpacked distribution; its ``data/`` holds the H2 database and the import directory."""
+        return self.settings.data("keycloak") / f"keycloak-{KEYCLOAK_VERSION}"
+
+    @property
+    def etc(self) -> Path:
+        return self.settings.etc("keycloak")
+
+    # contract ----------------------------------------------------------------------------------------
+    def ports(self) -> dict[str, int]:
+        return {"http": self.settings.ports.keycloak, "management": self.settings.ports.keycloak_mgmt}
+
+    def ensure(self) -> None:
+        self._ensure_java()
+        self._ensure_zip()
+        self._ensure_unpacked()
+        ensure_secret_file(self.etc / ADMIN_PASSWORD_FILE)
+        ensure_secret_file(self.etc / CLIENT_SECRET_FILE)
+
+    def start(self) -> None:
+        self._stage_realm()
+        env = self._env()
+        self.spawn("keycloak", self._argv(), env=env, cwd=self.home)
+
+    def health(self) -> Health:
+        ready = _get(f"{management_url(self.settings)}/health/ready")
+        if ready is None or ready[0] != 200:
+            return Health(False, f"management /health/ready: {_describe(ready)}")
+        well_known = _get(f"{issuer_url(self.settings)}/.well-known/openid-configuration")
+        if well_known is None or well_known[0] != 200:
+            return Health(False, f"realm {REALM} discovery: {_describe(well_known)}")
+        issuer = json.loads(well_known[1]).get("issuer")
+        if issuer != issuer_url(self.settings):
+            return Health(False, f"realm {REALM} announces issuer {issuer!r}, expected {issuer_url(self.settings)!r}")
+        return Health(True, f"realm {REALM} at {issuer}")
+
+    def configure(self) -> None:
+        """Make the running realm agree with the secret on disk (the import only runs on an empty DB)."""
+        admin = AdminClient(self.settings)
+        admin.ensure_client_secret(CLIENT_ID, client_secret(self.settings))
+
+    # install steps -----------------------------------------------------------------------------------
+    def _ensure_java(self) -> None:
+        java = JAVA_HOME / "bin" / "java"
+        if not java.exists():
+            raise InstallError(f"Keycloak {KEYCLOAK_VERSION} needs Java 21+; expected a JDK at {JAVA_HOME} "
+                               "(set HEROES_KEYCLOAK_JAVA_HOME to another JDK 21+)")
+
+    def _ensure_zip(self) -> None:
+        """Fetch the distribution zip once per machine with ``mvn dependency:copy``."""
+        if self.zip_path.exists() and zipfile.is_zipfile(self.zip_path):
+            say(self.name, f"distribution cached: {self.zip_path}")
+            return
+        if which("mvn") is None:
+            raise InstallError("mvn is needed to fetch Keycloak from Maven Central (apt-get install maven)")
+        say(self.name, f"fetching {MAVEN_ARTIFACT} with mvn")
+        self.zip_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.zip_path.parent) as tmp:
+            run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={MAVEN_ARTIFACT}", f"-DoutputDirectory={tmp}"],
+                env={"JAVA_HOME": str(JAVA_HOME)}, timeout=1800)
+            fetched = Path(tmp) / ZIP_NAME
+            if not zipfile.is_zipfile(fetched):
+                raise InstallError(f"mvn did not produce a valid {ZIP_NAME}")
+            fetched.replace(self.zip_path)  # atomic: a concurrent or interrupted fetch never leaves half a zip
+
+    def _ensure_unpacked(self) -> None:
+        """Unpack the zip next to this checkout's data (kept across runs; the H2 DB lives inside)."""
+        if (self.home / "bin" / "kc.sh").exists():
+            say(self.name, f"distribution unpacked: {self.home}")
+            return
+        say(self.name, f"unpacking Keycloak {KEYCLOAK_VERSION} into {self.home}")
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.home.parent) as tmp:
+            _unzip_with_modes(self.zip_path, Path(tmp))
+            top = Path(tmp) / f"keycloak-{KEYCLOAK_VERSION}"
+            if not (top / "bin" / "kc.sh").exists():
+                raise InstallError(f"{ZIP_NAME} has no keycloak-{KEYCLOAK_VERSION}/bin/kc.sh")
+            top.rename(self.home)
+
+    # start steps -------------------------------------------------------------------------------------
+    def _stage_realm(self) -> None:
+        """Copy the realm file into ``data/import``, the only place ``--import-realm`` reads."""
+        source = realm_file(self.settings)
+        target_dir = self.home / "data" / "import"
+        target_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target_dir / source.name)
+
+    def _argv(self) -> list[str]:
+        s = self.settings
+        return [
+            str(self.home / "bin" / "kc.sh"), "start-dev", "--import-realm",
+            f"--http-host={s.host}",
+            f"--http-port={s.ports.keycloak}",
+            # issuer and every URL in tokens and discovery stay 127.0.0.1, whatever Host a request sends
+            f"--hostname={base_url(s)}",
+            "--health-enabled=true",
+            f"--http-management-port={s.ports.keycloak_mgmt}",
+            f"--http-management-host={s.host}",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        # Drop any KC_*/KEYCLOAK_* of the caller's shell: the stack must start the same everywhere.
+        env = {k: v for k, v in self.base_env().items() if not k.startswith(("KC_", "KEYCLOAK_", "JAVA_OPTS"))}
+        env.update({
+            "JAVA_HOME": str(JAVA_HOME),
+            "PATH": f"{JAVA_HOME / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+            "JAVA_OPTS_KC_HEAP": HEAP_OPTS,
+            "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": admin_password(self.settings),
+            CLIENT_SECRET_ENV: client_secret(self.settings),
+        })
+        return env
+
+
+# --- admin REST API (small, stdlib only so the dev tooling needs no extra dependency) --------------
+class AdminClient:
+    """Just enough of Keycloak's admin REST API for ``configure``, authenticated as the bootstrap admin."""
+
+    def __init__(self, settings: StackSettings):
+        self.base = base_url(settings)
+        self.token = self._token(admin_password(settings))
+
+    def _token(self, password: str) -> str:
+        form = urllib.parse.urlencode({"grant_type": "password", "client_id": "admin-cli",
+                                       "username": ADMIN_USER, "password": password}).encode()
+        status, body = _request("POST", f"{self.base}/realms/master/protocol/openid-connect/token", form,
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+        if status != 200:
+            raise RuntimeError(f"admin login failed (HTTP {status}); is {ADMIN_PASSWORD_FILE} the one of this "
+                               "database? Removing <state>/data/keycloak resets Keycloak.")
+        return json.loads(body)["access_token"]
+
+    def call(self, method: str, path: str, payload: object | None = None) -> tuple[int, bytes]:
+        data = None if payload is None else json.dumps(payload).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        return _request(method, f"{self.base}/admin/realms/{REALM}{path}", data, headers)
+
+    def client(self, client_id: str) -> dict:
+        status, body = self.call("GET", f"/clients?clientId={urllib.parse.quote(client_id)}")
+        found = json.loads(body) if status == 200 else []
+        if not found:
+            raise RuntimeError(f"client {client_id!r} is missing from realm {REALM} (HTTP {status})")
+        return found[0]
+
+    def ensure_client_secret(self, client_id: str, secret: str) -> None:
+        client = self.client(client_id)
+        status, body = self.call("GET", f"/clients/{client['id']}/client-secret")
+        if status == 200 and json.loads(body).get("value") == secret:
+            return
+        client["secret"] = secret
+        status, body = self.call("PUT", f"/clients/{client['id']}", client)
+        if status not in (200, 204):
+            raise RuntimeError(f"could not set the {client_id} client secret (HTTP {status})")
+        say("keycloak", f"client {client_id}: secret re-synchronised with {CLIENT_SECRET_FILE}")
+
+
+def _request(method: str, url: str, data: bytes | None = None, headers: dict | None = None,
+             timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _get(url: str) -> tuple[int, bytes] | None:
+    """GET for health probes: None when nothing answers on the port."""
+    try:
+        return _request("GET", url, timeout=3.0)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _describe(answer: tuple[int, bytes] | None) -> str:
+    if answer is None:
+        return "no answer yet"
+    return f"HTTP {answer[0]}"
+
+
+def _unzip_with_modes(archive: Path, dest: Path) -> None:
+    """Extract a zip keeping the Unix permission bits (``zipfile`` drops them; kc.sh must stay executable)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                path.chmod(mode)
+
+
+def realm_digest(settings: StackSettings) -> str:
+    """Fingerprint of the committed realm file (to notice that it changed after the first import)."""
+    return hashlib.sha256(realm_file(settings).read_bytes()).hexdigest()
+
+
+__all__ = ["Keycloak", "client_secret", "issuer_url", "admin_password", "base_url", "management_url",
+           "realm_file", "KEYCLOAK_VERSION", "REALM", "CLIENT_ID", "AdminClient"]
