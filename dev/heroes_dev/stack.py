@@ -91,7 +91,10 @@ class Stack:
             if stopped:
                 say(component.name, f"stopped stale processes: {', '.join(stopped)}")
         self._check_ports(component)
-        component.ensure()
+        try:
+            component.ensure()
+        except Exception as exc:  # an install step's own words are the message, not a traceback
+            raise StackError(f"{component.name} could not be installed: {exc}") from exc
         try:
             component.start()
         except Exception as exc:
