@@ -36,7 +36,12 @@ DEV_RUNTIME = "charliecloud"
 IMAGE_SUITE = "bookworm"
 IMAGE_PACKAGES = ("python3-minimal",)
 IMAGE_NAME = "python3"
-TARBALL_NAME = f"{IMAGE_NAME}-{IMAGE_SUITE}-minbase.tar.gz"
+#: bump when the build recipe changes: the cached tarball's name carries it, so old caches are not reused
+IMAGE_REVISION = 2
+TARBALL_NAME = f"{IMAGE_NAME}-{IMAGE_SUITE}-minbase-r{IMAGE_REVISION}.tar.gz"
+#: a file that exists only inside the image: tests read it to prove a step ran in the container
+IMAGE_MARKER = "/etc/heroes-image"
+IMAGE_LABEL = f"heroes {IMAGE_NAME} image r{IMAGE_REVISION} (debootstrap {IMAGE_SUITE} minbase)"
 
 #: printed from inside the container by the health probe: proves python3 of the *image* ran
 #: (python3-minimal has no json module, hence the plain separator)
@@ -172,7 +177,8 @@ class ContainerImage(Component):
 
     @staticmethod
     def _trim(root: Path) -> None:
-        """Drop apt caches and make sure the files ch-run binds onto exist in the image."""
+        """Drop apt caches, label the image and make sure the files ch-run binds onto exist in it."""
+        (root / IMAGE_MARKER.lstrip("/")).write_text(IMAGE_LABEL + "\n")
         for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*"):
             for path in root.glob(pattern):
                 if path.is_file():
@@ -187,10 +193,14 @@ class ContainerImage(Component):
         sums = self.tarball.with_name(TARBALL_NAME + ".sha256")
         return sums.read_text().strip() if sums.exists() else _sha256(self.tarball)
 
+    def _stamp(self) -> str:
+        """``<tarball name> <sha256>`` of what is unpacked at ``self.image`` ("" when nothing is)."""
+        return self.stamp.read_text().strip() if self.stamp.exists() else ""
+
     def _unpack(self) -> None:
         """Unpack the cached tarball into this stack's data dir unless that exact tarball is unpacked."""
-        digest = self._tarball_digest()
-        if self.image.is_dir() and self.stamp.exists() and self.stamp.read_text().strip() == digest:
+        digest = f"{TARBALL_NAME} {self._tarball_digest()}"
+        if self.image.is_dir() and self._stamp() == digest:
             say(self.name, f"image unpacked: {self.image}")
             return
         say(self.name, f"unpacking {self.tarball.name} into {self.image}")
@@ -221,6 +231,8 @@ class ContainerImage(Component):
             return Health(False, "ch-run is not installed")
         if not (self.image / "usr" / "bin").is_dir():
             return Health(False, f"no image at {self.image}")
+        if not self._stamp().startswith(TARBALL_NAME + " "):
+            return Health(False, f"{self.image} is not unpacked from {TARBALL_NAME} (older recipe?)")
         try:
             as_root = probe(self.image)
             user = _unprivileged_user()
