@@ -196,8 +196,8 @@ class MariaDB(Component):
             f"--bind-address={self.settings.host}",
             f"--user={MYSQL_USER}",
             "--skip-name-resolve",
-            # small footprint; slurmdbd's recommended lock timeout
-            "--innodb-buffer-pool-size=64M",
+            # half of slurmdbd's recommended pool (it warns below that); pages are only resident once used
+            "--innodb-buffer-pool-size=512M",
             "--innodb-log-file-size=64M",
             "--innodb-lock-wait-timeout=900",
             "--max-connections=64",
@@ -259,8 +259,7 @@ class Munge(Component):
             f"--socket={munge_socket(self.settings)}",
             f"--key-file={munge_key_path(self.settings)}",
             f"--pid-file={run_dir / 'munged.pid'}",
-            f"--seed-file={data / 'munged.seed'}",
-            f"--log-file={data / 'munged.log'}",
+            f"--seed-file={data / 'munged.seed'}",  # in the foreground munged logs to stderr (our log)
         ], env=self.base_env())
 
     def health(self) -> Health:
