@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -113,7 +114,6 @@ def probe(image: Path, user: str | None = None, timeout: float = 30.0) -> dict:
 
 def _unprivileged_user() -> str:
     """bob once the login nodes created him (the account jobs run as), else ``nobody``."""
-    import pwd
     try:
         pwd.getpwnam("bob")
         return "bob"
