@@ -280,3 +280,22 @@ def test_chromium_login_lands_on_the_hub_callback(oidc):
     assert query["state"] == [state]
     assert query["code"][0]
     assert query["iss"] == ["http://127.0.0.1:8080/realms/heroes"]
+
+
+def test_a_user_without_profile_names_is_not_stopped_at_update_profile(settings, oidc):
+    """Users the gateway creates later (admin API, no first/last name) must log in straight through too."""
+    admin = kc.AdminClient(settings)
+    username = f"probe-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(16)
+    status, _ = admin.call("POST", "/users", {
+        "username": username, "enabled": True, "email": f"{username}@example.org", "emailVerified": True,
+        "credentials": [{"type": "password", "value": password, "temporary": False}]})
+    assert status == 201
+    try:
+        _, answer, _ = browser_login(oidc, username, password)
+        assert answer.status_code == 302, answer.text[:300]
+        assert answer.headers["Location"].startswith(HUB_CALLBACK + "?")
+    finally:
+        status, body = admin.call("GET", f"/users?exact=true&username={username}")
+        for user in json.loads(body):
+            admin.call("DELETE", f"/users/{user['id']}")

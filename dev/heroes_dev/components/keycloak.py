@@ -125,6 +125,16 @@ class Keycloak(Component):
     def etc(self) -> Path:
         return self.settings.etc("keycloak")
 
+    @property
+    def database_file(self) -> Path:
+        """The H2 dev database that ``start-dev`` keeps inside the distribution's ``data/``."""
+        return self.home / "data" / "h2" / "keycloakdb.mv.db"
+
+    @property
+    def digest_file(self) -> Path:
+        """Digest of the realm file the database was last brought in line with."""
+        return self.settings.data("keycloak") / "realm-file.sha256"
+
     # contract ----------------------------------------------------------------------------------------
     def ports(self) -> dict[str, int]:
         return {"http": self.settings.ports.keycloak, "management": self.settings.ports.keycloak_mgmt}
@@ -137,6 +147,8 @@ class Keycloak(Component):
         ensure_secret_file(self.etc / CLIENT_SECRET_FILE)
 
     def start(self) -> None:
+        # An empty database means --import-realm will read today's realm file; remember its digest then.
+        self._fresh_database = not self.database_file.exists()
         self._stage_realm()
         env = self._env()
         self.spawn("keycloak", self._argv(), env=env, cwd=self.home)
@@ -154,9 +166,40 @@ class Keycloak(Component):
         return Health(True, f"realm {REALM} at {issuer}")
 
     def configure(self) -> None:
-        """Make the running realm agree with the secret on disk (the import only runs on an empty DB)."""
+        """Make the running realm agree with the files on disk.
+
+        ``--import-realm`` skips a realm that already exists, so after the first start the database is the
+        truth: a regenerated client secret or an edited realm file would otherwise be silently ignored.
+        """
         admin = AdminClient(self.settings)
+        if getattr(self, "_fresh_database", False):
+            self.digest_file.write_text(realm_digest(self.settings) + "\n")
+        elif not self.digest_file.exists() or self.digest_file.read_text().strip() != realm_digest(self.settings):
+            try:
+                self._apply_realm_file(admin)
+            except RuntimeError as exc:  # a drifted dev realm is worth a warning, not a dead Keycloak
+                warn(self.name, f"{exc}; reset Keycloak to apply the realm file: heroes dev down keycloak; "
+                                f"rm -r {self.settings.data('keycloak')}")
         admin.ensure_client_secret(CLIENT_ID, client_secret(self.settings))
+        # Users created later through the admin API may lack a first/last name; never stop their login
+        # at "update your profile" (the demo users have complete profiles anyway).
+        admin.disable_required_action("VERIFY_PROFILE")
+
+    def _apply_realm_file(self, admin: "AdminClient") -> None:
+        """Bring an already imported realm in line with an edited realm file, without losing users.
+
+        Clients are replaced (redirect URIs, mappers); groups, roles and users that are new in the file are
+        added; existing users, groups and roles are kept (replacing them would change their ids and drop
+        memberships). Realm-level settings are not touched: reset Keycloak for those.
+        """
+        realm = json.loads(realm_file(self.settings).read_text().replace(
+            "${" + CLIENT_SECRET_ENV + "}", client_secret(self.settings)))
+        clients = admin.partial_import({"clients": realm.get("clients", [])}, "OVERWRITE")
+        others = admin.partial_import({k: realm[k] for k in ("groups", "roles", "users") if k in realm}, "SKIP")
+        say(self.name, f"realm file changed since import: replaced {clients['overwritten']} client(s), added "
+                       f"{others['added']} group/role/user entries; realm-level settings are only applied by a "
+                       f"reset (heroes dev down keycloak; rm -r {self.settings.data('keycloak')})")
+        self.digest_file.write_text(realm_digest(self.settings) + "\n")
 
     # install steps -----------------------------------------------------------------------------------
     def _ensure_java(self) -> None:
@@ -260,6 +303,27 @@ class AdminClient:
         if not found:
             raise RuntimeError(f"client {client_id!r} is missing from realm {REALM} (HTTP {status})")
         return found[0]
+
+    def partial_import(self, rep: dict, if_exists: str) -> dict:
+        """Keycloak's partial import; ``if_exists`` is SKIP or OVERWRITE. Returns added/overwritten/skipped."""
+        status, body = self.call("POST", "/partialImport", {**rep, "ifResourceExists": if_exists})
+        if status != 200:
+            raise RuntimeError(f"partial import of the realm file failed (HTTP {status}): {body[:300]!r}")
+        answer = json.loads(body)
+        return {k: answer.get(k, 0) for k in ("added", "overwritten", "skipped")}
+
+    def disable_required_action(self, alias: str) -> None:
+        status, body = self.call("GET", f"/authentication/required-actions/{alias}")
+        if status != 200:
+            return  # this Keycloak has no such action
+        action = json.loads(body)
+        if not action.get("enabled") and not action.get("defaultAction"):
+            return
+        action.update(enabled=False, defaultAction=False)
+        status, body = self.call("PUT", f"/authentication/required-actions/{alias}", action)
+        if status not in (200, 204):
+            raise RuntimeError(f"could not disable required action {alias} (HTTP {status})")
+        say("keycloak", f"required action {alias} disabled")
 
     def ensure_client_secret(self, client_id: str, secret: str) -> None:
         client = self.client(client_id)
