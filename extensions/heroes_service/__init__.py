@@ -1,1 +1,3 @@
-"""HEROES gateway package."""
+"""HEROES gateway service (hub-managed FastAPI app)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""JupyterHub 6 configuration of the HEROES gateway.
+
+Layered (see heroes_layers.py): built-in defaults -> optional site YAML (HEROES_HUB_SITE_CONFIG) ->
+environment. The embedded stack's ``jupyterhub`` component passes ports, Keycloak URLs and the secrets
+(OAuth client secret, JUPYTERHUB_CRYPT_KEY) through the environment; nothing secret lives in this file.
+
+Run: ``jupyterhub -f hub_config/jupyterhub_config.py`` (cwd = the hub's data dir).
+"""
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from heroes_auth import HeroesKeycloakAuthenticator  # noqa: E402
+from heroes_layers import load_settings, split_list  # noqa: E402
+from heroes_spawner.local import HeroesLocalSpawner  # noqa: E402
+
+c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+s, site_extra = load_settings()
+data_dir = Path(s.data_dir or Path.cwd())
+public = urlsplit(s.public_url)
+venv_bin = Path(sys.executable).parent
+
+# --- network: everything on loopback ------------------------------------------------------------------
+c.JupyterHub.bind_url = f"{public.scheme}://{public.hostname}:{public.port or 80}/"
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_api_port}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
+c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
+
+# --- state ------------------------------------------------------------------------------------------
+c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = True  # stopping the hub stops the single-user servers too
+c.JupyterHub.cleanup_proxy = True
+
+# --- login: Keycloak (realm heroes) -------------------------------------------------------------------
+c.JupyterHub.authenticator_class = HeroesKeycloakAuthenticator
+auth = c.HeroesKeycloakAuthenticator
+auth.client_id = s.oauth_client_id
+auth.client_secret = s.oauth_client_secret
+auth.oauth_callback_url = f"{s.public_url.rstrip('/')}/hub/oauth_callback"
+auth.authorize_url = f"{s.oidc_base}/auth"
+auth.token_url = f"{s.oidc_base}/token"
+auth.userdata_url = f"{s.oidc_base}/userinfo"
+auth.scope = ["openid", "profile", "email"]
+auth.username_claim = "preferred_username"
+auth.enable_pkce = True
+auth.manage_groups = True
+auth.auth_state_groups_key = "oauth_user.groups"
+auth.allowed_groups = split_list(s.allowed_groups)
+auth.admin_roles = split_list(s.admin_roles)
+auth.enable_auth_state = True  # keeps the id_token (single logout); needs JUPYTERHUB_CRYPT_KEY
+auth.auto_login = True  # the hub's front page goes straight to Keycloak
+auth.end_session_url = f"{s.oidc_base}/logout"
+auth.post_logout_redirect_url = f"{s.public_url.rstrip('/')}/hub/"
+
+# --- single-user servers: JupyterLab + Voila on the gateway, one Unix account per user -------------------
+c.JupyterHub.spawner_class = HeroesLocalSpawner
+c.HeroesLocalSpawner.homes_root = s.homes_dir or str(data_dir / "homes")
+c.HeroesLocalSpawner.dashboards_dir = s.notebooks_dir
+user_bin = Path(s.singleuser_env) / "bin" if s.singleuser_env else venv_bin
+c.Spawner.cmd = [str(user_bin / "jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+# JupyterHub >= 5.2 keeps only JUPYTERHUB_SINGLEUSER_APP by default (pitfalls file); keep PATH and
+# override it below with the user environment first. Secrets in the hub's environment are NOT listed
+# here, so they never reach a user's server.
+c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
+c.Spawner.environment = {
+    "PATH": f"{user_bin}:/usr/local/bin:/usr/bin:/bin",
+    "VIRTUAL_ENV": str(user_bin.parent),
+}
+c.Spawner.start_timeout = 90
+c.Spawner.http_timeout = 60
+
+# --- the HEROES service ---------------------------------------------------------------------------------
+# Users may call it with their hub token (JupyterHub 6: extra_user_scopes instead of redefining 'user').
+c.JupyterHub.extra_user_scopes = {"access:services!service=heroes"}
+service_env = {"HEROES_SERVICE_HOST": "127.0.0.1", "HEROES_SERVICE_PORT": str(s.service_port)}
+if s.state_dir:
+    service_env["HEROES_STATE_DIR"] = s.state_dir
+c.JupyterHub.services = [
+    {
+        "name": "heroes",
+        "url": f"http://127.0.0.1:{s.service_port}",
+        "command": [str(venv_bin / "python"), "-m", "uvicorn", "heroes_service.app:app",
+                    "--host", "127.0.0.1", "--port", str(s.service_port), "--no-access-log"],
+        "cwd": str(data_dir),
+        "environment": service_env,
+        "display": False,
+    }
+]
+
+c.JupyterHub.load_roles = [
+    {
+        "name": "heroes-service",
+        "description": "What the HEROES service may read from the hub (users and their groups).",
+        "scopes": ["list:users", "read:users", "read:groups"],
+        "services": ["heroes"],
+    }
+]
+if s.admin_token:
+    # token-only service for the stack's tooling and tests (stop servers, read groups); no URL, no process
+    c.JupyterHub.services.append({"name": "stack-admin", "api_token": s.admin_token})
+    c.JupyterHub.load_roles.append({
+        "name": "stack-admin",
+        "description": "The embedded stack's tooling: manage users, servers and groups.",
+        "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users", "read:groups"],
+        "services": ["stack-admin"],
+    })
+
+# --- site YAML sections for other classes, last ---------------------------------------------------------
+c.merge(site_extra)
