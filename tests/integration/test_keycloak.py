@@ -78,7 +78,7 @@ def tokens(settings, oidc):
 
 # --- discovery and client set-up ------------------------------------------------------------------
 def test_issuer_is_pinned_to_loopback(settings, oidc):
-    assert oidc["issuer"] == "http://127.0.0.1:8080/realms/heroes" == kc.issuer_url(settings)
+    assert oidc["issuer"] == f"http://127.0.0.1:{settings.ports.keycloak}/realms/heroes" == kc.issuer_url(settings)
     # a different Host header must not change the issuer (--hostname pins it)
     other = requests.get(f"http://localhost:{settings.ports.keycloak}/realms/heroes/.well-known/openid-configuration",
                          timeout=10).json()
@@ -256,7 +256,7 @@ def test_admin_password_logs_in_to_master(settings):
     assert status == 200
 
 
-def test_chromium_login_lands_on_the_hub_callback(oidc):
+def test_chromium_login_lands_on_the_hub_callback(settings, oidc):
     """The same login in Debian's Chromium: Keycloak's Secure cookies and its login theme work over HTTP."""
     from playwright.sync_api import sync_playwright
 
@@ -279,7 +279,7 @@ def test_chromium_login_lands_on_the_hub_callback(oidc):
             browser.close()
     assert query["state"] == [state]
     assert query["code"][0]
-    assert query["iss"] == ["http://127.0.0.1:8080/realms/heroes"]
+    assert query["iss"] == [kc.issuer_url(settings)]
 
 
 def test_a_user_without_profile_names_is_not_stopped_at_update_profile(settings, oidc):
