@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 import pwd
-import grp
 import secrets
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import psutil
 
 from ..install import InstallError, ensure_debs, ensure_user, run
 from ..output import say, warn
+from ..ports import holder_of
 from ..settings import StackSettings
 from .base import Component, Health
 
@@ -171,11 +171,7 @@ class MariaDB(Component):
 
     def ensure(self) -> None:
         ensure_debs(self.name, ["mariadb-server"])
-        ours = {r.pid for r in self.records()}
-        foreign = _foreign_processes({"mariadbd", "mysqld"}, ours)
-        if foreign:
-            # Not ours: never stop it. The port check names it if it sits on our port.
-            warn(self.name, f"a MariaDB we did not start is running: {', '.join(foreign)}; leaving it alone")
+        self._refuse_foreign_server()
         _owned_dir(mariadb_socket(self.settings).parent, MYSQL_USER, 0o755)
         if (self.datadir / "mysql").is_dir():
             say(self.name, f"data directory present: {self.datadir}")
@@ -184,6 +180,24 @@ class MariaDB(Component):
         _owned_dir(self.datadir, MYSQL_USER, 0o700)
         run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", f"--user={MYSQL_USER}",
              "--auth-root-authentication-method=socket", "--skip-test-db"], timeout=300)
+
+    def _refuse_foreign_server(self) -> None:
+        """apt's postinst may have started the system MariaDB: never stop it, but say so clearly.
+
+        Only one on our port blocks us (the port check ran before the install, so recheck now); any
+        other one is merely reported.
+        """
+        ours = {r.pid for r in self.records()}
+        foreign = _foreign_processes({"mariadbd", "mysqld"}, ours)
+        port = self.settings.ports.mariadb
+        holder = holder_of(port)
+        if holder:
+            raise InstallError(
+                f"port {port} is taken by {holder}, a MariaDB/MySQL this stack did not start (the Debian "
+                f"package may have started the system service). It is left running: stop it yourself "
+                f"(e.g. 'service mariadb stop') or move ours with HEROES_PORT_MARIADB.")
+        if foreign:
+            warn(self.name, f"a MariaDB we did not start is running: {', '.join(foreign)}; leaving it alone")
 
     def start(self) -> None:
         socket = mariadb_socket(self.settings)
@@ -238,7 +252,7 @@ class Munge(Component):
 
     def ensure(self) -> None:
         ensure_debs(self.name, ["munge"])
-        data = _owned_dir(self.settings.data("munge"), MUNGE_USER, 0o700)
+        _owned_dir(self.settings.data("munge"), MUNGE_USER, 0o700)
         _owned_dir(munge_run_dir(self.settings), MUNGE_USER, 0o755)
         key = munge_key_path(self.settings)
         if key.exists():
@@ -249,7 +263,6 @@ class Munge(Component):
         entry = pwd.getpwnam(MUNGE_USER)
         os.chown(key, entry.pw_uid, entry.pw_gid)
         key.chmod(0o400)
-        assert data.exists()
 
     def start(self) -> None:
         data = self.settings.data("munge")
@@ -459,6 +472,65 @@ class SlurmCluster(Component):
         for node in self.nodes:
             self.spawn(f"slurmd-{node}", ["slurmd", "-D", "-N", node, "-f", str(self.conf)], env=env)
 
+    def stop(self) -> list[str]:
+        """Cancel this cluster's jobs, stop its daemons, then end job steps that outlived them.
+
+        slurmstepd detaches from slurmd (so that a slurmd restart keeps jobs alive, as on a real
+        cluster); without this, ``down`` would leave users' jobs running with nobody tracking them.
+        """
+        self._cancel_jobs()
+        stopped = super().stop()
+        for proc in self._orphan_steps():
+            try:
+                family = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for member in family:
+                try:
+                    member.terminate()
+                except psutil.Error:
+                    pass
+            _, alive = psutil.wait_procs(family, timeout=5)
+            for member in alive:
+                try:
+                    member.kill()
+                except psutil.Error:
+                    pass
+            stopped.append(f"job step (pid {proc.pid})")
+        return stopped
+
+    def _cancel_jobs(self, wait: float = 20.0) -> None:
+        ctld = [r for r in self.records() if r.name.startswith("slurmctld") and r.alive()]
+        if not ctld:
+            return
+        queued = run(["squeue", "-h", "-o", "%i"], env=self.env(), check=False, timeout=15)
+        jobs = queued.stdout.split() if queued.returncode == 0 else []
+        if not jobs:
+            return
+        say(self.name, f"cancelling {len(jobs)} job(s) before stopping: {' '.join(jobs)}")
+        run(["scancel", *jobs], env=self.env(), check=False, timeout=15)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            left = run(["squeue", "-h", "-o", "%i"], env=self.env(), check=False, timeout=15).stdout.split()
+            if not left:
+                return
+            time.sleep(0.5)
+
+    def _orphan_steps(self) -> list[psutil.Process]:
+        """slurmstepd processes of this cluster, recognised by their socket in our spool directory."""
+        spool = str(self.data / "spool") + os.sep
+        found = []
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] != "slurmstepd":
+                continue
+            try:
+                sockets = proc.net_connections(kind="unix")
+            except psutil.Error:
+                continue
+            if any(isinstance(c.laddr, str) and c.laddr.startswith(spool) for c in sockets):
+                found.append(proc)
+        return found
+
     def sacctmgr(self, *args: str, check: bool = True):
         return run(["sacctmgr", "-i", "-n", "-P", *args], env=self.env(), check=check, timeout=30)
 
@@ -494,7 +566,12 @@ class SlurmCluster(Component):
         return states
 
     def configure(self) -> None:
-        """Account ``heroes`` and its users on this cluster, added only where missing."""
+        """Cluster, account ``heroes`` and its users in slurmdbd, each added only where missing.
+
+        The cluster itself is already registered in ``start`` (slurmctld must find it there when it
+        first connects); repeating it here keeps ``configure`` complete on its own.
+        """
+        self.register_cluster()
         accounts = self.sacctmgr("list", "account", "format=account").stdout.split()
         if ACCOUNT not in accounts:
             say(self.name, f"adding account {ACCOUNT}")
