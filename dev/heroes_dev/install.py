@@ -1,6 +1,7 @@
 """Idempotent installers shared by the components: each skips what is present and says what it does."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import grp
@@ -50,7 +51,30 @@ def ensure_debs(component: str, packages: Sequence[str]) -> None:
     if not _apt_updated:
         run(["apt-get", "update"], env=env, timeout=900)
         _apt_updated = True
-    run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env, timeout=1800)
+    with services_not_started_by_apt():
+        run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env, timeout=1800)
+
+
+POLICY_RC = Path("/usr/sbin/policy-rc.d")
+
+
+@contextlib.contextmanager
+def services_not_started_by_apt():
+    """Keep package scripts from starting system daemons (MariaDB, munge, sshd) on our ports.
+
+    The stack starts its own instances; a system MariaDB started by the package's postinst would hold
+    port 3306 with a process we did not start and must not stop. Debian's ``policy-rc.d`` hook answers
+    "101: not allowed" for the duration of the install; a policy file that was already there is kept.
+    """
+    if POLICY_RC.exists():
+        yield
+        return
+    POLICY_RC.write_text("#!/bin/sh\n# written by heroes dev for the duration of an install\nexit 101\n")
+    POLICY_RC.chmod(0o755)
+    try:
+        yield
+    finally:
+        POLICY_RC.unlink(missing_ok=True)
 
 
 def ensure_group(component: str, name: str, gid: int | None = None) -> None:

