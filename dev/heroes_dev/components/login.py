@@ -29,11 +29,9 @@ from ..install import InstallError, ensure_debs, ensure_user, run
 from ..output import say
 from ..settings import StackSettings
 from .base import Component, Health
-from .slurm import slurm_conf_path
+from .slurm import CLUSTER_USERS, slurm_conf_path
 
 SSHD = "/usr/sbin/sshd"
-#: Unix accounts on both clusters; the platform admin ``root`` of the demo realm gets none
-CLUSTER_USERS = ("alice", "bob", "carol", "heroes")
 CLUSTERS = ("alpha", "beta")
 #: sshd refuses to start without its privilege-separation directory
 PRIVSEP_DIR = Path("/run/sshd")
