@@ -7,6 +7,11 @@ service, so all three are children of the one recorded pid and ``down`` ends the
 The stack's values (ports, Keycloak URLs, the OAuth client secret, the auth-state crypt key) reach the
 hub through its environment only: the secrets are read from 0600 files in the state dir and are never
 written to the command line (which the process log records), the config files or git.
+
+Single-user servers run as per-user ``jh-<name>`` accounts (extensions/heroes_spawner/local.py) from a
+separate venv in the machine-wide cache built from Debian's python3: the stack's own venv links to an
+interpreter under /root, which those accounts cannot execute. Layout of ``<state>/data/jupyterhub``:
+``hub/`` (0700: sqlite, cookie secret, crypt key, stack-admin token) and ``homes/`` (0711: users' homes).
 """
 from __future__ import annotations
 
@@ -131,7 +136,8 @@ class JupyterHub(Component):
         write_secret_once(self.hub_dir / ADMIN_TOKEN_FILE, lambda: secrets.token_hex(32))
 
     def start(self) -> None:
-        self.spawn("jupyterhub", [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(self.config_file)], env=self._env(), cwd=self.hub_dir)
+        argv = [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(self.config_file)]
+        self.spawn("jupyterhub", argv, env=self._env(), cwd=self.hub_dir)
 
     def health(self) -> Health:
         base = hub_url(self.settings)
