@@ -14,6 +14,7 @@ from .base import Component, Health
 REGISTRY: tuple[str, ...] = (
     "keycloak:Keycloak",
     "s3:S3Server",
+    "postgres:PostgreSQL",
     "slurm:MariaDB",
     "slurm:Munge",
     "slurm:SlurmDBD",
