@@ -59,6 +59,13 @@ class HeroesHubSettings(Configurable):
         help="Python environment (venv prefix) the single-user servers run from; it must be readable and "
              "executable by the gateway accounts. Empty: the hub's own environment.",
     ).tag(env="HEROES_SINGLEUSER_ENV")
+    singleuser_pythonpath = Unicode(
+        "", config=True,
+        help="A folder of the gateway's user-side packages (heroes_widgets), readable by the gateway accounts, "
+             "put on PYTHONPATH of single-user servers so dashboards import the apps. The stack copies the "
+             "packages there at every hub start, so a checkout under a private folder still works. "
+             "Empty: nothing added.",
+    ).tag(env="HEROES_SINGLEUSER_PYTHONPATH")
     state_dir = Unicode(
         "", config=True, help="The embedded stack's state dir, handed to the heroes service. Empty: unset.",
     ).tag(env="HEROES_STATE_DIR")

@@ -72,6 +72,8 @@ c.Spawner.environment = {
     "PATH": f"{user_bin}:/usr/local/bin:/usr/bin:/bin",
     "VIRTUAL_ENV": str(user_bin.parent),
 }
+if s.singleuser_pythonpath:
+    c.Spawner.environment["PYTHONPATH"] = s.singleuser_pythonpath
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 60
 

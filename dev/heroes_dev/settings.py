@@ -5,6 +5,7 @@ next to a developer's running demo) can move the whole stack without touching co
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,29 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _env_path(name: str, default: Path) -> Path:
     return Path(os.environ.get(name, str(default))).resolve()
+
+
+def others_can_traverse(path: Path) -> bool:
+    """True when every folder from / down to ``path`` lets other users pass (o+x)."""
+    for folder in [path, *path.parents]:
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def default_state_dir(repo: Path = REPO_ROOT) -> Path:
+    """``<repo>/.stack`` when the demo's Unix accounts can reach it, else a folder of its own in /var/lib.
+
+    Slurm jobs and sshd sessions run as the demo users and read the stack's slurm.conf, munge socket and
+    container image; a checkout under a private folder (root's home) would lock them out.
+    """
+    if others_can_traverse(repo):
+        return repo / ".stack"
+    digest = hashlib.sha256(str(repo).encode()).hexdigest()[:10]
+    return Path("/var/lib/heroes-dev") / f"stack-{digest}"
 
 
 def _env_port(name: str, default: int) -> int:
@@ -51,7 +75,7 @@ class StackSettings:
     """
 
     repo: Path = REPO_ROOT
-    state: Path = field(default_factory=lambda: _env_path("HEROES_STATE_DIR", REPO_ROOT / ".stack"))
+    state: Path = field(default_factory=lambda: _env_path("HEROES_STATE_DIR", default_state_dir()))
     cache: Path = field(default_factory=lambda: _env_path("HEROES_CACHE_DIR", Path("/var/cache/heroes-dev")))
     ports: Ports = field(default_factory=Ports)
     host: str = "127.0.0.1"
@@ -79,4 +103,7 @@ def load() -> StackSettings:
         path.mkdir(parents=True, exist_ok=True)
     # Unix accounts of the demo "clusters" must be able to traverse to their config and sockets.
     settings.state.chmod(0o755)
+    if not others_can_traverse(settings.state):
+        raise SystemExit(f"the stack's state folder {settings.state} is not reachable by other users (a parent "
+                         "folder lacks o+x); the demo's Unix accounts need it: set HEROES_STATE_DIR elsewhere")
     return settings

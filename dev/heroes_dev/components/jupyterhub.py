@@ -30,6 +30,9 @@ from .base import Component, Health
 
 #: the single-user servers' environment: built from Debian's python3 (not the stack's venv, whose interpreter
 #: lives under /root where the gateway accounts cannot reach it), pinned to the hub's versions
+#: repo folders that users' kernels import, published read-only to the gateway accounts at every start
+USER_SIDE_PACKAGES = ("heroes_widgets",)
+
 SINGLEUSER_REQUIREMENTS = (
     "jupyterhub==6.1.1",
     "jupyterlab==4.6.6",
@@ -135,7 +138,29 @@ class JupyterHub(Component):
         write_secret_once(self.hub_dir / CRYPT_KEY_FILE, lambda: secrets.token_hex(32))
         write_secret_once(self.hub_dir / ADMIN_TOKEN_FILE, lambda: secrets.token_hex(32))
 
+    @property
+    def user_pythonpath(self) -> Path:
+        return self.data_dir / "pylib"
+
+    def _publish_user_packages(self) -> None:
+        """Copy the packages users' kernels import (heroes_widgets) where the gateway accounts can read them.
+
+        A copy, not a path into the checkout: the checkout may sit under a folder the gateway accounts cannot
+        enter (root's home), and the venv in the machine-wide cache must not point at one checkout.
+        """
+        target = self.user_pythonpath
+        staging = target.with_name("pylib.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        for package in USER_SIDE_PACKAGES:
+            shutil.copytree(self.settings.repo / package, staging / package,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.replace(target)
+
     def start(self) -> None:
+        self._publish_user_packages()
         argv = [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(self.config_file)]
         self.spawn("jupyterhub", argv, env=self._env(), cwd=self.hub_dir)
 
@@ -175,9 +200,6 @@ class JupyterHub(Component):
         run([SINGLEUSER_PYTHON, "-m", "venv", str(venv)], timeout=300)
         run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
              *SINGLEUSER_REQUIREMENTS], timeout=1200)
-        # the repo's top-level packages (heroes_widgets) are importable in users' kernels
-        site = next((venv / "lib").glob("python3*/site-packages"))
-        (site / "heroes_repo.pth").write_text(str(self.settings.repo) + "\n")
         marker.write_text("\n".join(SINGLEUSER_REQUIREMENTS) + "\n")
 
     def _env(self) -> dict[str, str]:
@@ -198,6 +220,7 @@ class JupyterHub(Component):
             HEROES_HUB_DATA_DIR=str(self.hub_dir),
             HEROES_HUB_HOMES_DIR=str(self.homes_dir),
             HEROES_SINGLEUSER_ENV=str(self.singleuser_env),
+            HEROES_SINGLEUSER_PYTHONPATH=str(self.user_pythonpath),
             HEROES_STATE_DIR=str(s.state),
             HEROES_KEYCLOAK_URL=keycloak.base_url(s),
             HEROES_KEYCLOAK_REALM=REALM,
