@@ -4,27 +4,103 @@ The hub's proxy forwards ``/services/heroes/...`` without stripping the prefix, 
 below ``settings.prefix``. Run it as the hub does::
 
     uvicorn heroes_service.app:app --host 127.0.0.1 --port 10101
+
+Building the app applies the database migrations and checks that every route has a row in the access
+table (api/access.py); either failing stops the service from starting.
 """
 from __future__ import annotations
 
+import importlib
+import logging
+
 from fastapi import FastAPI
 
-from . import __version__, health
+from . import __version__, errors, health
+from .api import access
+from .auth import Authenticator
+from .identity.hub import Hub
+from .identity.keycloak import Identity
 from .settings import ServiceSettings, get_settings
+from .store import make_engine, migrate, session_factory
+
+log = logging.getLogger("heroes_service")
+
+#: the service's own resources (module under heroes_service.api exporting ``router``)
+OWN_ROUTERS = ("auth_routes", "org_admin", "platform_admin")
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    """Build the app; resource routers are included below the versioned API prefix."""
+    """Build the app: database (migrated), identity clients, routers, access table check."""
     settings = settings or get_settings()
     app = FastAPI(
         title="HEROES gateway service",
         version=__version__,
+        description="REST API of the HEROES gateway. Authenticate with `Authorization: token <JupyterHub token>` "
+                    "or `Authorization: Bearer <Keycloak access token>`.",
         openapi_url=f"{settings.api_prefix}/openapi.json",
         docs_url=f"{settings.api_prefix}/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=f"{settings.api_prefix}/docs/oauth2-redirect",
     )
+    app.state.settings = settings
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.identity = Identity(settings)
+    app.state.hub = Hub(settings)
+    app.state.authenticator = Authenticator(settings, app.state.identity, app.state.sessions)
+    app.dependency_overrides[get_settings] = lambda: settings
+    errors.install(app)
+
     app.include_router(health.router, prefix=settings.api_prefix)
+    for name in OWN_ROUTERS:
+        module = importlib.import_module(f"{__package__}.api.{name}")
+        app.include_router(module.router, prefix=settings.api_prefix)
+    app.state.reserved_routes = {}
+    for name in access.RESERVED:
+        module = _optional(f"{__package__}.api.{name}")
+        if module is not None:
+            before = {id(r) for r in app.routes}
+            app.include_router(module.router, prefix=settings.api_prefix)
+            app.state.reserved_routes[name] = [r.path for r in app.routes if id(r) not in before]
+    _allow_org_clients(app)
+    access.verify_table(app, settings.api_prefix)
+    app.add_middleware(access.AccessMiddleware, fastapi_app=app, prefix=settings.api_prefix)
     return app
 
 
-app = create_app()
+def _optional(module_name: str):
+    """Import a reserved resource module if its issue has written it (None while it does not exist)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def _allow_org_clients(app: FastAPI) -> None:
+    """Access tokens of organizations' OAuth clients (service accounts) are accepted too."""
+    from sqlalchemy import select
+
+    from .store.models import OrgClient
+
+    def audiences() -> set[str]:
+        cached = app.state.authenticator.principals.get(("audiences",))
+        if cached is None:
+            with app.state.sessions() as session:
+                cached = set(session.scalars(select(OrgClient.client_id)))
+            app.state.authenticator.principals.put(("audiences",), cached)
+        return cached
+
+    app.state.authenticator.extra_audiences = audiences
+
+
+def __getattr__(name: str):
+    """``heroes_service.app:app`` for uvicorn, built on first access (importing the module stays cheap)."""
+    if name == "app":
+        value = create_app()
+        globals()["app"] = value
+        return value
+    raise AttributeError(name)

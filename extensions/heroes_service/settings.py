@@ -7,7 +7,9 @@ model documents every knob of the service.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Everything the service reads from its environment (prefix ``HEROES_SERVICE_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="HEROES_SERVICE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HEROES_SERVICE_", extra="ignore", populate_by_name=True)
 
     host: str = Field("127.0.0.1", description="Address uvicorn binds; loopback only in the embedded stack.")
     port: int = Field(10101, description="Port uvicorn binds; the hub's proxy routes /services/heroes/ to it.")
@@ -41,10 +43,87 @@ class ServiceSettings(BaseSettings):
         description="The service's name in the hub (c.JupyterHub.services).",
     )
 
+    # --- state and database ------------------------------------------------------------------------------
+    state_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("HEROES_STATE_DIR") or Path.cwd()),
+        validation_alias=AliasChoices("HEROES_SERVICE_STATE_DIR", "HEROES_STATE_DIR"),
+        description="The stack's state dir; the default SQLite database and the Keycloak secret files live below it.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the service database. Empty: SQLite (WAL) at "
+                    "<state_dir>/data/heroes-service/heroes.db. postgresql+psycopg://... is supported.",
+    )
+
+    # --- Keycloak (realm users log in to; admin API for organizations, users, groups, roles) -------------
+    keycloak_url: str = Field(
+        "http://127.0.0.1:8080",
+        validation_alias=AliasChoices("HEROES_SERVICE_KEYCLOAK_URL", "HEROES_KEYCLOAK_URL"),
+        description="Keycloak's base URL (no /auth prefix on Keycloak >= 17).",
+    )
+    keycloak_realm: str = Field(
+        "heroes",
+        validation_alias=AliasChoices("HEROES_SERVICE_KEYCLOAK_REALM", "HEROES_KEYCLOAK_REALM"),
+        description="The realm whose tokens the service accepts and whose users it administers.",
+    )
+    keycloak_client_id: str = Field(
+        "jupyterhub", description="Confidential client used for the login (direct grant) and refresh routes.",
+    )
+    keycloak_client_secret: SecretStr = Field(
+        SecretStr(""),
+        description="That client's secret. Empty: read from <state_dir>/etc/keycloak/client-secret (0600).",
+    )
+    keycloak_admin_realm: str = Field("master", description="Realm of the admin account the service uses.")
+    keycloak_admin_user: str = Field("admin", description="Admin account for Keycloak's admin API.")
+    keycloak_admin_password: SecretStr = Field(
+        SecretStr(""),
+        description="Its password. Empty: read from <state_dir>/etc/keycloak/admin-password (0600).",
+    )
+    keycloak_timeout_s: float = Field(5.0, description="Timeout of every call to Keycloak, seconds.")
+    token_audiences: str = Field(
+        "jupyterhub",
+        description="Comma-separated client ids whose access tokens (azp or aud) the service accepts, besides "
+                    "the OAuth clients it created for organizations.",
+    )
+    auth_cache_s: float = Field(
+        20.0, description="How long resolved hub tokens, principals and the realm's JWKS are cached, seconds.",
+    )
+
+    @property
+    def issuer(self) -> str:
+        """The realm's OIDC issuer (tokens must carry exactly this ``iss``)."""
+        return f"{self.keycloak_url.rstrip('/')}/realms/{self.keycloak_realm}"
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under the state dir (created on demand)."""
+        if self.database_url:
+            return self.database_url
+        folder = Path(self.state_dir) / "data" / "heroes-service"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'heroes.db'}"
+
+    def client_secret(self) -> str:
+        """The login client's secret (setting, else the stack's 0600 file)."""
+        return self.keycloak_client_secret.get_secret_value() or _read_secret(
+            Path(self.state_dir) / "etc" / "keycloak" / "client-secret")
+
+    def admin_password(self) -> str:
+        """The Keycloak admin password (setting, else the stack's 0600 file)."""
+        return self.keycloak_admin_password.get_secret_value() or _read_secret(
+            Path(self.state_dir) / "etc" / "keycloak" / "admin-password")
+
     @property
     def api_prefix(self) -> str:
         """Where the versioned REST API is mounted, e.g. ``/services/heroes/api/v1``."""
         return self.prefix.rstrip("/") + "/api/v1"
+
+
+def _read_secret(path: Path) -> str:
+    """A secret from a file; empty when the file is missing (callers then report Keycloak as unusable)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 @lru_cache

@@ -1,0 +1,158 @@
+"""THE access table: every (method, path template) of the API and the access it needs.
+
+Levels (``heroes_service.auth.LEVELS``):
+
+* ``public``: anyone, no credential;
+* ``user``: any authenticated HEROES user (realm role ``user``, ``org-admin`` or ``platform-admin``);
+* ``org-admin``: realm role ``org-admin`` and membership of an organization; acts within that organization;
+* ``platform-admin``: realm role ``platform-admin``.
+
+Paths are relative to the API prefix (``/services/heroes/api/v1``) and written exactly as the routers
+declare them. ``AccessMiddleware`` enforces the table before a request reaches any route (so an anonymous
+caller always gets 401, whatever the body), and ``verify_table`` runs when the app is built: a route
+without a row stops the service from starting, so a new route cannot be forgotten.
+
+Engineers of the reserved resources add their rows below, in their section.
+"""
+from __future__ import annotations
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..auth import LEVELS, check
+from ..errors import ApiError
+
+PUBLIC, USER, ORG_ADMIN, PLATFORM_ADMIN = LEVELS
+
+#: (method, path template relative to the API prefix) -> access level
+ACCESS: dict[tuple[str, str], str] = {
+    # service
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    # auth (seed: /organization/auth)
+    ("POST", "/organization/auth/login"): PUBLIC,
+    ("GET", "/organization/auth/refresh_token"): PUBLIC,
+    ("POST", "/organization/auth/logout"): USER,
+    ("GET", "/organization/auth/me"): USER,
+    # organization admin: users
+    ("GET", "/organization/admin/users/"): ORG_ADMIN,
+    ("POST", "/organization/admin/users/"): ORG_ADMIN,
+    ("GET", "/organization/admin/users/{user_id}"): ORG_ADMIN,
+    ("PATCH", "/organization/admin/users/{user_id}"): ORG_ADMIN,
+    ("DELETE", "/organization/admin/users/{user_id}"): ORG_ADMIN,
+    # organization admin: groups
+    ("GET", "/organization/admin/groups/"): ORG_ADMIN,
+    ("POST", "/organization/admin/groups/"): ORG_ADMIN,
+    ("GET", "/organization/admin/groups/{group_id}"): ORG_ADMIN,
+    ("PATCH", "/organization/admin/groups/{group_id}"): ORG_ADMIN,
+    ("DELETE", "/organization/admin/groups/{group_id}"): ORG_ADMIN,
+    # organization admin: roles
+    ("GET", "/organization/admin/roles/"): ORG_ADMIN,
+    ("POST", "/organization/admin/roles/"): ORG_ADMIN,
+    ("GET", "/organization/admin/roles/{role_name}"): ORG_ADMIN,
+    ("DELETE", "/organization/admin/roles/{role_name}/users/{user_id}"): ORG_ADMIN,
+    # platform admin: organizations and what belongs to them
+    ("GET", "/heroes/admin/organizations/"): PLATFORM_ADMIN,
+    ("POST", "/heroes/admin/organizations/"): PLATFORM_ADMIN,
+    ("GET", "/heroes/admin/organizations/{organization_id}"): PLATFORM_ADMIN,
+    ("DELETE", "/heroes/admin/organizations/{organization_id}"): PLATFORM_ADMIN,
+    ("GET", "/heroes/admin/organizations/{organization_id}/clients/"): PLATFORM_ADMIN,
+    ("POST", "/heroes/admin/organizations/{organization_id}/clients/"): PLATFORM_ADMIN,
+    ("GET", "/heroes/admin/organizations/{organization_id}/clients/{client_id}"): PLATFORM_ADMIN,
+    ("DELETE", "/heroes/admin/organizations/{organization_id}/clients/{client_id}"): PLATFORM_ADMIN,
+    ("GET", "/heroes/admin/organizations/{organization_id}/servers/"): PLATFORM_ADMIN,
+    ("POST", "/heroes/admin/organizations/{organization_id}/servers/"): PLATFORM_ADMIN,
+    ("GET", "/heroes/admin/organizations/{organization_id}/servers/{server_id}"): PLATFORM_ADMIN,
+    ("DELETE", "/heroes/admin/organizations/{organization_id}/servers/{server_id}"): PLATFORM_ADMIN,
+    # --- data (issue: data) ---------------------------------------------------------------------------
+    # --- workflow (issue: workflows) ------------------------------------------------------------------
+    # --- cluster (issue: clusters) --------------------------------------------------------------------
+    # --- template (issue: templates) ------------------------------------------------------------------
+    # --- decision (issue: decision) -------------------------------------------------------------------
+}
+
+#: resources written by other issues: module api/<name>.py (exporting ``router``) -> path prefixes it owns
+RESERVED: dict[str, tuple[str, ...]] = {
+    "data": ("/organization/data",),
+    "workflow": ("/organization/workflow",),
+    "cluster": ("/organization/cluster", "/heroes/admin/clusters"),
+    "template": ("/organization/template",),
+    "decision": ("/organization/decision",),
+}
+
+
+def level_of(method: str, path: str) -> str | None:
+    return ACCESS.get((method.upper(), path))
+
+
+def app_routes(app: FastAPI, prefix: str) -> list[tuple[str, str]]:
+    """Every (method, relative path template) the app serves below ``prefix`` (HEAD of GETs left out)."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, Route) or not route.path.startswith(prefix):
+            continue
+        for method in sorted(route.methods or ()):
+            if method == "HEAD" and "GET" in (route.methods or ()):
+                continue
+            found.append((method, route.path[len(prefix):]))
+    return found
+
+
+def verify_table(app: FastAPI, prefix: str) -> None:
+    """Refuse to build an app with a route that has no row in ACCESS (or a route outside the prefix)."""
+    missing = [f"{m} {p}" for m, p in app_routes(app, prefix) if (m, p) not in ACCESS]
+    outside = [r.path for r in app.routes if isinstance(r, Route) and not r.path.startswith(prefix)]
+    if missing or outside:
+        raise RuntimeError("access table incomplete (extensions/heroes_service/api/access.py): "
+                           + "; ".join([f"no row for {x}" for x in missing] + [f"route outside {prefix}: {x}"
+                                                                               for x in outside]))
+    for name, prefixes in RESERVED.items():
+        owned = getattr(app.state, "reserved_routes", {}).get(name, [])
+        stray = [p for p in owned if not p[len(prefix):].startswith(prefixes)]
+        if stray:
+            raise RuntimeError(f"api/{name}.py serves paths outside its reserved prefixes {prefixes}: {stray}")
+
+
+class AccessMiddleware:
+    """Enforces ACCESS before routing reaches an endpoint (and before any body is read)."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, prefix: str):
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._match(scope)
+        if route is None:  # unknown path or method: the router answers 404/405 itself
+            await self.app(scope, receive, send)
+            return
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        level = level_of(method, route.path[len(self.prefix):])
+        if level is None:  # cannot happen after verify_table; fail closed anyway
+            await JSONResponse({"detail": "route without an access rule"}, status_code=403)(scope, receive, send)
+            return
+        if level != PUBLIC:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            authenticator = self.fastapi_app.state.authenticator
+            try:
+                principal = await anyio.to_thread.run_sync(authenticator.authenticate, headers.get("authorization"))
+                check(level, principal)
+            except ApiError as exc:
+                await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    def _match(self, scope: Scope) -> Route | None:
+        for route in self.fastapi_app.router.routes:
+            if isinstance(route, Route) and route.matches(scope)[0] == Match.FULL:
+                return route
+        return None  # no route, or only a PARTIAL match (wrong method): the router answers 404/405

@@ -1,0 +1,100 @@
+"""Errors the API answers with: one JSON shape ``{"detail": "...", "rule": ...}``, never a stack trace.
+
+Domain code raises ``ApiError`` subclasses; ``install`` maps them, request-validation failures (422) and
+anything unexpected (500 with a generic message, the trace goes to the service log only).
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("heroes_service")
+
+
+class ApiError(Exception):
+    """An error with the status and message the client gets."""
+
+    status = 400
+
+    def __init__(self, detail: str, *, rule: str | None = None, status: int | None = None,
+                 headers: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.rule = rule
+        self.headers = headers
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict:
+        out = {"detail": self.detail}
+        if self.rule:
+            out["rule"] = self.rule
+        return out
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+    def __init__(self, detail: str):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="heroes", token'})
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Invalid(ApiError):
+    status = 422
+
+
+class Unavailable(ApiError):
+    """A service the API depends on (Keycloak, the hub, the database) does not answer."""
+
+    status = 503
+
+
+class Incomplete(ApiError):
+    """A multi-system change failed part way and could not be undone completely (logged with details)."""
+
+    status = 500
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the JSON shape above."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError):
+        errors = []
+        for err in exc.errors():
+            errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
+                           "type": str(err.get("type", ""))})
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"][1:] or first["loc"])
+        return JSONResponse({"detail": f"invalid request: {where}: {first['msg']}", "errors": errors},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; the service log has the details"}, status_code=500)

@@ -1,0 +1,1 @@
+"""Identity: Keycloak (users, organizations, groups, roles) and its mirror in JupyterHub's groups."""

@@ -1,0 +1,123 @@
+"""The service's door to Keycloak's admin API (python-keycloak), with errors turned into API errors.
+
+Every call goes through ``Identity.call`` so that an unreachable Keycloak is always a 503 that says so,
+an unknown object a 404 and a duplicate a 409, whatever python-keycloak raised.
+
+Model in the realm:
+* an organization is a top-level group with the attribute ``heroes.organization = true``;
+* a group of an organization is a subgroup of it named ``<org>.<group>`` (the ``groups`` claim carries
+  leaf names only, so the prefix keeps names unique across organizations and equal to the hub group);
+* roles are the realm roles ``platform-admin``, ``org-admin`` and ``user``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from keycloak import KeycloakAdmin, KeycloakOpenID
+from keycloak.exceptions import (KeycloakAuthenticationError, KeycloakConnectionError, KeycloakError)
+
+from ..errors import Conflict, NotFound, Unavailable
+from ..settings import ServiceSettings
+
+log = logging.getLogger("heroes_service.identity")
+T = TypeVar("T")
+ORG_ATTRIBUTE = "heroes.organization"
+ROLES = ("platform-admin", "org-admin", "user")
+
+
+def group_name(org: str, name: str) -> str:
+    """Keycloak subgroup / hub group name of an organization's group."""
+    return f"{org}.{name}"
+
+
+class Identity:
+    """Thin, thread-safe wrapper over ``KeycloakAdmin`` for the ``heroes`` realm."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self._admin: KeycloakAdmin | None = None
+        self._lock = threading.Lock()
+        self._orgs: tuple[float, dict[str, str]] | None = None  # (expires, name -> group id)
+
+    # --- plumbing -------------------------------------------------------------------------------------
+    @property
+    def admin(self) -> KeycloakAdmin:
+        with self._lock:
+            if self._admin is None:
+                s = self.settings
+                password = s.admin_password()
+                if not password:
+                    raise Unavailable("Keycloak unreachable: the service has no admin password configured "
+                                      "(HEROES_SERVICE_KEYCLOAK_ADMIN_PASSWORD or <state>/etc/keycloak/admin-password)")
+                self._admin = KeycloakAdmin(server_url=s.keycloak_url.rstrip("/") + "/", username=s.keycloak_admin_user,
+                                            password=password, realm_name=s.keycloak_realm,
+                                            user_realm_name=s.keycloak_admin_realm,
+                                            timeout=int(max(1, s.keycloak_timeout_s)), pool_maxsize=32)
+            return self._admin
+
+    def openid(self) -> KeycloakOpenID:
+        s = self.settings
+        return KeycloakOpenID(server_url=s.keycloak_url.rstrip("/") + "/", realm_name=s.keycloak_realm,
+                              client_id=s.keycloak_client_id, client_secret_key=s.client_secret(),
+                              timeout=int(max(1, s.keycloak_timeout_s)))
+
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "object", **kwargs: Any) -> T:
+        """Run one python-keycloak call; map its failures to 503 / 404 / 409 (``what`` names the object)."""
+        try:
+            return fn(*args, **kwargs)
+        except (KeycloakConnectionError, requests.ConnectionError, requests.Timeout) as exc:
+            log.warning("Keycloak unreachable: %s", exc)
+            raise Unavailable(f"Keycloak unreachable at {self.settings.keycloak_url}; try again later") from None
+        except KeycloakAuthenticationError as exc:
+            if getattr(exc, "response_code", None) == 401 and fn.__name__ not in ("token", "refresh_token"):
+                with self._lock:
+                    self._admin = None  # the admin session may have expired: rebuild on the next call
+                raise Unavailable("Keycloak refused the service's admin credentials") from None
+            raise
+        except KeycloakError as exc:
+            code = getattr(exc, "response_code", None)
+            if code == 404:
+                raise NotFound(f"{what} not found") from None
+            if code == 409:
+                raise Conflict(f"{what} already exists") from None
+            if code is None or code >= 500:
+                log.warning("Keycloak error: %s", exc)
+                raise Unavailable(f"Keycloak failed ({code or 'no answer'}); try again later") from None
+            raise
+
+    # --- organizations --------------------------------------------------------------------------------
+    def organizations(self, fresh: bool = False) -> dict[str, str]:
+        """Organization name -> Keycloak group id (top-level groups marked as organizations), cached briefly."""
+        now = time.monotonic()
+        cached = self._orgs
+        if cached and cached[0] > now and not fresh:
+            return cached[1]
+        groups = self.call(self.admin.get_groups, {"briefRepresentation": "false"}, what="groups")
+        orgs = {g["name"]: g["id"] for g in groups
+                if (g.get("attributes") or {}).get(ORG_ATTRIBUTE, ["false"])[0] == "true"}
+        self._orgs = (now + self.settings.auth_cache_s, orgs)
+        return orgs
+
+    def forget_organizations(self) -> None:
+        self._orgs = None
+
+    # --- users as principals --------------------------------------------------------------------------
+    def user_by_username(self, username: str) -> dict | None:
+        found = self.call(self.admin.get_users, {"username": username, "exact": "true"}, what="user")
+        return next((u for u in found if u.get("username") == username), None)
+
+    def user_by_id(self, user_id: str) -> dict:
+        return self.call(self.admin.get_user, user_id, what="user")
+
+    def user_group_paths(self, user_id: str) -> list[str]:
+        groups = self.call(self.admin.get_user_groups, user_id, {"briefRepresentation": "true"}, what="user")
+        return [g.get("path") or "/" + g["name"] for g in groups]
+
+    def user_realm_roles(self, user_id: str) -> set[str]:
+        roles = self.call(self.admin.get_realm_roles_of_user, user_id, what="user")
+        return {r["name"] for r in roles}

@@ -1,0 +1,27 @@
+"""Alembic environment: runs on the connection the service hands over (``config.attributes``)."""
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from heroes_service.store import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:  # plain `alembic` CLI use: take the URL from the config
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+        return
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()
