@@ -1,0 +1,54 @@
+"""Settings of the clusters capability (environment prefix ``HEROES_SERVICE_CLUSTERS_``).
+
+Kept in its own pydantic-settings model so this module does not depend on the service core's settings;
+the state directory follows the core's rule (``HEROES_SERVICE_STATE_DIR`` or ``HEROES_STATE_DIR``).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _state_dir() -> Path:
+    """The service's state dir, as the service core resolves it."""
+    return Path(os.environ.get("HEROES_SERVICE_STATE_DIR") or os.environ.get("HEROES_STATE_DIR") or Path.cwd())
+
+
+class ClustersSettings(BaseSettings):
+    """Knobs of cluster access. Secrets never live here: they are files under ``secrets_dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="HEROES_SERVICE_CLUSTERS_", extra="ignore")
+
+    secrets_dir: Path = Field(
+        default_factory=lambda: _state_dir() / "data" / "heroes-service" / "secrets",
+        description="0700 directory with the at-rest encryption key and the encrypted user-CA key (0600 files).",
+    )
+    cert_validity_minutes: int = Field(
+        15, ge=1, le=24 * 60, description="Lifetime of the per-user SSH certificates the gateway signs.")
+    cert_renew_margin_s: int = Field(
+        120, ge=5, description="A cached certificate is replaced when it has less than this many seconds left.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect + SSH handshake + auth timeout.")
+    connect_attempts: int = Field(3, ge=1, description="Connection attempts per call before giving up.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles per failure.")
+    backoff_max_s: float = Field(15.0, gt=0, description="Upper bound of the reconnect delay.")
+    keepalive_s: int = Field(30, ge=0, description="SSH keepalive interval on pooled connections (0: off).")
+    max_connections: int = Field(4, ge=1, description="SSH connections per (cluster, account) pool.")
+    channels_per_connection: int = Field(
+        16, ge=1, description="Concurrent channels (commands, SFTP sessions) on one connection.")
+    idle_close_s: float = Field(600.0, gt=0, description="Pooled connections unused this long are closed.")
+    max_output_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="stdout/stderr beyond this are dropped (result marked truncated).")
+    install_embedded_ca: bool = Field(
+        True, description="At enrollment, write the gateway's user-CA public key into the TrustedUserCAKeys file "
+                          "of an embedded-stack login node (only for host:port pairs of this machine's stack).")
+    default_cluster_login_attribute: str = Field(
+        "cluster_login", description="Keycloak user attribute that holds a user's login on the clusters.")
+
+
+@lru_cache
+def get_clusters_settings() -> ClustersSettings:
+    return ClustersSettings()
