@@ -89,6 +89,36 @@ class ServiceSettings(BaseSettings):
         20.0, description="How long resolved hub tokens, principals and the realm's JWKS are cached, seconds.",
     )
 
+    # --- data (S3 object storage; extensions/heroes_service/data) -----------------------------------------
+    s3_endpoint: str = Field(
+        "http://127.0.0.1:9000",
+        validation_alias=AliasChoices("HEROES_SERVICE_S3_ENDPOINT", "HEROES_S3_ENDPOINT"),
+        description="S3 server the data API stores users' and organizations' buckets on.",
+    )
+    s3_region: str = Field("us-east-1", description="Region the S3 requests are signed for.")
+    s3_access_key: str = Field("", description="The service's S3 access key. Empty: read from s3_credentials_file.")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="The service's S3 secret key (never logged).")
+    s3_credentials_file: str = Field(
+        "",
+        description="JSON file {access_key, secret_key} with the service's S3 keys. Empty: the embedded stack's "
+                    "<state_dir>/etc/s3/root-credentials.json (0600).",
+    )
+    s3_user_accounts: bool = Field(
+        True, description="Create per-user S3 accounts (Versity Gateway admin API) scoped to the user's own bucket "
+                          "for s3contents in single-user servers.",
+    )
+    data_bucket_base: str = Field("heroes", description="First part of every bucket name the service creates.")
+    data_quota_bytes: int = Field(10 * 1024**3, description="Default storage quota of an organization (0 = none).")
+    data_org_quotas: dict[str, int] = Field(
+        default_factory=dict, description="Per-organization quotas in bytes (JSON object), overriding the default.",
+    )
+    data_readonly_group: str = Field(
+        "data-readonly", description="Members of an organization in this group only read its shared space.",
+    )
+    data_presign_ttl_s: int = Field(3600, description="Lifetime of presigned download/upload URLs, seconds.")
+    data_part_bytes: int = Field(16 * 1024**2, description="Multipart part size of streamed uploads, bytes.")
+    data_parts_in_flight: int = Field(4, description="Parts of one upload sent to S3 at the same time.")
+
     @property
     def issuer(self) -> str:
         """The realm's OIDC issuer (tokens must carry exactly this ``iss``)."""

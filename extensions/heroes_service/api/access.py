@@ -70,6 +70,18 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/heroes/admin/organizations/{organization_id}/servers/{server_id}"): PLATFORM_ADMIN,
     ("DELETE", "/heroes/admin/organizations/{organization_id}/servers/{server_id}"): PLATFORM_ADMIN,
     # --- data (issue: data) ---------------------------------------------------------------------------
+    ("GET", "/organization/data/list"): USER,
+    ("GET", "/organization/data/size"): USER,
+    ("POST", "/organization/data/bucket"): USER,
+    ("DELETE", "/organization/data/bucket"): USER,
+    ("POST", "/organization/data/bucket/{bucket}/"): USER,
+    ("GET", "/organization/data/bucket/{bucket}/list"): USER,
+    ("DELETE", "/organization/data/bucket/{bucket}"): USER,
+    ("GET", "/organization/data/download"): USER,
+    ("POST", "/organization/data/upload"): USER,
+    ("POST", "/organization/data/copy"): USER,
+    ("POST", "/organization/data/move"): USER,
+    ("GET", "/organization/data/credentials"): USER,
     # --- workflow (issue: workflows) ------------------------------------------------------------------
     # --- cluster (issue: clusters) --------------------------------------------------------------------
     # --- template (issue: templates) ------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""Data management: per-user and per-organization S3 spaces (see ``service`` for the rules).
+
+``build(settings)`` wires the domain for one app; the API keeps it on ``app.state.data``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .iam import GatewayAdmin
+from .names import Naming
+from .service import DataService, QuotaPolicy
+from .storage import Storage
+
+
+def s3_keys(settings) -> tuple[str, str]:
+    """The service's S3 keys: settings first, else the credentials file (the embedded stack's root keys)."""
+    if settings.s3_access_key and settings.s3_secret_key.get_secret_value():
+        return settings.s3_access_key, settings.s3_secret_key.get_secret_value()
+    path = Path(settings.s3_credentials_file or Path(settings.state_dir) / "etc" / "s3" / "root-credentials.json")
+    try:
+        data = json.loads(path.read_text())
+        return data["access_key"], data["secret_key"]
+    except (OSError, ValueError, KeyError):
+        return "", ""  # every S3 call then fails with a clear 503/502; the service still starts
+
+
+def build(settings) -> DataService:
+    access, secret = s3_keys(settings)
+    storage = Storage(settings.s3_endpoint, access, secret, region=settings.s3_region,
+                      part_size=settings.data_part_bytes, max_inflight=settings.data_parts_in_flight)
+    admin = GatewayAdmin(settings.s3_endpoint, access, secret, settings.s3_region) if settings.s3_user_accounts else None
+    return DataService(storage, Naming(settings.data_bucket_base),
+                       QuotaPolicy(settings.data_quota_bytes, dict(settings.data_org_quotas)),
+                       readonly_group=settings.data_readonly_group, presign_ttl=settings.data_presign_ttl_s,
+                       admin=admin)
+
+
+__all__ = ["DataService", "Naming", "QuotaPolicy", "Storage", "GatewayAdmin", "build", "s3_keys"]

@@ -1,0 +1,128 @@
+"""Per-user S3 accounts on Versity Gateway's internal IAM store, and the bucket policy that scopes them.
+
+Why this design (least privilege the gateway allows):
+
+* Every bucket is created and **owned by the root account**. A gateway account of role ``user`` that owns
+  a bucket may rewrite that bucket's policy (checked: it can make it public), so users own nothing.
+* Each user gets one account (role ``user``: cannot create buckets, cannot list other buckets) and the
+  root puts a bucket policy on the user's personal bucket granting that account object-level actions
+  only (get/put/delete/list/multipart). The account cannot read or change policies or ACLs, cannot
+  delete the bucket, and sees no other bucket (checked against the running gateway).
+* The shared organization buckets get no account grants: the single-user servers do not need them, so
+  only the service (root) touches them, after its own role checks.
+
+The admin API lives on the S3 port (``PATCH /create-user`` etc.), signed with SigV4 by the root keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import requests
+
+#: object-level actions a user's own account gets on the user's personal bucket; nothing bucket-level
+USER_ACTIONS = [
+    "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation",
+    "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:ListBucketMultipartUploads",
+]
+
+
+class AdminError(RuntimeError):
+    """The gateway's admin API refused a call (status and S3 error code in the message)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    access_key: str
+    secret_key: str
+
+
+def account_name(user: str) -> str:
+    """The gateway account id of a hub user (a digest keeps odd user names out of the IAM store)."""
+    return "hx" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:18]
+
+
+def user_policy(bucket: str, access_key: str) -> str:
+    """Bucket policy granting ``access_key`` the object-level actions on ``bucket`` and nothing else."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "HeroesOwnerObjects",
+            "Effect": "Allow",
+            "Principal": {"AWS": [access_key]},
+            "Action": USER_ACTIONS,
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        }],
+    })
+
+
+class GatewayAdmin:
+    """Client of Versity Gateway's admin API (root-signed PATCH requests on the S3 endpoint)."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
+                 timeout: float = 10.0):
+        self.endpoint = endpoint.rstrip("/")
+        self._creds = botocore.credentials.Credentials(access_key, secret_key)
+        self.region = region
+        self.timeout = timeout
+
+    def _call(self, path: str, body: bytes = b"", params: dict | None = None,
+              headers: dict | None = None) -> requests.Response:
+        url = self.endpoint + path
+        if params:
+            url += "?" + "&".join(f"{k}={requests.utils.quote(str(v), safe='')}" for k, v in params.items())
+        hdrs = {"X-Amz-Content-Sha256": hashlib.sha256(body).hexdigest(), **(headers or {})}
+        req = botocore.awsrequest.AWSRequest(method="PATCH", url=url, data=body, headers=hdrs)
+        botocore.auth.SigV4Auth(self._creds, "s3", self.region).add_auth(req)
+        prepared = req.prepare()
+        return requests.request("PATCH", prepared.url, headers=dict(prepared.headers), data=body,
+                                timeout=self.timeout)
+
+    @staticmethod
+    def _check(resp: requests.Response, what: str) -> None:
+        if resp.status_code >= 400:
+            code = ""
+            try:
+                code = ET.fromstring(resp.content).findtext("Code") or ""
+            except ET.ParseError:
+                pass
+            raise AdminError(f"{what}: HTTP {resp.status_code} {code}".strip())
+
+    def list_accounts(self) -> list[str]:
+        resp = self._call("/list-users")
+        self._check(resp, "list-users")
+        root = ET.fromstring(resp.content)
+        return [el.text or "" for el in root.iter("Access")]
+
+    def create_account(self, access_key: str, secret_key: str, role: str = "user") -> None:
+        body = (f"<Account><Access>{escape(access_key)}</Access><Secret>{escape(secret_key)}</Secret>"
+                f"<Role>{escape(role)}</Role></Account>").encode()
+        self._check(self._call("/create-user", body), "create-user")
+
+    def update_secret(self, access_key: str, secret_key: str) -> None:
+        body = f"<MutableProps><Secret>{escape(secret_key)}</Secret></MutableProps>".encode()
+        self._check(self._call("/update-user", body, params={"access": access_key}), "update-user")
+
+    def delete_account(self, access_key: str) -> None:
+        self._check(self._call("/delete-user", params={"access": access_key}), "delete-user")
+
+    def ensure_user_account(self, user: str) -> Account:
+        """Create (or re-key) the user's account with a fresh secret; return the keys.
+
+        The service does not store secrets: each call rotates the secret, so a handed-out key stays
+        valid until the user's next server start asks again.
+        """
+        access = account_name(user)
+        secret = secrets.token_urlsafe(30)
+        if access in self.list_accounts():
+            self.update_secret(access, secret)
+        else:
+            self.create_account(access, secret, "user")
+        return Account(access, secret)
