@@ -61,9 +61,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     for name in access.RESERVED:
         module = _optional(f"{__package__}.api.{name}")
         if module is not None:
-            before = {id(r) for r in app.routes}
             app.include_router(module.router, prefix=settings.api_prefix)
-            app.state.reserved_routes[name] = [r.path for r in app.routes if id(r) not in before]
+            # from the module's own router: FastAPI >= 0.16x adds one opaque _IncludedRouter to app.routes
+            app.state.reserved_routes[name] = [settings.api_prefix + r.path for r in module.router.routes]
     _allow_org_clients(app)
     access.verify_table(app, settings.api_prefix)
     app.add_middleware(access.AccessMiddleware, fastapi_app=app, prefix=settings.api_prefix)

@@ -19,11 +19,12 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from .. import data as data_pkg
-from ..auth import Principal, current_principal
+from ..auth import Principal, current_principal, require_role
 from ..errors import ApiError, Conflict, Invalid
 from ..settings import get_settings
 
-router = APIRouter(prefix="/organization/data", tags=["data"])
+#: the access table says "user" for every data route; the dependency enforces it here as well
+router = APIRouter(prefix="/organization/data", tags=["data"], dependencies=[Depends(require_role("user"))])
 
 BucketQ = Query(..., description="Physical bucket name, as GET /organization/data/list returns it.")
 KeyQ = Query(..., description="Object key relative to the bucket ('a/b.csv'); a folder ends with '/'.")
