@@ -84,6 +84,14 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/organization/data/credentials"): USER,
     # --- workflow (issue: workflows) ------------------------------------------------------------------
     # --- cluster (issue: clusters) --------------------------------------------------------------------
+    ("GET", "/organization/cluster/"): USER,
+    ("GET", "/organization/admin/cluster/"): ORG_ADMIN,
+    ("POST", "/organization/admin/cluster/"): ORG_ADMIN,
+    ("POST", "/organization/admin/cluster/host-key"): ORG_ADMIN,
+    ("GET", "/organization/admin/cluster/ca"): ORG_ADMIN,
+    ("GET", "/organization/admin/cluster/{cluster_id}"): ORG_ADMIN,
+    ("DELETE", "/organization/admin/cluster/{cluster_id}"): ORG_ADMIN,
+    ("POST", "/organization/admin/cluster/{cluster_id}/test"): ORG_ADMIN,
     # --- template (issue: templates) ------------------------------------------------------------------
     # --- decision (issue: decision) -------------------------------------------------------------------
 }
@@ -92,7 +100,7 @@ ACCESS: dict[tuple[str, str], str] = {
 RESERVED: dict[str, tuple[str, ...]] = {
     "data": ("/organization/data",),
     "workflow": ("/organization/workflow",),
-    "cluster": ("/organization/cluster", "/heroes/admin/clusters"),
+    "clusters": ("/organization/cluster", "/organization/admin/cluster", "/heroes/admin/clusters"),
     "template": ("/organization/template",),
     "decision": ("/organization/decision",),
 }

@@ -1,0 +1,366 @@
+"""``/organization/admin/cluster/``: enroll, list, read, test and delete an organization's Slurm clusters.
+
+Enrollment is two steps so that the administrator confirms the login node's host key:
+
+1. ``POST /organization/admin/cluster/host-key`` with ``{host, port}`` answers the key and its
+   ``SHA256:`` fingerprint (compare it with what the site publishes, e.g. ``ssh-keygen -lf``);
+2. ``POST /organization/admin/cluster/`` with the same host/port and ``host_key_fingerprint``: the
+   service connects, refuses a different key, probes Slurm and stores the cluster with the key pinned.
+
+Secrets (a service account's private key) are write-only: encrypted at rest, never in a response or a log.
+``GET /organization/cluster/`` lets any user of the organization see the clusters they can submit to.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..auth import Principal, require_role
+from ..clusters import identity, logins
+from ..clusters.config import get_clusters_settings
+from ..clusters.errors import ClusterError, NoClusterAccess
+from ..clusters.models import Cluster
+from ..clusters.service import EnrollmentError, Report, run_checks, scan_host_key
+from ..errors import ApiError, Conflict, Invalid, NotFound
+from ..store import get_session
+
+log = logging.getLogger("heroes_service.clusters")
+
+
+def _bind_identity(request: Request) -> None:
+    """Cluster logins are read from Keycloak through the app's own identity client."""
+    logins.bind(request.app.state.identity)
+
+
+router = APIRouter(tags=["clusters"], dependencies=[Depends(_bind_identity)])
+logins.install_default()
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+NAME_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"
+WORK_DIR_PATTERN = r"^[A-Za-z0-9_./@+{}][A-Za-z0-9_./@+{}-]{0,399}$"
+FINGERPRINT_PATTERN = r"^(SHA256:)?[A-Za-z0-9+/]{43}=?$"
+org_admin = require_role("org-admin")
+any_user = require_role("user")
+
+
+# --- models ------------------------------------------------------------------------------------------
+class PriceModel(BaseModel):
+    """What a job costs (the decision module multiplies by the job's resources and run time)."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    per_core_hour: float = Field(0.0, ge=0, le=1e6)
+    per_node_hour: float = Field(0.0, ge=0, le=1e6)
+    per_gpu_hour: float = Field(0.0, ge=0, le=1e6)
+    per_gb_memory_hour: float = Field(0.0, ge=0, le=1e6)
+
+
+class EnergyProfile(BaseModel):
+    """Power figures the decision module uses to predict a job's energy."""
+
+    model_config = ConfigDict(extra="forbid")
+    idle_watts_per_node: float = Field(0.0, ge=0, le=1e6)
+    watts_per_core: float = Field(0.0, ge=0, le=1e6)
+    watts_per_gpu: float = Field(0.0, ge=0, le=1e6)
+    pue: float = Field(1.0, ge=1.0, le=10.0, description="Power usage effectiveness of the site.")
+    carbon_g_per_kwh: float = Field(0.0, ge=0, le=1e4)
+
+
+class HostKeyRequest(BaseModel):
+    host: str = Field(pattern=HOST_PATTERN, description="Login node host name or IP address.")
+    port: int = Field(22, ge=1, le=65535)
+
+
+class HostKeyOut(BaseModel):
+    host: str
+    port: int
+    key_type: str
+    fingerprint: str
+    public_key: str
+
+
+class ClusterCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
+    description: str = Field("", max_length=500)
+    host: str = Field(pattern=HOST_PATTERN, description="Login node host name or IP address.")
+    port: int = Field(22, ge=1, le=65535)
+    host_key_fingerprint: str = Field(
+        pattern=FINGERPRINT_PATTERN,
+        description="The SHA256 fingerprint of the login node's host key, as confirmed by the administrator "
+                    "(from POST /organization/admin/cluster/host-key or the site's documentation).")
+    work_dir: str = Field(
+        pattern=WORK_DIR_PATTERN,
+        description="Where the gateway stages files; absolute, or relative to the account's home. '{login}' "
+                    "is replaced by the cluster login (per-user mode), e.g. /scratch/{login}/heroes.")
+    container_runtime: Literal["apptainer", "charliecloud", "none"] = "apptainer"
+    identity_mode: Literal["per-user", "service-account"] = Field(
+        "per-user", description="per-user: short-lived certificates from the gateway CA for each user's own "
+                                "login; service-account: every user runs as service_login.")
+    service_login: str = Field("heroes", pattern=identity.LOGIN_RE.pattern)
+    service_private_key: SecretStr | None = Field(
+        None, max_length=16384,
+        description="Private key of service_login (OpenSSH/PEM, unencrypted). Write-only: encrypted at rest, "
+                    "never returned. Required in service-account mode; optional otherwise (used by reconcilers).")
+    partitions: list[str] | None = Field(None, max_length=64, description="Offer only these (default: all sinfo lists).")
+    price_model: PriceModel = Field(default_factory=PriceModel)
+    energy_profile: EnergyProfile = Field(default_factory=EnergyProfile)
+    relative_speed: float = Field(1.0, gt=0, le=1000, description="Speed relative to a reference cluster (1.0).")
+
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir(cls, value: str) -> str:
+        parts = value.split("/")
+        if ".." in parts:
+            raise ValueError("work_dir may not contain '..'")
+        if value.replace("{login}", "").count("{") or value.replace("{login}", "").count("}"):
+            raise ValueError("the only placeholder allowed in work_dir is {login}")
+        if "~" in value:
+            raise ValueError("write work_dir relative to the home directory instead of using '~'")
+        return value
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not name or len(name) > 63 or not all(c.isalnum() or c in "_-." for c in name):
+                raise ValueError("partition names are letters, digits, '_', '-' and '.'")
+        return value
+
+
+class PartitionOut(BaseModel):
+    name: str
+    default: bool
+    available: bool
+    time_limit: str
+    nodes: int
+    cpus_per_node: int
+    memory_mb: int
+    gres: str = ""
+
+
+class ClusterSummary(BaseModel):
+    """What a user of the organization sees (enough to choose a cluster)."""
+
+    id: str
+    name: str
+    description: str
+    container_runtime: str
+    identity_mode: str
+    slurm_version: str
+    partitions: list[PartitionOut]
+    default_partition: str
+    price_model: dict
+    energy_profile: dict
+    relative_speed: float
+
+
+class ClusterOut(ClusterSummary):
+    """The full record for the organization's admins (never the private key)."""
+
+    organization: str
+    host: str
+    port: int
+    work_dir: str
+    service_login: str
+    has_service_key: bool
+    host_key_type: str
+    host_key_fingerprint: str
+    slurm_cluster_name: str
+    created_by: str
+    created_at: datetime
+
+
+class CheckOut(BaseModel):
+    name: str
+    ok: bool | None = Field(description="true: works; false: does not; null: skipped.")
+    detail: str
+    seconds: float
+
+
+class TestOut(BaseModel):
+    cluster: str
+    login: str
+    identity_mode: str
+    ok: bool
+    checks: list[CheckOut]
+
+
+class CaOut(BaseModel):
+    public_key: str = Field(description="Line for sshd's TrustedUserCAKeys file on the cluster.")
+    fingerprint: str
+    principal_attribute: str = Field(description="Keycloak user attribute holding a user's cluster login.")
+    certificate_minutes: int
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+class EnrollmentRefused(ApiError):
+    """422 (or 409 for a host key that differs from the confirmed one) with the checks that ran."""
+
+    def __init__(self, exc: EnrollmentError):
+        super().__init__(str(exc), status=409 if exc.conflict else 422,
+                         rule="the login node must present the confirmed host key and accept the credential; "
+                              "sinfo must answer")
+        self.report = exc.report
+
+    def body(self) -> dict:
+        out = super().body()
+        if self.report is not None:
+            out["checks"] = self.report.as_dict()["checks"]
+        return out
+
+
+def _summary(c: Cluster) -> dict:
+    return dict(id=c.id, name=c.name, description=c.description, container_runtime=c.container_runtime,
+                identity_mode=c.identity_mode, slurm_version=c.slurm_version, partitions=c.partitions or [],
+                default_partition=c.default_partition, price_model=c.price_model or {},
+                energy_profile=c.energy_profile or {}, relative_speed=c.relative_speed)
+
+
+def _out(c: Cluster) -> ClusterOut:
+    return ClusterOut(**_summary(c), organization=c.organization, host=c.host, port=c.port, work_dir=c.work_dir,
+                      service_login=c.service_login, has_service_key=bool(c.service_key_enc),
+                      host_key_type=c.host_key_type, host_key_fingerprint=c.host_key_fingerprint,
+                      slurm_cluster_name=c.slurm_cluster_name, created_by=c.created_by, created_at=c.created_at)
+
+
+def _own(session: Session, principal: Principal, cluster_id: str) -> Cluster:
+    """The cluster if it belongs to the caller's organization; 404 otherwise (no existence leak)."""
+    cluster = session.get(Cluster, cluster_id) if len(cluster_id) <= 36 else None
+    if cluster is None or cluster.organization != principal.organization:
+        raise NotFound(f"cluster {cluster_id!r} not found")
+    return cluster
+
+
+def clusters_of(session: Session, organization: str) -> list[Cluster]:
+    """An organization's clusters by name (other capabilities may import this)."""
+    return list(session.scalars(select(Cluster).where(Cluster.organization == organization).order_by(Cluster.name)))
+
+
+def cluster_by_name(session: Session, organization: str, name: str) -> Cluster | None:
+    return session.scalars(select(Cluster).where(Cluster.organization == organization, Cluster.name == name)).first()
+
+
+# --- routes ------------------------------------------------------------------------------------------
+@router.get("/organization/cluster/", response_model=list[ClusterSummary],
+            summary="Clusters of your organization you can submit to")
+def list_for_users(principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+    if principal.organization is None:
+        return []
+    return [ClusterSummary(**_summary(c)) for c in clusters_of(session, principal.organization)]
+
+
+@router.get("/organization/admin/cluster/", response_model=list[ClusterOut], summary="Your organization's clusters")
+def list_clusters(principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+    return [_out(c) for c in clusters_of(session, principal.organization)]
+
+
+@router.post("/organization/admin/cluster/host-key", response_model=HostKeyOut,
+             summary="Step 1 of enrollment: the host key a login node presents (confirm its fingerprint)")
+def host_key(body: HostKeyRequest, principal: Principal = Depends(org_admin)):
+    try:
+        key = scan_host_key(body.host, body.port, get_clusters_settings().connect_timeout_s)
+    except ClusterError as exc:
+        raise Invalid(f"cannot read the host key: {exc}", rule="the login node must answer SSH") from None
+    return HostKeyOut(host=body.host, port=body.port, key_type=key.key_type, fingerprint=key.fingerprint,
+                      public_key=key.line())
+
+
+@router.get("/organization/admin/cluster/ca", response_model=CaOut,
+            summary="The gateway's SSH user CA (install it in the cluster's TrustedUserCAKeys for per-user mode)")
+def user_ca(principal: Principal = Depends(org_admin)):
+    settings = get_clusters_settings()
+    ca = identity.get_ca(settings)
+    return CaOut(public_key=ca.public_key_line(), fingerprint=ca.fingerprint(),
+                 principal_attribute=settings.default_cluster_login_attribute,
+                 certificate_minutes=settings.cert_validity_minutes)
+
+
+@router.post("/organization/admin/cluster/", response_model=ClusterOut, status_code=201,
+             summary="Step 2 of enrollment: enroll a cluster (host key pinned, Slurm probed)")
+def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin),
+                   session: Session = Depends(get_session)):
+    from ..clusters.service import enroll
+
+    org = principal.organization
+    if cluster_by_name(session, org, body.name) is not None:
+        raise Conflict(f"cluster {body.name!r} already exists in your organization")
+    key = body.service_private_key.get_secret_value() if body.service_private_key else None
+    if body.identity_mode == identity.SERVICE_ACCOUNT and not key:
+        raise Invalid("service-account mode needs service_private_key",
+                      rule="identity_mode service-account requires a service_private_key")
+    fields = body.model_dump(exclude={"service_private_key"})
+    fields["price_model"] = body.price_model.model_dump()
+    fields["energy_profile"] = body.energy_profile.model_dump()
+    admin_login = None
+    if not key:
+        try:
+            admin_login = identity.cluster_login(principal)
+        except NoClusterAccess as exc:
+            raise Invalid(str(exc), rule="the enrolling admin needs a cluster login to probe a per-user cluster") \
+                from None
+    try:
+        cluster, _report = enroll(fields, organization=org, created_by=principal.username,
+                                  admin_login=admin_login or "", service_private_key=key)
+    except EnrollmentError as exc:
+        log.warning("enrollment of cluster %s by %s refused: %s", body.name, principal.username, exc)
+        raise EnrollmentRefused(exc) from None
+    session.add(cluster)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"cluster {body.name!r} already exists in your organization") from None
+    log.info("cluster %s enrolled for %s by %s (%s:%d, %s, host key %s)", cluster.name, org, principal.username,
+             cluster.host, cluster.port, cluster.identity_mode, cluster.host_key_fingerprint)
+    return _out(cluster)
+
+
+@router.get("/organization/admin/cluster/{cluster_id}", response_model=ClusterOut, summary="One of your clusters")
+def get_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+    return _out(_own(session, principal, cluster_id))
+
+
+@router.delete("/organization/admin/cluster/{cluster_id}", status_code=204, summary="Remove a cluster")
+def delete_cluster(cluster_id: str, principal: Principal = Depends(org_admin),
+                   session: Session = Depends(get_session)):
+    cluster = _own(session, principal, cluster_id)
+    session.delete(cluster)
+    session.flush()
+    identity.forget_cluster(cluster_id)
+    log.info("cluster %s of %s deleted by %s", cluster.name, cluster.organization, principal.username)
+    return Response(status_code=204)
+
+
+@router.post("/organization/admin/cluster/{cluster_id}/test", response_model=TestOut,
+             summary="Test connection: host key, authentication, Slurm, partitions, work dir, SFTP, runtime")
+def test_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+    cluster = _own(session, principal, cluster_id)
+    if cluster.identity_mode == identity.SERVICE_ACCOUNT:
+        login, mode = cluster.service_login, identity.SERVICE_ACCOUNT
+    else:
+        mode = identity.PER_USER
+        try:
+            login = identity.cluster_login(principal)
+        except NoClusterAccess as exc:
+            report = Report()
+            report.skip("authentication", str(exc))
+            return TestOut(cluster=cluster.name, login="", identity_mode=mode, ok=False,
+                           checks=[CheckOut(**c) for c in report.as_dict()["checks"]])
+    report = run_checks(cluster, login, mode)
+    if cluster.service_key_enc and mode == identity.PER_USER:
+        service = run_checks(cluster, cluster.service_login, identity.SERVICE_ACCOUNT)
+        for check in service.checks:
+            if check.name == "authentication":
+                check.name = "service_account_authentication"
+                report.checks.append(check)
+    return TestOut(cluster=cluster.name, login=login, identity_mode=mode, ok=report.ok,
+                   checks=[CheckOut(**c) for c in report.as_dict()["checks"]])
