@@ -29,7 +29,8 @@ def build(settings) -> DataService:
     access, secret = s3_keys(settings)
     storage = Storage(settings.s3_endpoint, access, secret, region=settings.s3_region,
                       part_size=settings.data_part_bytes, max_inflight=settings.data_parts_in_flight)
-    admin = GatewayAdmin(settings.s3_endpoint, access, secret, settings.s3_region) if settings.s3_user_accounts else None
+    admin = (GatewayAdmin(settings.s3_endpoint, access, secret, settings.s3_region,
+                         namespace=settings.data_bucket_base) if settings.s3_user_accounts else None)
     return DataService(storage, Naming(settings.data_bucket_base),
                        QuotaPolicy(settings.data_quota_bytes, dict(settings.data_org_quotas)),
                        readonly_group=settings.data_readonly_group, presign_ttl=settings.data_presign_ttl_s,

@@ -44,9 +44,13 @@ class Account:
     secret_key: str
 
 
-def account_name(user: str) -> str:
-    """The gateway account id of a hub user (a digest keeps odd user names out of the IAM store)."""
-    return "hx" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:18]
+def account_name(user: str, namespace: str = "heroes") -> str:
+    """The gateway account id of a user in one deployment (``namespace`` = the bucket base).
+
+    A digest keeps odd user names out of the IAM store; the namespace keeps two deployments sharing one
+    S3 server (e.g. the tests' and the live service) from rotating each other's keys.
+    """
+    return "hx" + hashlib.sha256(f"{namespace}/{user}".encode("utf-8")).hexdigest()[:18]
 
 
 def user_policy(bucket: str, access_key: str) -> str:
@@ -67,8 +71,9 @@ class GatewayAdmin:
     """Client of Versity Gateway's admin API (root-signed PATCH requests on the S3 endpoint)."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, namespace: str = "heroes"):
         self.endpoint = endpoint.rstrip("/")
+        self.namespace = namespace
         self._creds = botocore.credentials.Credentials(access_key, secret_key)
         self.region = region
         self.timeout = timeout
@@ -119,7 +124,7 @@ class GatewayAdmin:
         The service does not store secrets: each call rotates the secret, so a handed-out key stays
         valid until the user's next server start asks again.
         """
-        access = account_name(user)
+        access = account_name(user, self.namespace)
         secret = secrets.token_urlsafe(30)
         if access in self.list_accounts():
             self.update_secret(access, secret)

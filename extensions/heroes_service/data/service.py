@@ -109,7 +109,8 @@ class DataService:
         ref = self.naming.parse(bucket) if isinstance(bucket, str) else None
         grant = self.grant_for(principal, ref) if ref else None
         if grant is None:
-            raise NotFound(f"no bucket {bucket!r} that you may use")
+            # no name in the answer: a caller probing other tenants' bucket names learns nothing
+            raise NotFound("no such bucket among those you may use (GET /organization/data/list)")
         if need == WRITE and grant.access != WRITE:
             raise Forbidden(f"you may only read bucket {bucket!r} (member of the read-only group "
                             f"{self.readonly_group!r})", rule="data-read-only")
