@@ -1,0 +1,128 @@
+"""NVIDIA GPU sampling through NVML (pynvml is optional; the module object is injectable for tests).
+
+Energy per GPU: the delta of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ, Volta and newer) when the
+GPU has that counter and the delta is sane; otherwise power x time as EAR integrates it
+(``nvmlDeviceGetPowerUsage`` in mW). A negative counter delta (driver reload) falls back to
+power x time for that interval. Both are measurements, not estimates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def import_nvml() -> Any | None:
+    """The pynvml module (from nvidia-ml-py) if importable, else None."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except Exception:  # ImportError, or a broken install: GPUs are then simply not sampled
+        return None
+    return pynvml
+
+
+@dataclass
+class GpuSample:
+    """One GPU over one interval."""
+
+    index: int
+    power_w: float | None
+    energy_j: float | None
+    util_perc: float | None
+    mem_util_perc: float | None
+    mem_used_mb: float | None
+    sm_clock_khz: float | None
+    mem_clock_khz: float | None
+    energy_source: str  # "counter", "power_x_time" or "none"
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: Any
+    name: str
+    has_energy_counter: bool = True
+    last_energy_mj: int | None = None
+
+
+@dataclass
+class NvmlSampler:
+    """Samples every GPU NVML shows (the job's cgroup limits which ones)."""
+
+    nvml: Any | None = None
+    devices: list[_Device] = field(default_factory=list)
+    available: bool = False
+    reason: str = ""
+
+    def open(self) -> "NvmlSampler":
+        """Initialise NVML and take the first energy-counter reading of each GPU."""
+        if self.nvml is None:
+            self.nvml = import_nvml()
+        if self.nvml is None:
+            self.reason = "pynvml not installed"
+            return self
+        try:
+            self.nvml.nvmlInit()
+            count = self.nvml.nvmlDeviceGetCount()
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            self.reason = f"NVML unavailable: {exc}"
+            return self
+        for index in range(count):
+            handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+            name = self._call("nvmlDeviceGetName", handle)
+            if isinstance(name, bytes):
+                name = name.decode(errors="replace")
+            device = _Device(index=index, handle=handle, name=str(name or f"GPU{index}"))
+            device.last_energy_mj = self._call("nvmlDeviceGetTotalEnergyConsumption", handle)
+            device.has_energy_counter = device.last_energy_mj is not None
+            self.devices.append(device)
+        self.available = bool(self.devices)
+        if not self.available:
+            self.reason = "NVML shows no GPU"
+        return self
+
+    def _call(self, name: str, *args: Any) -> Any:
+        """One NVML query; None when this GPU does not support it (NVMLError_NotSupported etc.)."""
+        try:
+            return getattr(self.nvml, name)(*args)
+        except Exception:
+            return None
+
+    def sample(self, interval_s: float) -> list[GpuSample]:
+        """Every GPU's power, energy, utilization, memory and clocks for the past ``interval_s``."""
+        samples = []
+        for device in self.devices:
+            samples.append(self._sample_one(device, interval_s))
+        return samples
+
+    def _sample_one(self, device: _Device, interval_s: float) -> GpuSample:
+        nv, handle = self.nvml, device.handle
+        power_mw = self._call("nvmlDeviceGetPowerUsage", handle)
+        power_w = power_mw / 1000.0 if power_mw is not None else None
+        energy_j, source = None, "none"
+        if device.has_energy_counter:
+            current = self._call("nvmlDeviceGetTotalEnergyConsumption", handle)
+            if current is not None and device.last_energy_mj is not None and current >= device.last_energy_mj:
+                energy_j, source = (current - device.last_energy_mj) / 1000.0, "counter"
+            device.last_energy_mj = current
+        if energy_j is None and power_w is not None:
+            energy_j, source = power_w * interval_s, "power_x_time"
+        util = self._call("nvmlDeviceGetUtilizationRates", handle)
+        memory = self._call("nvmlDeviceGetMemoryInfo", handle)
+        sm_clock = self._call("nvmlDeviceGetClockInfo", handle, getattr(nv, "NVML_CLOCK_SM", 1))
+        mem_clock = self._call("nvmlDeviceGetClockInfo", handle, getattr(nv, "NVML_CLOCK_MEM", 2))
+        return GpuSample(
+            index=device.index,
+            power_w=power_w,
+            energy_j=energy_j,
+            util_perc=float(util.gpu) if util is not None else None,
+            mem_util_perc=float(util.memory) if util is not None else None,
+            mem_used_mb=memory.used / 1e6 if memory is not None else None,
+            sm_clock_khz=sm_clock * 1000.0 if sm_clock is not None else None,
+            mem_clock_khz=mem_clock * 1000.0 if mem_clock is not None else None,
+            energy_source=source,
+        )
+
+    def close(self) -> None:
+        """Shut NVML down (ignored when it was never initialised)."""
+        if self.available:
+            self._call("nvmlShutdown")
