@@ -83,6 +83,16 @@ c.JupyterHub.extra_user_scopes = {"access:services!service=heroes"}
 service_env = {"HEROES_SERVICE_HOST": "127.0.0.1", "HEROES_SERVICE_PORT": str(s.service_port)}
 if s.state_dir:
     service_env["HEROES_STATE_DIR"] = s.state_dir
+# Keycloak: tokens' issuer, the login client (direct grant), the admin API; the admin password is read by the
+# service from the stack's 0600 file under HEROES_STATE_DIR (or HEROES_SERVICE_KEYCLOAK_ADMIN_PASSWORD).
+service_env.update({
+    "HEROES_SERVICE_KEYCLOAK_URL": s.keycloak_url,
+    "HEROES_SERVICE_KEYCLOAK_REALM": s.keycloak_realm,
+    "HEROES_SERVICE_KEYCLOAK_CLIENT_ID": s.oauth_client_id,
+    "HEROES_SERVICE_TOKEN_AUDIENCES": s.oauth_client_id,
+})
+if s.oauth_client_secret:
+    service_env["HEROES_SERVICE_KEYCLOAK_CLIENT_SECRET"] = s.oauth_client_secret
 c.JupyterHub.services = [
     {
         "name": "heroes",
@@ -98,8 +108,9 @@ c.JupyterHub.services = [
 c.JupyterHub.load_roles = [
     {
         "name": "heroes-service",
-        "description": "What the HEROES service may read from the hub (users and their groups).",
-        "scopes": ["list:users", "read:users", "read:groups"],
+        "description": "What the HEROES service needs from the hub: resolve users, and mirror the Keycloak groups "
+                       "an admin changes through the API into hub groups at once (admin:groups).",
+        "scopes": ["list:users", "read:users", "read:groups", "admin:groups"],
         "services": ["heroes"],
     }
 ]

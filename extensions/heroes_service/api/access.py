@@ -16,15 +16,18 @@ Engineers of the reserved resources add their rows below, in their section.
 """
 from __future__ import annotations
 
+import logging
+
 import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.routing import Match, Route
+from starlette.routing import Route, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import LEVELS, check
 from ..errors import ApiError
 
+log = logging.getLogger("heroes_service.access")
 PUBLIC, USER, ORG_ADMIN, PLATFORM_ADMIN = LEVELS
 
 #: (method, path template relative to the API prefix) -> access level
@@ -111,53 +114,90 @@ def level_of(method: str, path: str) -> str | None:
 
 
 def app_routes(app: FastAPI, prefix: str) -> list[tuple[str, str]]:
-    """Every (method, relative path template) the app serves below ``prefix`` (HEAD of GETs left out)."""
-    found = []
+    """Every (method, relative path template) the app serves below ``prefix``, from its OpenAPI document
+    plus the plain Starlette routes (docs, openapi.json). Routes hidden from the schema are not listed;
+    the middleware refuses them anyway (no row, no access)."""
+    found = set()
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method in operations:
+            if method.upper() in {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"}:
+                found.add((method.upper(), path[len(prefix):] if path.startswith(prefix) else path))
     for route in app.routes:
-        if not isinstance(route, Route) or not route.path.startswith(prefix):
-            continue
-        for method in sorted(route.methods or ()):
-            if method == "HEAD" and "GET" in (route.methods or ()):
-                continue
-            found.append((method, route.path[len(prefix):]))
-    return found
+        if isinstance(route, Route):
+            for method in route.methods or ():
+                if method != "HEAD":
+                    found.add((method, route.path[len(prefix):] if route.path.startswith(prefix) else route.path))
+    return sorted(found)
 
 
 def verify_table(app: FastAPI, prefix: str) -> None:
     """Refuse to build an app with a route that has no row in ACCESS (or a route outside the prefix)."""
-    missing = [f"{m} {p}" for m, p in app_routes(app, prefix) if (m, p) not in ACCESS]
-    outside = [r.path for r in app.routes if isinstance(r, Route) and not r.path.startswith(prefix)]
-    if missing or outside:
+    routes = app_routes(app, prefix)
+    missing = [f"{m} {p}" for m, p in routes if (m, p) not in ACCESS]
+    if missing:
         raise RuntimeError("access table incomplete (extensions/heroes_service/api/access.py): "
-                           + "; ".join([f"no row for {x}" for x in missing] + [f"route outside {prefix}: {x}"
-                                                                               for x in outside]))
+                           + "; ".join(f"no row for {x}" for x in missing))
     for name, prefixes in RESERVED.items():
         owned = getattr(app.state, "reserved_routes", {}).get(name, [])
-        stray = [p for p in owned if not p[len(prefix):].startswith(prefixes)]
+        relative = [p[len(prefix):] if p.startswith(prefix) else p for p in owned]
+        stray = [p for p in relative if not p.startswith(prefixes)]
         if stray:
             raise RuntimeError(f"api/{name}.py serves paths outside its reserved prefixes {prefixes}: {stray}")
 
 
+class _Matcher:
+    """The table's path templates compiled like Starlette's router does (``{id}``, ``{key:path}``)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.rows = []
+        for (method, template), level in ACCESS.items():
+            regex, _fmt, convertors = compile_path(prefix + template)
+            self.rows.append((len(convertors), method, regex, template, level))
+        self.rows.sort(key=lambda row: row[0])  # literal paths win over templated ones
+
+    def level(self, method: str, path: str) -> tuple[str | None, bool]:
+        """(level of the matching row, whether the path matched any row for another method)."""
+        other_method = False
+        for _n, row_method, regex, _template, level in self.rows:
+            if regex.match(path):
+                if row_method == method:
+                    return level, True
+                other_method = True
+        return None, other_method
+
+
 class AccessMiddleware:
-    """Enforces ACCESS before routing reaches an endpoint (and before any body is read)."""
+    """Enforces ACCESS before any route runs (and before any body is read); fails closed.
+
+    A request below the prefix whose (method, path) has no row never reaches a route: 401/403 need no
+    route, unknown paths get 404 (a path that differs only by its trailing slash goes on to the router,
+    which redirects), and a known path with another method gets 405.
+    """
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI, prefix: str):
         self.app = app
         self.fastapi_app = fastapi_app
         self.prefix = prefix
+        self.matcher = _Matcher(prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self._match(scope)
-        if route is None:  # unknown path or method: the router answers 404/405 itself
-            await self.app(scope, receive, send)
-            return
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        level = level_of(method, route.path[len(self.prefix):])
-        if level is None:  # cannot happen after verify_table; fail closed anyway
-            await JSONResponse({"detail": "route without an access rule"}, status_code=403)(scope, receive, send)
+        path = scope["path"]
+        level, path_known = self.matcher.level(method, path)
+        if level is None:
+            alt = path[:-1] if path.endswith("/") else path + "/"
+            if self.matcher.level(method, alt)[0] is not None:
+                await self.app(scope, receive, send)  # the router redirects to the canonical path
+                return
+            if path_known:
+                response = JSONResponse({"detail": f"method {scope['method']} not allowed here"}, status_code=405)
+            else:
+                response = JSONResponse({"detail": "not found"}, status_code=404)
+            await response(scope, receive, send)
             return
         if level != PUBLIC:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -168,11 +208,10 @@ class AccessMiddleware:
             except ApiError as exc:
                 await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, send)
                 return
+            except Exception:  # never a stack trace to the client
+                log.exception("authentication failed unexpectedly")
+                await JSONResponse({"detail": "internal error while authenticating"}, status_code=500)(
+                    scope, receive, send)
+                return
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-    def _match(self, scope: Scope) -> Route | None:
-        for route in self.fastapi_app.router.routes:
-            if isinstance(route, Route) and route.matches(scope)[0] == Match.FULL:
-                return route
-        return None  # no route, or only a PARTIAL match (wrong method): the router answers 404/405

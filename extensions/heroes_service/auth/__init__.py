@@ -230,7 +230,7 @@ class Authenticator:
 
     def _build(self, user: dict, via: Via) -> Principal:
         paths = self.identity.user_group_paths(user["id"])
-        roles = frozenset(self.identity.user_realm_roles(user["id"]))
+        roles = frozenset(r for r in self.identity.user_realm_roles(user["id"]) if not r.startswith("default-roles-"))
         orgs = self.identity.organizations()
         organization = next((p.strip("/").split("/")[0] for p in paths if p.strip("/").split("/")[0] in orgs), None)
         groups = sorted({p.rstrip("/").rsplit("/", 1)[-1] for p in paths})

@@ -121,3 +121,78 @@ class Identity:
     def user_realm_roles(self, user_id: str) -> set[str]:
         roles = self.call(self.admin.get_realm_roles_of_user, user_id, what="user")
         return {r["name"] for r in roles}
+
+
+# --- organization-scoped helpers (used by the admin routers) ------------------------------------------
+def is_service_account(user: dict) -> bool:
+    return bool(user.get("serviceAccountClientLink")) or user.get("username", "").startswith("service-account-")
+
+
+class OrgDirectory:
+    """Users, groups and roles of ONE organization; everything outside it is reported as not found."""
+
+    def __init__(self, identity: Identity, org: str):
+        self.identity = identity
+        self.org = org
+        orgs = identity.organizations()
+        if org not in orgs:
+            orgs = identity.organizations(fresh=True)
+        if org not in orgs:
+            raise NotFound(f"organization {org!r} not found")
+        self.group_id = orgs[org]
+
+    @property
+    def admin(self) -> KeycloakAdmin:
+        return self.identity.admin
+
+    def call(self, fn, *args, what="object", **kwargs):
+        return self.identity.call(fn, *args, what=what, **kwargs)
+
+    # users -------------------------------------------------------------------------------------------
+    def members(self) -> list[dict]:
+        """The organization's people (service accounts of its OAuth clients left out)."""
+        users = self.call(self.admin.get_group_members, self.group_id, {"max": 10000, "briefRepresentation": "false"},
+                          what="organization")
+        return [u for u in users if not is_service_account(u)]
+
+    def member(self, user_id: str) -> dict:
+        """A user of this organization by id; 404 (same message) for unknown ids and other organizations."""
+        try:
+            user = self.call(self.admin.get_user, user_id, what="user")
+        except NotFound:
+            raise NotFound("user not found in your organization") from None
+        if is_service_account(user) or f"/{self.org}" not in self.identity.user_group_paths(user["id"]):
+            raise NotFound("user not found in your organization")
+        return user
+
+    def member_by_username(self, username: str) -> dict | None:
+        user = self.identity.user_by_username(username)
+        if user is None or is_service_account(user) or f"/{self.org}" not in self.identity.user_group_paths(user["id"]):
+            return None
+        return user
+
+    # groups ------------------------------------------------------------------------------------------
+    def groups(self) -> list[dict]:
+        children = self.call(self.admin.get_group_children, self.group_id, {"max": 10000}, what="organization")
+        prefix = f"{self.org}."
+        return [g for g in children if g["name"].startswith(prefix)]
+
+    def group(self, group_id: str) -> dict:
+        try:
+            group = self.call(self.admin.get_group, group_id, what="group")
+        except NotFound:
+            raise NotFound("group not found in your organization") from None
+        if group.get("parentId") != self.group_id and not str(group.get("path", "")).startswith(f"/{self.org}/"):
+            raise NotFound("group not found in your organization")
+        return group
+
+    def group_members(self, group_id: str) -> list[dict]:
+        users = self.call(self.admin.get_group_members, group_id, {"max": 10000}, what="group")
+        return [u for u in users if not is_service_account(u)]
+
+    # roles -------------------------------------------------------------------------------------------
+    def role_members(self, role: str) -> list[dict]:
+        """Members of this organization that hold a realm role."""
+        holders = self.call(self.admin.get_realm_role_members, role, {"max": 10000}, what="role")
+        ours = {u["id"] for u in self.members()}
+        return [u for u in holders if u["id"] in ours]

@@ -1,0 +1,13 @@
+"""Naming rules the API enforces (a request that breaks one gets 422 naming the rule)."""
+from __future__ import annotations
+
+#: organizations, groups, OAuth clients, storage servers: DNS-label-like, so they fit bucket, hub and client names
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+NAME_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
+#: usernames: also Unix account names (jh-<name>) on the gateway and the clusters
+USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{1,30}$"
+USERNAME_RULE = "2-31 characters: lowercase letters, digits, '_' and '-', starting with a letter"
+#: roles an organization admin may grant within their organization
+ORG_ROLES = ("org-admin", "user")
+#: e-mail addresses: one '@', a dot in the domain, no spaces (Keycloak checks the rest)
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

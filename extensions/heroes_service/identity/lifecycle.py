@@ -1,0 +1,44 @@
+"""Hooks other capabilities register to take part in an organization's life.
+
+* ``register_work_checker(fn)``: ``fn(session, org) -> list[str]`` describes the organization's running work
+  (workflows, jobs...); deleting an organization with any is refused (409) unless forced.
+* ``register_created(fn)`` / ``register_deleted(fn)``: ``fn(session, org)`` runs inside the request's
+  database transaction when an organization is created / deleted (e.g. the data capability creates its
+  bucket). A hook that raises undoes the whole operation (Keycloak group, hub group, database rows), so a
+  hook that changes an outside system must undo its own change when a later hook fails:
+  ``register_created(fn, undo=undo_fn)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from ..store.models import Organization
+
+Hook = Callable[[Session, Organization], None]
+WORK_CHECKERS: list[Callable[[Session, Organization], list[str]]] = []
+CREATED: list[tuple[Hook, Hook | None]] = []
+DELETED: list[Hook] = []
+
+
+def register_work_checker(fn: Callable[[Session, Organization], list[str]]) -> None:
+    if fn not in WORK_CHECKERS:
+        WORK_CHECKERS.append(fn)
+
+
+def register_created(fn: Hook, undo: Hook | None = None) -> None:
+    if all(fn is not f for f, _ in CREATED):
+        CREATED.append((fn, undo))
+
+
+def register_deleted(fn: Hook) -> None:
+    if fn not in DELETED:
+        DELETED.append(fn)
+
+
+def running_work(session: Session, org: Organization) -> list[str]:
+    found: list[str] = []
+    for checker in WORK_CHECKERS:
+        found.extend(checker(session, org))
+    return found
