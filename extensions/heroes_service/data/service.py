@@ -372,7 +372,10 @@ class DataService:
         done = []
         for key, _ in items:
             target = dst_key + key[len(src_key):] if folder else dst_key
-            self.storage.copy(src.bucket, key, dst.bucket, target)
+            if target.endswith("/"):  # a folder marker: filesystem-backed servers refuse to copy onto a directory
+                self.storage.put_folder(dst.bucket, target)
+            else:
+                self.storage.copy(src.bucket, key, dst.bucket, target)
             done.append(target)
         if move:
             for key, _ in items:
