@@ -63,9 +63,15 @@ class StepInfo:
     heroes_ids: dict[str, str]
 
 
+def clean(text: str) -> str:
+    """A free-text value made safe for a ';'-separated field (job names and the like come from users)."""
+    return text.replace(";", "_").replace("\n", " ").replace("\r", " ")
+
+
 def heroes_ids_from(pairs: list[str], environ: dict) -> dict[str, str]:
     """The five HEROES ids: ``--ids KEY=VALUE`` first, then the environment, then the plugin's defaults."""
-    ids = {name: environ.get(name) or default for name, default in zip(C.HEROES_ID_COLUMNS, C.HEROES_ID_DEFAULTS)}
+    ids = {name: clean(environ.get(name) or default)
+           for name, default in zip(C.HEROES_ID_COLUMNS, C.HEROES_ID_DEFAULTS)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         name = ID_ALIASES.get(key.strip().lower(), key.strip().upper())
@@ -91,14 +97,19 @@ def step_info(command: list[str], ids: dict[str, str], environ: dict, local_id: 
     except KeyError:
         group = str(gid)
     nprocs = environ.get("SLURM_NTASKS") or environ.get("SLURM_NPROCS") or "1"
+    job = job_id or environ.get("SLURM_JOB_ID") or str(local_id)
+    step = step_id or environ.get("SLURM_STEP_ID") or "0"
+    # EAR's JOBID/STEPID are integers; anything else would make the file unreadable
+    job = job if job.isdigit() else str(local_id)
+    step = step if step.isdigit() else "0"
     return StepInfo(
-        job_id=job_id or environ.get("SLURM_JOB_ID") or str(local_id),
-        step_id=step_id or environ.get("SLURM_STEP_ID") or "0",
-        node=node or socket.gethostname().split(".")[0],
+        job_id=job,
+        step_id=step,
+        node=clean(node or socket.gethostname().split(".")[0]),
         user=user,
         group=group,
-        account=environ.get("SLURM_JOB_ACCOUNT", ""),
-        job_name=(environ.get("SLURM_JOB_NAME") or os.path.basename(command[0]))[:120],
+        account=clean(environ.get("SLURM_JOB_ACCOUNT", "")),
+        job_name=clean(environ.get("SLURM_JOB_NAME") or os.path.basename(command[0]))[:120],
         nprocs=int(nprocs) if nprocs.isdigit() else 1,
         heroes_ids=ids,
     )
@@ -355,12 +366,27 @@ def _wait_until_exit_or(pidfd: int | None, pid: int, timeout: float) -> bool:
     return False
 
 
+def _guarded(collector: Collector, what: str, action: Callable[[], Any]) -> bool:
+    """Run one collector action; a failure is logged and monitoring stops, the step never suffers."""
+    try:
+        action()
+        return True
+    except Exception as exc:  # the energy record is best effort; the step's exit code is not
+        collector.log(f"{what} failed ({type(exc).__name__}: {exc}); energy monitoring stopped for this step")
+        return False
+
+
 def run(command: list[str], collector: Collector) -> int:
-    """Run ``command`` under ``collector``; returns its exit code (dies of its signal if it was killed)."""
+    """Run ``command`` under ``collector``; returns its exit code (dies of its signal if it was killed).
+
+    A collector failure (unwritable output directory, unreadable /proc ...) is logged and the command
+    runs on unmonitored: energy accounting must never change a step's outcome.
+    """
     if shutil.which(command[0]) is None:
         print(f"heroes_energy.collect: command not found or not executable: {command[0]}", file=sys.stderr)
         return 127
-    collector.start()  # baselines first, so the step's first instructions are inside the window
+    # baselines first, so the step's first instructions are inside the measured window
+    monitoring = _guarded(collector, "starting the collector", collector.start)
     child = subprocess.Popen(command)
 
     def forward(signum, _frame):
@@ -377,17 +403,20 @@ def run(command: list[str], collector: Collector) -> int:
         except (AttributeError, OSError):
             pidfd = None
         next_at = time.monotonic() + collector.interval
-        while not _wait_until_exit_or(pidfd, child.pid, next_at - time.monotonic()):
-            collector.sample()
+        while not _wait_until_exit_or(pidfd, child.pid, next_at - time.monotonic() if monitoring else 3600):
+            if monitoring:
+                monitoring = _guarded(collector, "sampling", collector.sample)
             next_at += collector.interval
             if next_at < time.monotonic():  # fell behind (suspended?): don't burst, restart the cadence
                 next_at = time.monotonic() + collector.interval
-        collector.sample()  # the last partial interval, so energy covers the whole step
+        if monitoring:  # the last partial interval, so energy covers the whole step
+            monitoring = _guarded(collector, "sampling", collector.sample)
         _, status, rusage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if pidfd is not None:
             os.close(pidfd)
-        collector.finish(rusage)
+        if monitoring:
+            _guarded(collector, "writing the application CSV", lambda: collector.finish(rusage))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -428,6 +457,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("no command after --")
     if args.interval <= 0:
         parser.error("--interval must be positive")
+    for name in ("job_id", "step_id"):
+        value = getattr(args, name)
+        if value is not None and not value.isdigit():
+            parser.error(f"--{name.replace('_', '-')} must be a non-negative integer (EAR's ids are), got {value!r}")
     return args, command
 
 

@@ -1,7 +1,6 @@
 """EAR-lite collector: RAPL from a synthetic powercap tree, the estimate fallback, the CLI around real commands."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -298,3 +297,28 @@ def test_collector_dies_of_the_signal_that_killed_the_step(tmp_path):
     result = run_collector(tmp_path, code, "--job-id", "6")
     assert result.returncode == -signal.SIGKILL
     assert len(list(tmp_path.iterdir())) == 2  # both files were written before dying
+
+
+def test_a_broken_collector_never_changes_the_steps_outcome(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_collector(blocker / "out", "print('still ran'); raise SystemExit(4)", "--job-id", "8")
+    assert result.returncode == 4
+    assert "still ran" in result.stdout
+    assert "energy monitoring stopped" in result.stderr
+
+
+def test_free_text_ids_cannot_break_the_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_NAME", "my;job\nname")
+    monkeypatch.setenv("HEROES_ORGANIZATION_NAME", "acme;corp")
+    result = subprocess.run([sys.executable, "-m", "heroes_energy.collect", "--out", str(tmp_path), "--no-gpu",
+                             "--job-id", "12", "--", sys.executable, "-c", "pass"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    app = [str(p) for p in tmp_path.iterdir() if not p.name.endswith(".samples.csv")]
+    (row,), errors = read_files(app)
+    assert errors == []
+    assert row.job_name == "my_job name" and row.heroes_ids[3] == "acme_corp"
+    bad = subprocess.run([sys.executable, "-m", "heroes_energy.collect", "--out", str(tmp_path), "--job-id", "x1",
+                          "--", "true"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--job-id must be a non-negative integer" in bad.stderr

@@ -9,7 +9,7 @@ import pytest
 from heroes_energy import columns as C
 from heroes_energy.reader import aggregate, read_file, read_files
 from heroes_energy.synthetic import ear_row_values, write_eacct_file
-from heroes_energy.writer import format_app_row, write_app_csv
+from heroes_energy.writer import write_app_csv
 
 # Typed from the reference (EAR v6.2 application_create_header_str, non-workflow build), not from our code.
 EAR_HEADER = (
