@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("heroes_service")
+#: regular expression -> the rule in words (filled by modules that define naming rules, e.g. api/rules.py)
+RULES: dict[str, str] = {}
 
 
 class ApiError(Exception):
@@ -86,8 +88,13 @@ def install(app: FastAPI) -> None:
                            "type": str(err.get("type", ""))})
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"][1:] or first["loc"])
-        return JSONResponse({"detail": f"invalid request: {where}: {first['msg']}", "errors": errors},
-                            status_code=422)
+        body = {"detail": f"invalid request: {where}: {first['msg']}", "errors": errors}
+        raw = exc.errors()[0] if exc.errors() else {}
+        pattern = (raw.get("ctx") or {}).get("pattern") if isinstance(raw, dict) else None
+        if pattern in RULES:  # say the rule in words, not only as a regular expression
+            body["rule"] = f"{where}: {RULES[pattern]}"
+            body["detail"] = f"invalid {where}: {RULES[pattern]}"
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException):

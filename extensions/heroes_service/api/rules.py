@@ -11,3 +11,8 @@ USERNAME_RULE = "2-31 characters: lowercase letters, digits, '_' and '-', starti
 ORG_ROLES = ("org-admin", "user")
 #: e-mail addresses: one '@', a dot in the domain, no spaces (Keycloak checks the rest)
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+from ..errors import RULES  # noqa: E402
+
+RULES.update({NAME_PATTERN: NAME_RULE, USERNAME_PATTERN: USERNAME_RULE,
+              EMAIL_PATTERN: "an e-mail address: name@domain with a dot in the domain"})
