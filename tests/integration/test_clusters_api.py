@@ -257,7 +257,7 @@ def test_service_account_cluster_secrets_stay_secret(env, enrolled):
     ca_pem = identity.get_vault().decrypt((env["secrets"] / "user_ca_ed25519.enc").read_text().strip())
     needles |= {line for line in ca_pem.splitlines() if len(line) > 20 and "PRIVATE KEY" not in line}
     needles |= {base64.b64encode(key_text.encode()).decode()[:40]}
-    assert len(env["bodies"]) > 10
+    assert len(env["bodies"]) >= 5
     assert any("enrolled for acme by alice" in line for line in env["log"].lines)  # the service's log was seen
     assert any("connected to" in line for line in env["log"].lines)
     for where, texts in (("response bodies", env["bodies"]), ("log records", env["log"].lines)):
