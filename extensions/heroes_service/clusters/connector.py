@@ -295,6 +295,8 @@ class ConnectionPool:
         except OSError as exc:
             raise ClusterUnreachable(f"cluster {ep.cluster!r}: no TCP connection to {ep.host}:{ep.port}: {exc}") \
                 from exc
+        # small request/response packets: without NODELAY, Nagle + delayed ACK add ~40 ms per channel open
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
         transport.banner_timeout = timeout
         transport.handshake_timeout = timeout
@@ -456,6 +458,11 @@ class ClusterConnector:
                     continue
                 try:
                     yield channel
+                except CommandTimeout:
+                    # a silent peer (network partition) looks like a slow command: retire this transport
+                    # so the next call reconnects instead of hanging on it too; in-flight work finishes
+                    self._pool.mark_broken(conn)
+                    raise
                 except (paramiko.SSHException, OSError, EOFError) as exc:
                     self._pool.mark_broken(conn)
                     raise ClusterUnreachable(
