@@ -53,7 +53,7 @@ class Download:
 
     status: int
     headers: dict[str, str]
-    body: Iterator[bytes]
+    body: AsyncIterator[bytes]
     size: int
 
 
@@ -61,7 +61,7 @@ class Storage:
     """S3 operations of the data API, all through one thread-safe boto3 client."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, *, region: str = "us-east-1",
-                 part_size: int = 16 * 1024 * 1024, max_inflight: int = 4, timeout: float = 60.0,
+                 part_size: int = 8 * 1024 * 1024, max_inflight: int = 4, timeout: float = 60.0,
                  connect_timeout: float = 3.0):
         self.endpoint = endpoint
         self.part_size = max(part_size, MIN_PART)
@@ -241,7 +241,8 @@ class Storage:
         concurrent uploads to one key end with one whole object (the last to complete).
         """
         loop = asyncio.get_running_loop()
-        buf = bytearray()
+        pending: list[bytes] = []  # received chunks not yet sent (joined once per part: one copy)
+        pending_len = 0
         size = 0
         upload_id: str | None = None
         sent: list[tuple[int, asyncio.Future]] = []  # (part number, future of UploadPart)
@@ -275,18 +276,21 @@ class Storage:
                 if limit is not None and size > limit:
                     raise QuotaExceeded(f"the upload passed the {limit} bytes the organization's quota "
                                         "leaves; nothing was stored", rule="organization-quota")
-                buf += chunk
-                while len(buf) >= self.part_size:
-                    data = bytes(buf[: self.part_size])
-                    del buf[: self.part_size]
+                pending.append(chunk)
+                pending_len += len(chunk)
+                if pending_len >= self.part_size:
+                    data = b"".join(pending)
+                    pending.clear()
+                    pending_len = 0
                     await send_part(data)
+                    del data
             if upload_id is None:
-                result = await run(self.client.put_object, Bucket=bucket, Key=key, Body=bytes(buf),
+                result = await run(self.client.put_object, Bucket=bucket, Key=key, Body=b"".join(pending),
                                    ContentType=content_type)
                 return {"size": size, "etag": result.get("ETag", "").strip('"'), "parts": 0}
-            if buf:
-                await send_part(bytes(buf))
-                buf = bytearray()
+            if pending:
+                await send_part(b"".join(pending))
+                pending.clear()
             results = await asyncio.gather(*(fut for _, fut in sent))
             parts = [{"PartNumber": n, "ETag": r["ETag"]} for (n, _), r in zip(sent, results)]
             result = await run(self.client.complete_multipart_upload, Bucket=bucket, Key=key,
@@ -306,36 +310,74 @@ class Storage:
             return fn(*args, **kwargs)
 
     # --- reads --------------------------------------------------------------------------------------
-    def open_download(self, bucket: str, key: str, range_header: str | None = None,
-                      chunk_size: int = 1024 * 1024) -> Download:
-        """Open ``bucket/key`` for streaming, honouring one ``bytes=a-b`` range (206) if given."""
-        args = {"Bucket": bucket, "Key": key}
-        if range_header:
-            if not _RANGE.match(range_header.strip()) or range_header.strip() == "bytes=-":
-                raise RangeNotSatisfiable(f"only one range of the form bytes=a-b is supported, got "
-                                          f"{range_header[:40]!r}")
-            args["Range"] = range_header.strip()
+    def open_download(self, bucket: str, key: str, range_header: str | None = None) -> Download:
+        """Open ``bucket/key`` for streaming, honouring one ``bytes=a-b`` / ``a-`` / ``-n`` range (206).
+
+        The body is fetched as ranged GETs of ``part_size`` bytes, ``max_inflight`` at a time, and sent
+        in order; every GET carries ``If-Match`` on the ETag read first, so an object replaced during the
+        download ends the stream instead of mixing two versions.
+        """
         with self.guard("download", bucket=bucket, key=key):
-            obj = self.client.get_object(**args)
-        headers = {
-            "Content-Length": str(obj["ContentLength"]),
-            "Accept-Ranges": "bytes",
-            "ETag": obj.get("ETag", ""),
-            "Last-Modified": obj["LastModified"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        }
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        total = head["ContentLength"]
+        etag = head.get("ETag", "")
+        start, end = 0, total - 1
         status = 200
-        if obj.get("ContentRange"):
-            headers["Content-Range"] = obj["ContentRange"]
+        if range_header:
+            start, end = self._parse_range(range_header.strip(), total)
             status = 206
-        body = obj["Body"]
+        headers = {
+            "Content-Length": str(max(end - start + 1, 0)),
+            "Accept-Ranges": "bytes",
+            "ETag": etag,
+            "Last-Modified": head["LastModified"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        }
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+        return Download(status=status, headers=headers, body=self._windows(bucket, key, etag, start, end),
+                        size=max(end - start + 1, 0))
 
-        def stream() -> Iterator[bytes]:
-            try:
-                yield from body.iter_chunks(chunk_size)
-            finally:
-                body.close()
+    @staticmethod
+    def _parse_range(value: str, total: int) -> tuple[int, int]:
+        m = _RANGE.match(value)
+        if not m or (m.group(1) == "" and m.group(2) == ""):
+            raise RangeNotSatisfiable(f"only one range of the form bytes=a-b, bytes=a- or bytes=-n is supported, "
+                                      f"got {value[:40]!r}", headers={"Content-Range": f"bytes */{total}"})
+        first, last = m.group(1), m.group(2)
+        if first == "":  # the last n bytes
+            start, end = max(total - int(last), 0), total - 1
+        else:
+            start = int(first)
+            end = min(int(last), total - 1) if last else total - 1
+        if start >= total or end < start:
+            raise RangeNotSatisfiable(f"the range {value[:40]!r} is outside the object ({total} bytes)",
+                                      headers={"Content-Range": f"bytes */{total}"})
+        return start, end
 
-        return Download(status=status, headers=headers, body=stream(), size=obj["ContentLength"])
+    async def _windows(self, bucket: str, key: str, etag: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The bytes start..end as ordered windows fetched concurrently (bounded memory)."""
+        loop = asyncio.get_running_loop()
+
+        def fetch(lo: int, hi: int) -> bytes:
+            with self.guard("download", bucket=bucket, key=key):
+                obj = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={lo}-{hi}", IfMatch=etag)
+                with contextlib.closing(obj["Body"]):
+                    return obj["Body"].read()
+
+        windows = [(lo, min(lo + self.part_size, end + 1) - 1) for lo in range(start, end + 1, self.part_size)]
+        queue: list[asyncio.Future] = []
+        nxt = 0
+        try:
+            while nxt < len(windows) or queue:
+                while nxt < len(windows) and len(queue) < self.max_inflight:
+                    queue.append(loop.run_in_executor(self._pool, fetch, *windows[nxt]))
+                    nxt += 1
+                data = await queue.pop(0)
+                yield data
+                del data
+        finally:
+            for fut in queue:
+                fut.cancel()
 
     # --- presigned URLs -----------------------------------------------------------------------------
     def presign_get(self, bucket: str, key: str, ttl: int) -> str:
