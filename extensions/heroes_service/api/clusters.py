@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
 from ..clusters import identity, logins
-from ..clusters.config import get_clusters_settings
+from ..clusters.config import bind_state_dir, get_clusters_settings
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster
 from ..clusters.service import EnrollmentError, Report, run_checks, scan_host_key
@@ -35,8 +35,12 @@ log = logging.getLogger("heroes_service.clusters")
 
 
 def _bind_identity(request: Request) -> None:
-    """Cluster logins are read from Keycloak through the app's own identity client."""
+    """Cluster logins are read from Keycloak through the app's own identity client, and the secrets
+    live below the app's own state dir (not wherever the process happened to start)."""
     logins.bind(request.app.state.identity)
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None and bind_state_dir(settings.state_dir):
+        identity.forget_secrets()  # the vault and CA of another state dir must not be reused
 
 
 router = APIRouter(tags=["clusters"], dependencies=[Depends(_bind_identity)])

@@ -13,9 +13,30 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+#: the running app's state dir (``bind_state_dir``), preferred over the environment
+_bound_state_dir: Path | None = None
+
+
 def _state_dir() -> Path:
-    """The service's state dir, as the service core resolves it."""
-    return Path(os.environ.get("HEROES_SERVICE_STATE_DIR") or os.environ.get("HEROES_STATE_DIR") or Path.cwd())
+    """The service's state dir: the app's (once bound), else the core's environment rule.
+
+    Never the current directory: secrets must not land in a checkout because a process started there.
+    """
+    if _bound_state_dir is not None:
+        return _bound_state_dir
+    value = os.environ.get("HEROES_SERVICE_STATE_DIR") or os.environ.get("HEROES_STATE_DIR")
+    return Path(value) if value else Path.home() / ".local" / "share" / "heroes-service"
+
+
+def bind_state_dir(path: Path | str) -> bool:
+    """Follow the app's ``ServiceSettings.state_dir``; True when it changed (callers drop cached secrets)."""
+    global _bound_state_dir
+    path = Path(path)
+    if _bound_state_dir == path:
+        return False
+    _bound_state_dir = path
+    get_clusters_settings.cache_clear()
+    return True
 
 
 class ClustersSettings(BaseSettings):

@@ -356,11 +356,14 @@ _POOLS_LOCK = threading.Lock()
 
 def pool_for(endpoint: Endpoint, credential: Credential, key: tuple,
              settings: ClustersSettings | None = None) -> ConnectionPool:
-    """The shared pool for ``key`` (cluster id, account, kind); a changed endpoint replaces it."""
+    """The shared pool for ``key`` (cluster id, account, kind); a changed endpoint or credential
+    (re-pinned host key, new CA, new service key) replaces it."""
     settings = settings or get_clusters_settings()
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
-        if pool is not None and pool.endpoint == endpoint:
+        same_credential = pool is not None and \
+            getattr(pool.credential, "identity", pool.credential) == getattr(credential, "identity", credential)
+        if pool is not None and pool.endpoint == endpoint and same_credential:
             return pool
         if pool is not None:
             pool.close()

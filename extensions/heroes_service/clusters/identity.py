@@ -14,6 +14,7 @@ Two modes, chosen per cluster at enrollment (``identity_mode``):
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import threading
@@ -73,14 +74,18 @@ def get_ca(settings: ClustersSettings | None = None) -> UserCA:
         return _ca
 
 
-def reset_for_tests() -> None:
-    """Forget cached secrets and certificates (tests that point the settings elsewhere)."""
+def forget_secrets() -> None:
+    """Forget the cached vault, CA and certificates (the secrets dir changed; tests point it elsewhere).
+    Pools built on the old credentials are replaced on their next use (``pool_for`` compares them)."""
     global _vault, _ca
     with _lock:
         _vault = None
         _ca = None
     with _CERTS_LOCK:
         _CERTS.clear()
+
+
+reset_for_tests = forget_secrets
 
 
 # --- credentials -------------------------------------------------------------------------------------
@@ -105,6 +110,8 @@ class ServiceKeyCredential:
         self._encrypted = encrypted_key
         self._vault = vault
         self._pkey: paramiko.PKey | None = None
+        #: what makes two credentials interchangeable for a pool (no secret in it: a hash of the token)
+        self.identity = (self.kind, login, hashlib.sha256(encrypted_key.encode()).hexdigest())
 
     def current(self) -> tuple[paramiko.PKey, float | None]:
         if self._pkey is None:
@@ -124,6 +131,7 @@ class CertificateCredential:
         self._settings = settings
         self._signed = None
         self._lock = threading.Lock()
+        self.identity = (self.kind, login, id(ca))
 
     def current(self) -> tuple[paramiko.PKey, float | None]:
         with self._lock:

@@ -34,7 +34,7 @@ def isolated_secrets(**overrides) -> Iterator[Path]:
     for key, value in overrides.items():
         os.environ[f"HEROES_SERVICE_CLUSTERS_{key.upper()}"] = str(value)
     get_clusters_settings.cache_clear()
-    identity.reset_for_tests()
+    identity.forget_secrets()
     try:
         yield folder / "secrets"
     finally:
@@ -52,7 +52,7 @@ def isolated_secrets(**overrides) -> Iterator[Path]:
             else:
                 os.environ[key] = value
         get_clusters_settings.cache_clear()
-        identity.reset_for_tests()
+        identity.forget_secrets()
         shutil.rmtree(folder, ignore_errors=True)
 
 
