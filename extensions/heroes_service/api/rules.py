@@ -9,8 +9,8 @@ USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{1,30}$"
 USERNAME_RULE = "2-31 characters: lowercase letters, digits, '_' and '-', starting with a letter"
 #: roles an organization admin may grant within their organization
 ORG_ROLES = ("org-admin", "user")
-#: e-mail addresses: one '@', a dot in the domain, no spaces (Keycloak checks the rest)
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+#: e-mail addresses: ASCII local part, '@', a dotted domain ending in letters
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}$"
 
 from ..errors import RULES  # noqa: E402
 

@@ -12,6 +12,7 @@ Model in the realm:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +22,35 @@ import requests
 from keycloak import KeycloakAdmin, KeycloakOpenID
 from keycloak.exceptions import (KeycloakAuthenticationError, KeycloakConnectionError, KeycloakError)
 
-from ..errors import Conflict, NotFound, Unavailable
+from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..settings import ServiceSettings
 
 log = logging.getLogger("heroes_service.identity")
 T = TypeVar("T")
 ORG_ATTRIBUTE = "heroes.organization"
 ROLES = ("platform-admin", "org-admin", "user")
+
+
+def _keycloak_message(exc: Exception) -> str:
+    """Keycloak's own error text (errorMessage / error_description / error), short and printable."""
+    import json
+
+    raw = getattr(exc, "error_message", b"") or b""
+    try:
+        body = json.loads(raw)
+        text = body.get("errorMessage") or body.get("error_description") or body.get("error") or ""
+    except (ValueError, AttributeError, TypeError):
+        text = ""
+    text = "".join(ch for ch in str(text) if ch.isprintable())[:200]
+    return text or "invalid value"
+
+
+#: what Keycloak ids look like (UUIDs); anything else cannot name an object, so it is simply not found
+_ID_CHARS = set("0123456789abcdefABCDEF-")
+
+
+def plausible_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and set(value) <= _ID_CHARS
 
 
 def group_name(org: str, name: str) -> str:
@@ -85,7 +108,10 @@ class Identity:
                 raise NotFound(f"{what} not found") from None
             if code == 409:
                 raise Conflict(f"{what} already exists") from None
-            if code is None or code >= 500:
+            if code == 400:
+                raise Invalid(f"Keycloak refused the {what}: {_keycloak_message(exc)}",
+                              rule="values Keycloak accepts (e.g. a valid e-mail address)") from None
+            if code is None or code >= 500 or code in (401, 403):
                 log.warning("Keycloak error: %s", exc)
                 raise Unavailable(f"Keycloak failed ({code or 'no answer'}); try again later") from None
             raise
@@ -157,6 +183,8 @@ class OrgDirectory:
 
     def member(self, user_id: str) -> dict:
         """A user of this organization by id; 404 (same message) for unknown ids and other organizations."""
+        if not plausible_id(user_id):
+            raise NotFound("user not found in your organization")
         try:
             user = self.call(self.admin.get_user, user_id, what="user")
         except NotFound:
@@ -166,6 +194,8 @@ class OrgDirectory:
         return user
 
     def member_by_username(self, username: str) -> dict | None:
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,255}", username or ""):
+            return None  # no account of ours is named like that
         user = self.identity.user_by_username(username)
         if user is None or is_service_account(user) or f"/{self.org}" not in self.identity.user_group_paths(user["id"]):
             return None
@@ -178,6 +208,8 @@ class OrgDirectory:
         return [g for g in children if g["name"].startswith(prefix)]
 
     def group(self, group_id: str) -> dict:
+        if not plausible_id(group_id):
+            raise NotFound("group not found in your organization")
         try:
             group = self.call(self.admin.get_group, group_id, what="group")
         except NotFound:
