@@ -284,3 +284,24 @@ def test_read_only_member_reads_shared_space(apis, spaces):
     r = apis["dana"].upload(spaces["acme"], "ro/dana.txt", b"x")
     assert r.status_code == 403 and r.json()["rule"] == "data-read-only"
     apis["alice"].delete(f"/bucket/{spaces['acme']}", params={"key": "ro/"})
+
+
+def test_organization_lifecycle_creates_and_removes_its_storage(apis, data_stack):
+    """Creating an organization (platform admin) creates its shared bucket; deleting it removes the bucket."""
+    import secrets
+
+    settings, _, base = data_stack
+    name = f"dt{secrets.token_hex(3)}"
+    root = apis["root"].http
+    r = root.post("/services/heroes/api/v1/heroes/admin/organizations/", json={"name": name})
+    assert r.status_code == 201, r.text
+    org_id = r.json()["id"]
+    s3 = s3_client(settings)
+    bucket = f"{base}-o-{name}"
+    try:
+        assert bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        s3.put_object(Bucket=bucket, Key="left/over.txt", Body=b"x")
+    finally:
+        r = root.delete(f"/services/heroes/api/v1/heroes/admin/organizations/{org_id}", params={"force": "true"})
+    assert r.status_code == 204, r.text
+    assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

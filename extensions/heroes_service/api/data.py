@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from .. import data as data_pkg
 from ..auth import Principal, current_principal, require_role
 from ..errors import ApiError, Conflict, Invalid
+from ..identity import lifecycle
 from ..settings import get_settings
 
 #: the access table says "user" for every data route; the dependency enforces it here as well
@@ -30,6 +31,9 @@ BucketQ = Query(..., description="Physical bucket name, as GET /organization/dat
 KeyQ = Query(..., description="Object key relative to the bucket ('a/b.csv'); a folder ends with '/'.")
 
 
+_LAST: list[data_pkg.DataService] = []  # the most recently built domain, for the organization hooks
+
+
 def data_service(request: Request) -> data_pkg.DataService:
     """The app's data domain, built on first use from the app's settings."""
     service = getattr(request.app.state, "data", None)
@@ -37,7 +41,32 @@ def data_service(request: Request) -> data_pkg.DataService:
         settings = getattr(request.app.state, "settings", None) or get_settings()
         service = data_pkg.build(settings)
         request.app.state.data = service
+        _LAST[:] = [service]
     return service
+
+
+def _hook_service() -> data_pkg.DataService:
+    if not _LAST:
+        _LAST.append(data_pkg.build(get_settings()))
+    return _LAST[0]
+
+
+def _organization_created(_session, org) -> None:
+    """Creating an organization creates its shared bucket (503 from S3 undoes the whole creation)."""
+    _hook_service().provision_organization(org.name)
+
+
+def _undo_organization_created(_session, org) -> None:
+    _hook_service().undo_provision_organization(org.name)
+
+
+def _organization_deleted(_session, org) -> None:
+    """Deleting an organization deletes its shared buckets and everything in them."""
+    _hook_service().delete_organization_storage(org.name)
+
+
+lifecycle.register_created(_organization_created, undo=_undo_organization_created)
+lifecycle.register_deleted(_organization_deleted)
 
 
 class NewBucket(BaseModel):

@@ -142,7 +142,9 @@ class DataService:
             tags = {TAG_KIND: USER, TAG_OWNER: identity_part(username)}
             if organization:
                 tags[TAG_ORG] = identity_part(organization)
-            if not self.storage.bucket_exists(bucket) or self._tag_org(bucket) != tags.get(TAG_ORG, ""):
+            exists = self.storage.bucket_exists(bucket)
+            # an unknown organization ("") never strips the tag a previous call set
+            if not exists or (organization and self._tag_org(bucket) != tags[TAG_ORG]):
                 self.storage.create_bucket(bucket, tags=tags)
                 self._tag_cache[bucket] = tags.get(TAG_ORG, "")
             self._provisioned[bucket] = time.monotonic()
@@ -157,6 +159,14 @@ class DataService:
                                                          TAG_ORG: identity_part(organization)})
             self._provisioned[bucket] = time.monotonic()
         return bucket
+
+    def undo_provision_organization(self, organization: str) -> None:
+        """Remove the shared bucket ``provision_organization`` made, if it is still empty (creation undone)."""
+        bucket = self.naming.bucket(ORG, organization)
+        self._provisioned.pop(bucket, None)
+        if self.storage.bucket_exists(bucket) and not self.storage.list_objects(bucket, limit=1, recursive=True)[
+                "objects"]:
+            self.storage.delete_bucket(bucket)
 
     def delete_organization_storage(self, organization: str) -> list[str]:
         """Remove every shared bucket of an organization with its objects (organization deletion)."""
