@@ -16,7 +16,7 @@ from heroes_service.auth import Principal
 from heroes_service.clusters import identity
 from heroes_service.clusters.certs import UserCA
 from heroes_service.clusters.config import get_clusters_settings
-from heroes_service.clusters.connector import ClusterConnector, ConnectionPool, Endpoint
+from heroes_service.clusters.connector import ClusterConnector, ConnectionPool
 from heroes_service.clusters.errors import (AuthenticationFailed, ClusterUnreachable, CommandTimeout,
                                             HostKeyMismatch, NoClusterAccess)
 from heroes_service.clusters.slurm import FINAL_STATES, SlurmClient

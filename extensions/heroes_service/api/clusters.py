@@ -18,7 +18,6 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +25,7 @@ from ..auth import Principal, require_role
 from ..clusters import identity, logins
 from ..clusters.config import bind_state_dir, get_clusters_settings
 from ..clusters.errors import ClusterError, NoClusterAccess
-from ..clusters.models import Cluster
+from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
 from ..clusters.service import EnrollmentError, Report, run_checks, scan_host_key
 from ..errors import ApiError, Conflict, Invalid, NotFound
 from ..store import get_session
@@ -238,19 +237,10 @@ def _out(c: Cluster) -> ClusterOut:
 
 def _own(session: Session, principal: Principal, cluster_id: str) -> Cluster:
     """The cluster if it belongs to the caller's organization; 404 otherwise (no existence leak)."""
-    cluster = session.get(Cluster, cluster_id) if len(cluster_id) <= 36 else None
-    if cluster is None or cluster.organization != principal.organization:
+    cluster = cluster_by_id(session, principal.organization, cluster_id)
+    if cluster is None:
         raise NotFound(f"cluster {cluster_id!r} not found")
     return cluster
-
-
-def clusters_of(session: Session, organization: str) -> list[Cluster]:
-    """An organization's clusters by name (other capabilities may import this)."""
-    return list(session.scalars(select(Cluster).where(Cluster.organization == organization).order_by(Cluster.name)))
-
-
-def cluster_by_name(session: Session, organization: str, name: str) -> Cluster | None:
-    return session.scalars(select(Cluster).where(Cluster.organization == organization, Cluster.name == name)).first()
 
 
 # --- routes ------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..store import Base
 
@@ -56,3 +56,26 @@ class Cluster(Base):
     def work_dir_for(self, login: str) -> str:
         """The work directory of ``login`` (``{login}`` in the enrolled path is replaced)."""
         return self.work_dir.replace("{login}", login)
+
+
+# --- queries other capabilities use (workflows, decision) ---------------------------------------------
+def clusters_of(session: Session, organization: str) -> list[Cluster]:
+    """An organization's clusters, by name."""
+    return list(session.scalars(select(Cluster).where(Cluster.organization == organization).order_by(Cluster.name)))
+
+
+def cluster_by_name(session: Session, organization: str, name: str) -> Cluster | None:
+    return session.scalars(select(Cluster).where(Cluster.organization == organization, Cluster.name == name)).first()
+
+
+def cluster_by_id(session: Session, organization: str | None, cluster_id: str) -> Cluster | None:
+    """The cluster with ``cluster_id`` if it belongs to ``organization`` (None: any, for trusted callers)."""
+    cluster = session.get(Cluster, cluster_id) if len(cluster_id) <= 36 else None
+    if cluster is None or (organization is not None and cluster.organization != organization):
+        return None
+    return cluster
+
+
+def all_clusters(session: Session) -> list[Cluster]:
+    """Every enrolled cluster (one reconciler per cluster)."""
+    return list(session.scalars(select(Cluster).order_by(Cluster.organization, Cluster.name)))

@@ -19,7 +19,7 @@ import paramiko
 
 from . import embedded, identity
 from .config import ClustersSettings, get_clusters_settings
-from .connector import ClusterConnector, ConnectionPool, Endpoint, HostKey
+from .connector import ClusterConnector, ConnectionPool, HostKey
 from .errors import ClusterError, HostKeyMismatch
 from .models import Cluster
 from .slurm import SlurmClient
