@@ -272,3 +272,29 @@ def test_files_stream_both_ways(stack, alpha):
     leftovers = conn.run(["sh", "-c", 'ls -a heroes-work | grep -c heroes-part || true']).stdout.strip()
     assert leftovers == "0"
     conn.run(["rm", "-f", path]).check()
+
+
+def test_outage_of_the_login_node_then_recovery(stack, tmp_path):
+    """sshd goes away (pooled connection dies), calls fail clearly with backoff, then it comes back."""
+    with impostor_sshd(stack, "alpha", key_dir=tmp_path) as (port, key):
+        node = embedded_cluster(stack, "alpha", port=port, host_key=key)
+        conn = identity.connector_for(node, BOB)
+        assert conn.run(["id", "-un"]).stdout.strip() == "bob"
+        connects = conn.stats()["connects"]
+        for c in list(conn._pool._conns):  # sshd's per-connection child outlives the listener: cut it too
+            c.transport.sock.shutdown(2)
+    start = time.monotonic()
+    with pytest.raises(ClusterUnreachable):
+        conn.run(["true"], timeout=5)
+    assert time.monotonic() - start < 8
+    with impostor_sshd(stack, "alpha", port=port, key_dir=tmp_path):
+        deadline = time.monotonic() + 30
+        while True:  # the back-off window (<= backoff_max_s) may still be open: keep calling like a reconciler
+            try:
+                assert conn.run(["id", "-un"], timeout=5).stdout.strip() == "bob"
+                break
+            except ClusterUnreachable:
+                assert time.monotonic() < deadline, "no recovery within 30 s"
+                time.sleep(0.5)
+        assert conn.stats()["connects"] == connects + 1
+        assert conn.stats()["failures"] == 0

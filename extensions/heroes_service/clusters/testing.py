@@ -90,15 +90,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def impostor_sshd(stack_settings, cluster: str = "alpha") -> Iterator[tuple[int, HostKey]]:
+def impostor_sshd(stack_settings, cluster: str = "alpha", *, port: int | None = None,
+                  key_dir: Path | None = None) -> Iterator[tuple[int, HostKey]]:
     """A second sshd on a free port with a NEW host key, otherwise like ``cluster``'s login node
-    (same trusted CA file, same Slurm): what a man-in-the-middle or a re-installed node looks like."""
+    (same trusted CA file, same Slurm): what a man-in-the-middle or a re-installed node looks like.
+    ``port`` + ``key_dir`` restart one with the same address and key (an outage and recovery)."""
     from heroes_dev.components.login import authorized_keys_dir, trusted_ca_path
 
     folder = Path(tempfile.mkdtemp(prefix="heroes-impostor-"))
-    key = folder / "host_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", str(key)], check=True)
-    port = free_port()
+    key = (key_dir or folder) / "host_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", str(key)], check=True)
+    port = port or free_port()
     config = folder / "sshd_config"
     config.write_text("\n".join([
         "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {key}", f"PidFile {folder / 'sshd.pid'}",
