@@ -33,3 +33,37 @@ def require(stack_components):
         return component
 
     return _require
+
+
+# --- the browser: one Playwright driver per test session, shared by integration and e2e tests ---------------
+# Two sync Playwright drivers in one process collide ("Sync API inside the asyncio loop"), so every test
+# that needs Chromium takes these fixtures. Never ``playwright install``: Debian's Chromium is used.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh, isolated browser profile (cookies, storage) for one test."""
+    ctx = browser.new_context()
+    ctx.set_default_timeout(30_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()

@@ -28,13 +28,33 @@ def others_can_traverse(path: Path) -> bool:
     return True
 
 
+def writable_by_others(path: Path) -> Path | None:
+    """The first existing folder from ``path`` up to / that group or others may write, if any.
+
+    sshd's StrictModes refuses authorized-keys files below such a folder (``/tmp`` included), and munge
+    refuses sockets there: the stack's state must not live below one.
+    """
+    for folder in [path, *path.parents]:
+        try:
+            if folder.exists() and folder.stat().st_mode & 0o022:
+                return folder
+        except OSError:
+            return folder
+    return None
+
+
+def suitable_state_parent(path: Path) -> bool:
+    return others_can_traverse(path) and writable_by_others(path) is None
+
+
 def default_state_dir(repo: Path = REPO_ROOT) -> Path:
-    """``<repo>/.stack`` when the demo's Unix accounts can reach it, else a folder of its own in /var/lib.
+    """``<repo>/.stack`` when it suits the stack, else a folder of its own in /var/lib.
 
     Slurm jobs and sshd sessions run as the demo users and read the stack's slurm.conf, munge socket and
-    container image; a checkout under a private folder (root's home) would lock them out.
+    container image, so a checkout under a private folder (root's home) would lock them out; and one below
+    a folder others may write (``/tmp``) would make sshd refuse every key.
     """
-    if others_can_traverse(repo):
+    if suitable_state_parent(repo):
         return repo / ".stack"
     digest = hashlib.sha256(str(repo).encode()).hexdigest()[:10]
     return Path("/var/lib/heroes-dev") / f"stack-{digest}"
@@ -106,4 +126,8 @@ def load() -> StackSettings:
     if not others_can_traverse(settings.state):
         raise SystemExit(f"the stack's state folder {settings.state} is not reachable by other users (a parent "
                          "folder lacks o+x); the demo's Unix accounts need it: set HEROES_STATE_DIR elsewhere")
+    loose = writable_by_others(settings.state)
+    if loose is not None:
+        raise SystemExit(f"the stack's state folder {settings.state} lies below {loose}, which others may write; "
+                         "sshd would refuse the demo keys there: set HEROES_STATE_DIR elsewhere")
     return settings

@@ -12,15 +12,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from heroes_dev.components.jupyterhub import admin_token, hub_url
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 #: demo users of the realm (hub_config/keycloak/heroes-realm.json)
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "carol": "carol-pass", "root": "root-pass"}
 #: a first spawn creates the Unix account and starts JupyterLab on a 2-core machine
@@ -101,25 +96,3 @@ def hub(require, stack_settings):
         except httpx.HTTPError:
             pass
     client.close()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Browser:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def context(browser) -> BrowserContext:
-    """A fresh, isolated browser profile for one test."""
-    ctx = browser.new_context()
-    ctx.set_default_timeout(30_000)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context) -> Page:
-    return context.new_page()

@@ -256,27 +256,19 @@ def test_admin_password_logs_in_to_master(settings):
     assert status == 200
 
 
-def test_chromium_login_lands_on_the_hub_callback(settings, oidc):
+def test_chromium_login_lands_on_the_hub_callback(settings, oidc, page):
     """The same login in Debian's Chromium: Keycloak's Secure cookies and its login theme work over HTTP."""
-    from playwright.sync_api import sync_playwright
-
     state = secrets.token_urlsafe(12)
     url = oidc["authorization_endpoint"] + "?" + urllib.parse.urlencode({
         "client_id": kc.CLIENT_ID, "redirect_uri": HUB_CALLBACK, "response_type": "code",
         "scope": "openid", "state": state})
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            page.fill("#username", "carol")
-            page.fill("#password", "carol-pass")
-            # the callback request is what we check; whether a hub answers it does not matter here
-            with page.expect_request(lambda r: r.url.startswith(HUB_CALLBACK + "?"), timeout=20_000) as hit:
-                page.click("#kc-login")
-            query = urllib.parse.parse_qs(urllib.parse.urlsplit(hit.value.url).query)
-        finally:
-            browser.close()
+    page.goto(url)
+    page.fill("#username", "carol")
+    page.fill("#password", "carol-pass")
+    # the callback request is what we check; whether a hub answers it does not matter here
+    with page.expect_request(lambda r: r.url.startswith(HUB_CALLBACK + "?"), timeout=20_000) as hit:
+        page.click("#kc-login")
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(hit.value.url).query)
     assert query["state"] == [state]
     assert query["code"][0]
     assert query["iss"] == [kc.issuer_url(settings)]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 
@@ -39,14 +39,19 @@ def test_second_up_changes_nothing():
     assert [(r["component"], r["pids"]) for r in before] == [(r["component"], r["pids"]) for r in after]
 
 
-def test_port_taken_is_named_with_its_holder(tmp_path: Path, stack_settings, require):
+def test_port_taken_is_named_with_its_holder(stack_settings, require):
     """A second stack (its own state dir) on the first one's S3 port is refused before anything runs."""
     require("s3")
     port = stack_settings.ports.s3
     holder = next(c for c in psutil.net_connections("inet")
                   if c.status == psutil.CONN_LISTEN and c.laddr.port == port)
-    result = heroes("dev", "up", "s3", env={"HEROES_STATE_DIR": str(tmp_path / "other")})
-    assert result.returncode == 1
-    assert f"port {port}" in result.stderr
-    assert f"pid {holder.pid}" in result.stderr
-    assert not list((tmp_path / "other" / "run").glob("*.json")), "nothing may be started for the refused stack"
+    other = stack_settings.state / "test-second-stack"  # a state folder the stack accepts (not below /tmp)
+    shutil.rmtree(other, ignore_errors=True)
+    try:
+        result = heroes("dev", "up", "s3", env={"HEROES_STATE_DIR": str(other)})
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"port {port}" in result.stderr
+        assert f"pid {holder.pid}" in result.stderr
+        assert not list((other / "run").glob("*.json")), "nothing may be started for the refused stack"
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
