@@ -6,6 +6,7 @@ environment. The embedded stack's ``jupyterhub`` component passes ports, Keycloa
 
 Run: ``jupyterhub -f hub_config/jupyterhub_config.py`` (cwd = the hub's data dir).
 """
+import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -74,6 +75,13 @@ c.Spawner.environment = {
 }
 if s.singleuser_pythonpath:
     c.Spawner.environment["PYTHONPATH"] = s.singleuser_pythonpath
+# Notebooks live in the user's own S3 bucket (s3contents, keys scoped to that bucket): hub_config/heroes_data.py.
+# HEROES_NOTEBOOKS_IN_S3=0 keeps them in the home directory instead.
+if os.environ.get("HEROES_NOTEBOOKS_IN_S3", "1") != "0":
+    from heroes_data import make_hook  # noqa: E402
+
+    c.Spawner.pre_spawn_hook = make_hook(s.notebooks_dir or "", s.state_dir or "",
+                                         os.environ.get("HEROES_S3_ENDPOINT", ""))
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 60
 

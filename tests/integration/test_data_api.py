@@ -271,8 +271,10 @@ def test_scoped_credentials_reach_only_the_own_bucket(apis, spaces, data_stack):
     denied(lambda: s3.create_bucket(Bucket=spaces["bob"] + ".mine"))
     denied(lambda: s3.delete_bucket(Bucket=spaces["bob"]))
     assert [b["Name"] for b in s3.list_buckets().get("Buckets", [])] == []
-    # asking again rotates the secret: the old keys stop working at once
-    again = apis["bob"].get("/credentials").json()
+    # asking again returns the same keys (a running server keeps working) ...
+    assert apis["bob"].get("/credentials").json() == creds
+    # ... and rotate=true issues a new secret: the old keys stop working at once
+    again = apis["bob"].get("/credentials", params={"rotate": "true"}).json()
     assert again["access_key_id"] == creds["access_key_id"] and again["secret_access_key"] != creds["secret_access_key"]
     denied(lambda: s3.get_object(Bucket=spaces["bob"], Key="notebooks/n.ipynb"))
     apis["bob"].delete(f"/bucket/{spaces['bob']}", params={"key": "notebooks/"})

@@ -39,6 +39,7 @@ SINGLEUSER_REQUIREMENTS = (
     "voila==0.5.13",
     "ipywidgets==8.1.9",
     "ipykernel",
+    "s3contents==0.11.2",  # notebooks in the user's S3 bucket (hub_config/heroes_data.py)
 )
 SINGLEUSER_PYTHON = "/usr/bin/python3"
 CHP_PACKAGE = "configurable-http-proxy"

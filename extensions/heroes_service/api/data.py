@@ -193,6 +193,7 @@ def move(body: Transfer = Body(...), principal: Principal = Depends(current_prin
 
 
 @router.get("/credentials", summary="S3 keys limited to your personal bucket (for notebooks stored in S3)")
-def credentials(principal: Principal = Depends(current_principal),
+def credentials(rotate: bool = Query(False, description="Issue a new secret; the old one stops working at once."),
+                principal: Principal = Depends(current_principal),
                 data: data_pkg.DataService = Depends(data_service)) -> dict:
-    return data.user_credentials(principal)
+    return data.user_credentials(principal, rotate=rotate)

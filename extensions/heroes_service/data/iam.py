@@ -100,11 +100,15 @@ class GatewayAdmin:
                 pass
             raise AdminError(f"{what}: HTTP {resp.status_code} {code}".strip())
 
-    def list_accounts(self) -> list[str]:
+    def accounts(self) -> dict[str, str]:
+        """access key -> secret of every account (the gateway is the only place secrets are kept)."""
         resp = self._call("/list-users")
         self._check(resp, "list-users")
         root = ET.fromstring(resp.content)
-        return [el.text or "" for el in root.iter("Access")]
+        return {acc.findtext("Access") or "": acc.findtext("Secret") or "" for acc in root.iter("Accounts")}
+
+    def list_accounts(self) -> list[str]:
+        return list(self.accounts())
 
     def create_account(self, access_key: str, secret_key: str, role: str = "user") -> None:
         body = (f"<Account><Access>{escape(access_key)}</Access><Secret>{escape(secret_key)}</Secret>"
@@ -118,15 +122,18 @@ class GatewayAdmin:
     def delete_account(self, access_key: str) -> None:
         self._check(self._call("/delete-user", params={"access": access_key}), "delete-user")
 
-    def ensure_user_account(self, user: str) -> Account:
-        """Create (or re-key) the user's account with a fresh secret; return the keys.
+    def ensure_user_account(self, user: str, *, rotate: bool = False) -> Account:
+        """The user's account keys, creating the account on first use; ``rotate`` issues a new secret.
 
-        The service does not store secrets: each call rotates the secret, so a handed-out key stays
-        valid until the user's next server start asks again.
+        The service stores no secret: the gateway's IAM store already holds it (0700, root's). Not rotating
+        by default keeps a running server's keys valid when the same user asks again.
         """
         access = account_name(user, self.namespace)
+        existing = self.accounts()
+        if access in existing and not rotate and existing[access]:
+            return Account(access, existing[access])
         secret = secrets.token_urlsafe(30)
-        if access in self.list_accounts():
+        if access in existing:
             self.update_secret(access, secret)
         else:
             self.create_account(access, secret, "user")

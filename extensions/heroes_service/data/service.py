@@ -180,13 +180,13 @@ class DataService:
                 gone.append(name)
         return gone
 
-    def user_credentials(self, principal) -> dict:
+    def user_credentials(self, principal, *, rotate: bool = False) -> dict:
         """Scoped S3 keys for the caller's own personal bucket (for s3contents in their server)."""
         if self.admin is None:
             raise Conflict("this deployment hands out no per-user S3 credentials", rule="no-user-credentials")
         bucket = self.provision_user(principal.username, getattr(principal, "organization", "") or "")
         try:
-            account = self.admin.ensure_user_account(principal.username)
+            account = self.admin.ensure_user_account(principal.username, rotate=rotate)
         except iam.AdminError as exc:
             raise Conflict(f"the S3 server refused to create your account: {exc}") from None
         except Exception:
