@@ -46,7 +46,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     engine = make_engine(settings.resolved_database_url())
     migrate(engine)
     app.state.engine = engine
-    app.state.sessions = session_factory(engine)
+    app.state.sessions = session_factory(engine, settings=settings)
     app.state.identity = Identity(settings)
     app.state.hub = Hub(settings)
     app.state.authenticator = Authenticator(settings, app.state.identity, app.state.sessions)

@@ -8,6 +8,7 @@ deletes them, with their accounts, at the end; the demo realm's acme/globex are 
 from __future__ import annotations
 
 import html
+import os
 import re
 import secrets
 import warnings
@@ -24,7 +25,7 @@ from heroes_dev.components import keycloak as kc  # noqa: E402
 from heroes_dev.components import postgres as pg  # noqa: E402
 from heroes_dev.components.jupyterhub import admin_token  # noqa: E402
 from heroes_service.app import create_app  # noqa: E402
-from heroes_service.settings import ServiceSettings  # noqa: E402
+from heroes_service.settings import ServiceSettings, get_settings  # noqa: E402
 
 PREFIX = "/services/heroes/api/v1"
 BACKENDS = ["sqlite", "postgresql"]
@@ -100,6 +101,9 @@ def service(database_url, stack_settings, require):
     """The service app built on that database; yields an anonymous ``Api``."""
     require("keycloak")
     require("jupyterhub")
+    # code that reads the process-wide settings (e.g. lifecycle hooks) must find this stack too
+    os.environ["HEROES_STATE_DIR"] = str(stack_settings.state)
+    get_settings.cache_clear()
     app = create_app(service_settings(stack_settings, database_url))
     with TestClient(app, raise_server_exceptions=False) as client:
         client.app_ref = app

@@ -63,7 +63,7 @@ def login(body: LoginRequest, request: Request) -> Tokens:
     identity = request.app.state.identity
     openid = identity.openid()
     try:
-        answer = identity.call(openid.token, body.username, body.password, what="user")
+        answer = identity.call(openid.token, body.username, body.password, what="user", openid=True)
     except (KeycloakAuthenticationError, KeycloakPostError, KeycloakError) as exc:
         raise _keycloak_refusal(exc, "invalid username or password") from None
     return _tokens(answer)
@@ -76,7 +76,7 @@ def refresh_token(request: Request,
     identity = request.app.state.identity
     openid = identity.openid()
     try:
-        answer = identity.call(openid.refresh_token, x_refresh_token, what="session")
+        answer = identity.call(openid.refresh_token, x_refresh_token, what="session", openid=True)
     except KeycloakError as exc:
         raise _keycloak_refusal(exc, "invalid or expired refresh token; log in again") from None
     return _tokens(answer)
@@ -107,7 +107,7 @@ def logout(request: Request, body: LogoutRequest | None = None, principal: Princ
                 raise
     if body is not None and body.refresh_token:
         try:
-            identity.call(identity.openid().logout, body.refresh_token, what="session")
+            identity.call(identity.openid().logout, body.refresh_token, what="session", openid=True)
         except KeycloakError:
             pass  # the session is already gone with the sid above
 

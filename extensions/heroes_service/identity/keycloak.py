@@ -89,32 +89,38 @@ class Identity:
                               client_id=s.keycloak_client_id, client_secret_key=s.client_secret(),
                               timeout=int(max(1, s.keycloak_timeout_s)))
 
-    def call(self, fn: Callable[..., T], *args: Any, what: str = "object", **kwargs: Any) -> T:
-        """Run one python-keycloak call; map its failures to 503 / 404 / 409 (``what`` names the object)."""
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "object", openid: bool = False, **kwargs: Any) -> T:
+        """Run one python-keycloak call; map its failures to 503 / 404 / 409 / 422 (``what`` names the object).
+
+        ``openid=True`` (token, refresh, logout endpoints): only "unreachable" is mapped; the caller reads
+        Keycloak's 400/401 answers itself (wrong password, expired refresh token).
+        """
         try:
             return fn(*args, **kwargs)
         except (KeycloakConnectionError, requests.ConnectionError, requests.Timeout) as exc:
             log.warning("Keycloak unreachable: %s", exc)
             raise Unavailable(f"Keycloak unreachable at {self.settings.keycloak_url}; try again later") from None
-        except KeycloakAuthenticationError as exc:
-            if getattr(exc, "response_code", None) == 401 and fn.__name__ not in ("token", "refresh_token"):
-                with self._lock:
-                    self._admin = None  # the admin session may have expired: rebuild on the next call
-                raise Unavailable("Keycloak refused the service's admin credentials") from None
-            raise
         except KeycloakError as exc:
-            code = getattr(exc, "response_code", None)
-            if code == 404:
-                raise NotFound(f"{what} not found") from None
-            if code == 409:
-                raise Conflict(f"{what} already exists") from None
-            if code == 400:
-                raise Invalid(f"Keycloak refused the {what}: {_keycloak_message(exc)}",
-                              rule="values Keycloak accepts (e.g. a valid e-mail address)") from None
-            if code is None or code >= 500 or code in (401, 403):
-                log.warning("Keycloak error: %s", exc)
-                raise Unavailable(f"Keycloak failed ({code or 'no answer'}); try again later") from None
-            raise
+            if openid:
+                raise
+            return self._map(exc, what)
+
+    def _map(self, exc: KeycloakError, what: str):
+        """Keycloak's refusal of an admin call, as the API error the client gets."""
+        code = getattr(exc, "response_code", None)
+        if isinstance(exc, KeycloakAuthenticationError) and code == 401:
+            with self._lock:
+                self._admin = None  # the admin session may have expired: rebuild it on the next call
+            raise Unavailable("Keycloak refused the service's admin credentials") from None
+        if code == 404:
+            raise NotFound(f"{what} not found") from None
+        if code == 409:
+            raise Conflict(f"{what} already exists") from None
+        if code == 400:
+            raise Invalid(f"Keycloak refused the {what}: {_keycloak_message(exc)}",
+                          rule="values Keycloak accepts (e.g. a valid e-mail address)") from None
+        log.warning("Keycloak error: %s", exc)
+        raise Unavailable(f"Keycloak failed ({code or 'no answer'}); try again later") from None
 
     # --- organizations --------------------------------------------------------------------------------
     def organizations(self, fresh: bool = False) -> dict[str, str]:

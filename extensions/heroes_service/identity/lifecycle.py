@@ -7,6 +7,9 @@
   bucket). A hook that raises undoes the whole operation (Keycloak group, hub group, database rows), so a
   hook that changes an outside system must undo its own change when a later hook fails:
   ``register_created(fn, undo=undo_fn)``.
+
+Hooks get no app: ``session.info["settings"]`` is the settings of the app that runs the request (use it
+rather than the process-wide ``get_settings()``, which tests and a second app do not share).
 """
 from __future__ import annotations
 

@@ -54,8 +54,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "heads")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def session_factory(engine: Engine, **info) -> sessionmaker[Session]:
+    """Sessions of one app; ``info`` (e.g. ``settings``) is on every ``session.info``, so lifecycle hooks
+    that only get a session can reach the app's own settings instead of the process-wide ones."""
+    return sessionmaker(bind=engine, expire_on_commit=False, info=dict(info))
 
 
 def get_session(request: Request) -> Iterator[Session]:
