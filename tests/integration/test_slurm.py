@@ -177,3 +177,21 @@ def test_secrets_are_private_files(settings, clusters):
         conf = slurm.slurm_conf_path(settings, name)
         assert owner_mode(conf)[1] == 0o644
         assert password not in conf.read_text()
+
+
+def test_other_tenants_cannot_see_a_job_but_the_service_account_can(settings, clusters):
+    """PrivateData=jobs: carol sees none of bob's jobs; the gateway's operator account sees them all."""
+    job_id = submit(settings, "alpha", "--job-name=heroes-test-private", "--output=/dev/null", "--wrap", "sleep 120")
+    try:
+        def listed_for(user: str) -> list[str]:
+            out = as_user(settings, "alpha", user, "squeue", "-h", "-o", "%i", check=True).stdout
+            return out.split()
+
+        wait_for(f"job {job_id} listed for bob", lambda: job_id in listed_for(USER), deadline=30)
+        assert job_id not in listed_for("carol")
+        assert job_id in listed_for(slurm.SERVICE_ACCOUNT)
+        refused = as_user(settings, "alpha", "carol", "scancel", job_id, check=False)
+        assert refused.returncode != 0
+        assert job_id in listed_for(USER), "carol's scancel must not have touched bob's job"
+    finally:
+        as_user(settings, "alpha", "root", "scancel", job_id, check=False)

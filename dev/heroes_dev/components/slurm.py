@@ -41,6 +41,9 @@ DB_USER = "slurm"
 ACCOUNT = "heroes"
 #: Unix accounts that submit jobs on both clusters (the demo realm's users and the service account)
 CLUSTER_USERS = ("alice", "bob", "carol", "heroes")
+#: the gateway's service account: a Slurm operator, so one reconciler ``squeue`` sees every user's jobs while
+#: ``PrivateData=jobs`` hides them from the other users
+SERVICE_ACCOUNT = "heroes"
 PARTITION = "compute"
 
 
@@ -456,6 +459,8 @@ class SlurmCluster(Component):
             # accounting in the shared slurmdbd
             *_accounting_lines(s),
             "JobCompType=jobcomp/none",
+            # tenants must not see each other's jobs (names carry instance ids, commands carry parameters)
+            "PrivateData=jobs,accounts,usage",
         ]
         for i, node in enumerate(self.nodes):
             lines.append(f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 Port={self._slurmd_port(i)} "
@@ -586,3 +591,7 @@ class SlurmCluster(Component):
             say(self.name, f"adding users {', '.join(missing)} to account {ACCOUNT}")
             self.sacctmgr("add", "user", ",".join(missing), f"Account={ACCOUNT}", f"DefaultAccount={ACCOUNT}",
                           f"Cluster={self.cluster}")
+        levels = self.sacctmgr("list", "user", SERVICE_ACCOUNT, "format=user,adminlevel").stdout
+        if "Operator" not in levels:
+            say(self.name, f"making {SERVICE_ACCOUNT} a Slurm operator (sees all jobs for the reconciler)")
+            self.sacctmgr("modify", "user", SERVICE_ACCOUNT, "set", "adminlevel=Operator")
