@@ -313,7 +313,7 @@ def delete_group(group_id: str, request: Request, org: OrgDirectory = Depends(or
 
 # --- roles ----------------------------------------------------------------------------------------------
 def _role_out(org: OrgDirectory, name: str) -> RoleOut:
-    role = org.call(org.admin.get_realm_role, name, what=f"role {name!r}")
+    role = org.identity.cached(("role", name), lambda: org.call(org.admin.get_realm_role, name, what=f"role {name!r}"))
     return RoleOut(name=name, description=role.get("description") or "",
                    members=sorted(u["username"] for u in org.role_members(name)))
 

@@ -104,8 +104,9 @@ class Authenticator:
         self._http = httpx.Client(timeout=settings.keycloak_timeout_s)
 
     def forget(self) -> None:
-        """Drop cached principals (called after every identity change made through the API)."""
+        """Drop cached principals and admin reads (called after every identity change made through the API)."""
         self.principals.clear()
+        self.identity.forget_reads()
 
     # --- entry point ----------------------------------------------------------------------------------
     def authenticate(self, authorization: str | None) -> Principal:

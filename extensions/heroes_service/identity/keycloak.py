@@ -66,6 +66,10 @@ class Identity:
         self._admin: KeycloakAdmin | None = None
         self._lock = threading.Lock()
         self._orgs: tuple[float, dict[str, str]] | None = None  # (expires, name -> group id)
+        #: short-lived answers of read-only admin queries (member lists, roles); every change made through
+        #: the API clears it, so only changes made in Keycloak behind the service's back wait out the TTL
+        self._reads: dict[tuple, tuple[float, Any]] = {}
+        self.read_ttl = min(3.0, settings.auth_cache_s)
 
     # --- plumbing -------------------------------------------------------------------------------------
     @property
@@ -138,6 +142,21 @@ class Identity:
     def forget_organizations(self) -> None:
         self._orgs = None
 
+    def cached(self, key: tuple, fn: Callable[[], T]) -> T:
+        """``fn()``, reusing an answer younger than ``read_ttl`` seconds for the same key."""
+        now = time.monotonic()
+        hit = self._reads.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = fn()
+        if len(self._reads) > 2048:
+            self._reads.clear()
+        self._reads[key] = (now + self.read_ttl, value)
+        return value
+
+    def forget_reads(self) -> None:
+        self._reads.clear()
+
     # --- users as principals --------------------------------------------------------------------------
     def user_by_username(self, username: str) -> dict | None:
         found = self.call(self.admin.get_users, {"username": username, "exact": "true"}, what="user")
@@ -183,8 +202,9 @@ class OrgDirectory:
     # users -------------------------------------------------------------------------------------------
     def members(self) -> list[dict]:
         """The organization's people (service accounts of its OAuth clients left out)."""
-        users = self.call(self.admin.get_group_members, self.group_id, {"max": 10000, "briefRepresentation": "false"},
-                          what="organization")
+        users = self.identity.cached(("members", self.group_id), lambda: self.call(
+            self.admin.get_group_members, self.group_id, {"max": 10000, "briefRepresentation": "false"},
+            what="organization"))
         return [u for u in users if not is_service_account(u)]
 
     def member(self, user_id: str) -> dict:
@@ -209,7 +229,8 @@ class OrgDirectory:
 
     # groups ------------------------------------------------------------------------------------------
     def groups(self) -> list[dict]:
-        children = self.call(self.admin.get_group_children, self.group_id, {"max": 10000}, what="organization")
+        children = self.identity.cached(("children", self.group_id), lambda: self.call(
+            self.admin.get_group_children, self.group_id, {"max": 10000}, what="organization"))
         prefix = f"{self.org}."
         return [g for g in children if g["name"].startswith(prefix)]
 
@@ -225,12 +246,14 @@ class OrgDirectory:
         return group
 
     def group_members(self, group_id: str) -> list[dict]:
-        users = self.call(self.admin.get_group_members, group_id, {"max": 10000}, what="group")
+        users = self.identity.cached(("members", group_id), lambda: self.call(
+            self.admin.get_group_members, group_id, {"max": 10000}, what="group"))
         return [u for u in users if not is_service_account(u)]
 
     # roles -------------------------------------------------------------------------------------------
     def role_members(self, role: str) -> list[dict]:
         """Members of this organization that hold a realm role."""
-        holders = self.call(self.admin.get_realm_role_members, role, {"max": 10000}, what="role")
+        holders = self.identity.cached(("role-members", role), lambda: self.call(
+            self.admin.get_realm_role_members, role, {"max": 10000}, what="role"))
         ours = {u["id"] for u in self.members()}
         return [u for u in holders if u["id"] in ours]
