@@ -91,6 +91,8 @@ c.JupyterHub.extra_user_scopes = {"access:services!service=heroes"}
 service_env = {"HEROES_SERVICE_HOST": "127.0.0.1", "HEROES_SERVICE_PORT": str(s.service_port)}
 if s.state_dir:
     service_env["HEROES_STATE_DIR"] = s.state_dir
+if os.environ.get("HEROES_S3_ENDPOINT"):
+    service_env["HEROES_SERVICE_S3_ENDPOINT"] = os.environ["HEROES_S3_ENDPOINT"]
 # Keycloak: tokens' issuer, the login client (direct grant), the admin API; the admin password is read by the
 # service from the stack's 0600 file under HEROES_STATE_DIR (or HEROES_SERVICE_KEYCLOAK_ADMIN_PASSWORD).
 service_env.update({

@@ -87,7 +87,7 @@ def admin_token(settings) -> str:
 
 class JupyterHub(Component):
     name = "jupyterhub"
-    depends = ("keycloak",)
+    depends = ("keycloak", "s3")  # the pre-spawn hook gives each user S3 keys
     #: a cold hub creates its database and waits for the proxy and the managed service
     start_timeout = 90.0
 
@@ -205,7 +205,7 @@ class JupyterHub(Component):
 
     def _env(self) -> dict[str, str]:
         """The hub's environment: everything the config reads from the stack, secrets from 0600 files."""
-        from . import keycloak  # imported late: the Keycloak component may be written after this one
+        from . import keycloak, s3  # imported late: sibling components
 
         s = self.settings
         venv_bin = str(Path(sys.executable).parent)
@@ -229,6 +229,7 @@ class JupyterHub(Component):
             HEROES_OAUTH_CLIENT_SECRET=keycloak.client_secret(s),
             JUPYTERHUB_CRYPT_KEY=(self.hub_dir / CRYPT_KEY_FILE).read_text().strip(),
             HEROES_HUB_ADMIN_TOKEN=admin_token(s),
+            HEROES_S3_ENDPOINT=s3.s3_endpoint(s),
         )
 
 
