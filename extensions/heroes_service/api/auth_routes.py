@@ -99,24 +99,12 @@ def logout(request: Request, body: LogoutRequest | None = None, principal: Princ
             session.add(RevokedSession(session_id=sid, expires_at=expires))
         session.commit()
         request.app.state.authenticator.principals.put(("revoked", sid), True, ttl=3600)
-        try:
-            identity.call(identity.admin.delete_user_session if hasattr(identity.admin, "delete_user_session")
-                          else _delete_session(identity), sid, what="session")
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        identity.end_session(sid)
     if body is not None and body.refresh_token:
         try:
             identity.call(identity.openid().logout, body.refresh_token, what="session", openid=True)
         except KeycloakError:
             pass  # the session is already gone with the sid above
-
-
-def _delete_session(identity):
-    def delete(sid: str):
-        return identity.admin.connection.raw_delete(
-            f"admin/realms/{identity.settings.keycloak_realm}/sessions/{sid}")
-    return delete
 
 
 @router.get("/me", response_model=Me, summary="The caller: user, organization, groups, roles")

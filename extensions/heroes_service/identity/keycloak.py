@@ -157,6 +157,14 @@ class Identity:
     def forget_reads(self) -> None:
         self._reads.clear()
 
+    def end_session(self, session_id: str) -> None:
+        """End a user session in Keycloak (its refresh tokens die); an already ended one is fine."""
+        path = f"admin/realms/{self.settings.keycloak_realm}/sessions/{session_id}"
+        response = self.call(self.admin.connection.raw_delete, path, what="session")
+        if response.status_code not in (204, 404):
+            log.warning("Keycloak did not end session: HTTP %s", response.status_code)
+            raise Unavailable(f"Keycloak failed to end the session ({response.status_code}); try again later")
+
     # --- users as principals --------------------------------------------------------------------------
     def user_by_username(self, username: str) -> dict | None:
         found = self.call(self.admin.get_users, {"username": username, "exact": "true"}, what="user")
