@@ -103,6 +103,11 @@ service_env.update({
 })
 if s.oauth_client_secret:
     service_env["HEROES_SERVICE_KEYCLOAK_CLIENT_SECRET"] = s.oauth_client_secret
+# Single-user servers (widgets, notebooks, scripts) call the service with their own JUPYTERHUB_API_TOKEN:
+# that token gets the service's access scope besides the default 'server' role scopes, and the API's URL.
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                 "access:services!service=heroes"]
+c.Spawner.environment["HEROES_API_URL"] = f"http://127.0.0.1:{s.service_port}/services/heroes/api/v1"
 c.JupyterHub.services = [
     {
         "name": "heroes",
@@ -130,7 +135,7 @@ if s.admin_token:
     c.JupyterHub.load_roles.append({
         "name": "stack-admin",
         "description": "The embedded stack's tooling: manage users, servers and groups.",
-        "scopes": ["admin:users", "admin:servers", "admin:groups", "list:users", "read:users", "read:groups"],
+        "scopes": ["admin:users", "admin:servers", "admin:groups", "tokens", "list:users", "read:users", "read:groups"],
         "services": ["stack-admin"],
     })
 
