@@ -86,6 +86,17 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/organization/data/move"): USER,
     ("GET", "/organization/data/credentials"): USER,
     # --- workflow (issue: workflows) ------------------------------------------------------------------
+    ("POST", "/organization/admin/workflow/template"): ORG_ADMIN,
+    ("DELETE", "/organization/admin/workflow/template/{template_id}"): ORG_ADMIN,
+    ("GET", "/organization/workflow/template"): USER,
+    ("GET", "/organization/workflow/template/{template_id}"): USER,
+    ("POST", "/organization/workflow/submit"): USER,
+    ("GET", "/organization/workflow/instance"): USER,
+    ("GET", "/organization/workflow/instance/{instance_id}"): USER,
+    ("DELETE", "/organization/workflow/instance/{instance_id}"): USER,
+    ("GET", "/organization/workflow/instance/{instance_id}/log/{step}"): USER,
+    ("GET", "/organization/workflow/visualization"): USER,
+    ("GET", "/organization/admin/workflow/instance/{template_id}"): ORG_ADMIN,
     # --- cluster (issue: clusters) --------------------------------------------------------------------
     ("GET", "/organization/cluster/"): USER,
     ("GET", "/organization/admin/cluster/"): ORG_ADMIN,
@@ -102,7 +113,7 @@ ACCESS: dict[tuple[str, str], str] = {
 #: resources written by other issues: module api/<name>.py (exporting ``router``) -> path prefixes it owns
 RESERVED: dict[str, tuple[str, ...]] = {
     "data": ("/organization/data",),
-    "workflow": ("/organization/workflow",),
+    "workflows": ("/organization/workflow", "/organization/admin/workflow"),
     "clusters": ("/organization/cluster", "/organization/admin/cluster", "/heroes/admin/clusters"),
     "template": ("/organization/template",),
     "decision": ("/organization/decision",),

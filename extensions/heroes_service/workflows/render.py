@@ -1,0 +1,138 @@
+"""One batch script and one sbatch argv per step. Every value is ``shlex.quote``d exactly once here.
+
+Layout of an instance on the cluster, below the account's work dir::
+
+    workflows/<instance_id>/            the job's working directory (--chdir), bound to /mnt in containers
+        <template files>                inline files of the template (scripts)
+        inputs/<param>/<file name>      staged inputs
+        outputs/                        where steps write results (staged back by the output globs)
+        logs/<step>.log                 stdout + stderr of each step
+        .heroes/<step>.jobid            written by the job at its start (crash recovery looks for it)
+
+The job name is ``heroes.<instance_id>.<step>``: only ``[a-z0-9._-]`` so ``squeue --name`` and
+``sacct --name`` find it after a crash.
+"""
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from .templates import Step, Template, render_element, text_of
+
+CONTAINER_MOUNT = "/mnt"
+
+
+def job_name(instance_id: str, step: str) -> str:
+    return f"heroes.{instance_id}.{step}"
+
+
+def instance_dir(work_root: str, instance_id: str) -> str:
+    return posixpath.join(work_root, "workflows", instance_id)
+
+
+def log_path(step: str) -> str:
+    return f"logs/{step}.log"
+
+
+@dataclass
+class Context:
+    """Everything about one instance a script needs (plain values, no ORM)."""
+
+    instance_id: str
+    template_id: str
+    template: Template
+    values: dict[str, Any]
+    workdir: str              # the instance dir, relative to the account's home or absolute
+    user_id: str
+    username: str
+    organization: str
+    organization_id: str
+    runtime: str              # charliecloud | apptainer | none
+    image_path: str           # on the cluster (empty for none)
+    default_partition: str = ""
+    energy_command: tuple[str, ...] = ()
+
+
+def environment(ctx: Context, step: Step) -> dict[str, str]:
+    """The HEROES_* variables of a step (the names the seed's EAR plugin reads, plus the parameters)."""
+    env = {
+        "HEROES_TEMPLATE_WORKFLOW_ID": ctx.template_id,
+        "HEROES_INSTANCE_WORKFLOW_ID": ctx.instance_id,
+        "HEROES_USER_ID": ctx.user_id,
+        "HEROES_USER_NAME": ctx.username,
+        "HEROES_ORGANIZATION_NAME": ctx.organization,
+        "HEROES_ORGANIZATION_ID": ctx.organization_id,
+        "HEROES_TEMPLATE_NAME": ctx.template.title or ctx.template.name,
+        "HEROES_STEP_NAME": step.name,
+    }
+    for param in ctx.template.parameters:
+        if param.name in ctx.values:
+            env[f"HEROES_PARAM_{param.name.upper()}"] = text_of(param, ctx.values[param.name])
+    return env
+
+
+def command_argv(ctx: Context, step: Step) -> list[str]:
+    """The step's argv with placeholders replaced (each element stays one element)."""
+    texts = {p.name: text_of(p, ctx.values[p.name]) for p in ctx.template.parameters if p.name in ctx.values}
+    texts.update(instance_id=ctx.instance_id, step=step.name, outputs="outputs", inputs="inputs")
+    return [render_element(element, texts) for element in step.command]
+
+
+def launcher(ctx: Context, resources: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(words before the argv, raw shell words) — raw words are fixed text of ours, e.g. "$PWD"."""
+    words: list[str] = []
+    if resources["tasks"] > 1 or resources["nodes"] > 1:
+        words.append("srun")
+    if ctx.runtime == "charliecloud":
+        return words + ["ch-run", "-b", '"$PWD":' + CONTAINER_MOUNT, "-c", CONTAINER_MOUNT,
+                        shlex.quote(ctx.image_path), "--"], []
+    if ctx.runtime == "apptainer":
+        return words + ["apptainer", "exec", "--bind", '"$PWD":' + CONTAINER_MOUNT, "--pwd", CONTAINER_MOUNT,
+                        shlex.quote(ctx.image_path)], []
+    return words, []
+
+
+def render(ctx: Context, step: Step, dependency_job_ids: list[str]) -> tuple[str, list[str]]:
+    """(batch script, sbatch options) of ``step``."""
+    resources = step.resources.resolved(ctx.values)
+    options = [
+        f"--job-name={job_name(ctx.instance_id, step.name)}",
+        f"--chdir={ctx.workdir}",
+        f"--output={log_path(step.name)}",
+        f"--nodes={resources['nodes']}",
+        f"--ntasks={resources['tasks']}",
+        f"--cpus-per-task={resources['cpus_per_task']}",
+        f"--mem={resources['memory_mb']}M",
+        f"--time={resources['time_minutes']}",
+        "--kill-on-invalid-dep=yes",
+    ]
+    partition = resources["partition"] or ctx.default_partition
+    if partition:
+        options.append(f"--partition={partition}")
+    if resources["gpus"]:
+        options.append(f"--gpus={resources['gpus']}")
+    if dependency_job_ids:
+        options.append("--dependency=afterok:" + ":".join(dependency_job_ids))
+    prefix, _ = launcher(ctx, resources)
+    argv = command_argv(ctx, step)
+    if step.energy and ctx.energy_command:
+        argv = [e.replace("{energy_dir}", f".heroes/energy-{step.name}") for e in ctx.energy_command] + argv
+    lines = [
+        "#!/bin/bash",
+        "# HEROES workflow step, rendered by the gateway: every value below is shell-quoted.",
+        "set -u",
+    ]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in environment(ctx, step).items()]
+    lines += [
+        "mkdir -p .heroes outputs",
+        f"printf '%s\\n' \"$SLURM_JOB_ID\" > .heroes/{step.name}.jobid",
+        f"echo \"[heroes] step {step.name} job $SLURM_JOB_ID on $(hostname) at $(date -Is)\" >&2",
+        " ".join(prefix + [shlex.quote(a) for a in argv]),
+        "rc=$?",
+        f"echo \"[heroes] step {step.name} exited $rc at $(date -Is)\" >&2",
+        "exit $rc",
+        "",
+    ]
+    return "\n".join(lines), options
