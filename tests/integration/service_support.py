@@ -80,6 +80,18 @@ class Api:
         return self.as_bearer(r.json()["access_token"])
 
 
+class LiveClient(requests.Session):
+    """A requests session that sends relative paths to the running hub's proxy (a client for ``Api``)."""
+
+    def __init__(self, base: str):
+        super().__init__()
+        self.base = base
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 60)
+        return super().request(method, self.base + url if url.startswith("/") else url, *args, **kwargs)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request, stack_settings, tmp_path_factory):
     """A fresh, empty database per test module: a SQLite file, or a throwaway PostgreSQL database."""

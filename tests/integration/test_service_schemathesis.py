@@ -9,26 +9,13 @@ from __future__ import annotations
 
 import hypothesis
 import pytest
-import requests
 import schemathesis  # noqa: F401 (schemathesis.openapi below)
 import schemathesis.openapi
 from hypothesis import HealthCheck, Phase
 
-from service_support import DEMO_PASSWORDS, PREFIX, Api, drop_tenant, hub_public, make_tenant
+from service_support import DEMO_PASSWORDS, PREFIX, Api, LiveClient, drop_tenant, hub_public, make_tenant
 
 pytestmark = pytest.mark.integration
-
-
-class LiveClient(requests.Session):
-    """A requests session that sends relative paths to the running hub's proxy (the Api helper's client)."""
-
-    def __init__(self, base: str):
-        super().__init__()
-        self.base = base
-
-    def request(self, method, url, *args, **kwargs):
-        kwargs.setdefault("timeout", 60)
-        return super().request(method, self.base + url if url.startswith("/") else url, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
