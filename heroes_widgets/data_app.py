@@ -1,0 +1,433 @@
+"""The Data app (Voila: notebooks/data.ipynb): browse the buckets a user may use, upload with a progress
+bar, download, delete, create folders, preview CSV files (first rows) and images, and pick a file as a
+workflow input. It calls the HEROES data API only (:mod:`heroes_widgets.api_client`).
+
+:class:`InputPicker` is the reusable file picker: the Submit app embeds it for every ``file`` parameter;
+its ``value`` is ``{"bucket": ..., "key": ...}`` (what the workflows API takes) or None.
+
+Every widget a browser test needs carries a CSS class ``heroes-data-*`` / ``heroes-picker-*``; every
+action ends in the status line (``heroes-data-status``): what was done, or the service's own message.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import mimetypes
+from typing import Callable
+
+import ipywidgets as widgets
+import traitlets
+
+from .api_client import ApiClient, ApiError
+
+CSV_PREVIEW_BYTES = 64 * 1024
+CSV_PREVIEW_ROWS = 10
+IMAGE_PREVIEW_BYTES = 10 * 1024 * 1024
+TEXT_PREVIEW_BYTES = 4 * 1024
+#: downloads up to this size come inline (a data: link); bigger ones through a presigned S3 URL
+INLINE_DOWNLOAD_BYTES = 20 * 1024 * 1024
+IMAGE_TYPES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "gif": "gif", "webp": "webp", "svg": "svg+xml"}
+CSV_TYPES = {"csv": ",", "tsv": "\t"}
+
+
+def _css(widget, *names: str):
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def human_size(n: int | None) -> str:
+    """Bytes for people (1.5 KiB, 3.0 MiB)."""
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def extension(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def csv_preview_html(data: bytes, truncated: bool, rows: int = CSV_PREVIEW_ROWS, delimiter: str = ",") -> str:
+    """An HTML table of the first ``rows`` rows of a CSV head (a cut last line is dropped, never shown)."""
+    text = data.decode("utf-8", errors="replace")
+    if truncated and "\n" in text:
+        text = text[: text.rfind("\n") + 1]
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|") if delimiter == "," else None
+    except csv.Error:
+        dialect = None
+    reader = csv.reader(io.StringIO(text), dialect) if dialect else csv.reader(io.StringIO(text),
+                                                                                delimiter=delimiter)
+    table = []
+    for i, row in enumerate(reader):
+        if i > rows:
+            break
+        table.append(row)
+    if not table:
+        return "<p><i>empty file</i></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    return (f"<table class='heroes-csv-preview'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p><i>first {len(table) - 1} row(s)</i></p>")
+
+
+class Browser:
+    """What both the app and the picker do: a bucket dropdown and a folder listing below a prefix."""
+
+    def __init__(self, client: ApiClient, prefix_class: str, report: Callable[[str, bool], None]):
+        self.client = client
+        self.report = report
+        self.prefix = ""
+        self.buckets: list[dict] = []
+        self.bucket = _css(widgets.Dropdown(options=[], description="Bucket"), f"{prefix_class}-bucket")
+        self.path = _css(widgets.HTML(""), f"{prefix_class}-path")
+        self.listing = _css(widgets.Select(options=[], rows=10, layout=widgets.Layout(width="95%")),
+                            f"{prefix_class}-list")
+        self.up = _css(widgets.Button(description="Up", icon="arrow-up", layout=widgets.Layout(width="80px")),
+                       f"{prefix_class}-up")
+        self.up.on_click(lambda _: self.go_up())
+        self.bucket.observe(self._bucket_changed, names="value")
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def load_buckets(self) -> None:
+        try:
+            self.buckets = self.client.buckets()
+        except ApiError as exc:
+            self.report(f"cannot list your buckets: {exc.detail}", True)
+            return
+        current = self.bucket.value
+        options = [(self._bucket_label(b), b["bucket"]) for b in self.buckets]
+        self.bucket.options = options
+        names = [b["bucket"] for b in self.buckets]
+        if current in names:
+            self.bucket.value = current
+        elif names:
+            self.bucket.value = names[0]
+        self.refresh()
+
+    @staticmethod
+    def _bucket_label(b: dict) -> str:
+        owner = "personal" if b.get("kind") == "user" else "organization"
+        name = "" if b.get("default", True) else f" {b.get('name')}"
+        access = "" if b.get("access") == "WRITE" else " (read-only)"
+        return f"{owner}{name}{access}: {b['bucket']}"
+
+    def writable(self) -> bool:
+        return any(b["bucket"] == self.bucket.value and b.get("access") == "WRITE" for b in self.buckets)
+
+    def _bucket_changed(self, _change) -> None:
+        self.prefix = ""
+        self.refresh()
+
+    def refresh(self) -> None:
+        """List the current folder: sub-folders first (values ``("dir", prefix)``), then files."""
+        bucket = self.bucket.value
+        self.path.value = f"<code>{html.escape(f'{bucket}/{self.prefix}' if bucket else '')}</code>"
+        if not bucket:
+            self.listing.options = []
+            return
+        try:
+            page = self.client.list_objects(bucket, self.prefix)
+        except ApiError as exc:
+            self.report(f"cannot list {bucket}/{self.prefix}: {exc.detail}", True)
+            return
+        self.objects = {o["key"]: o for o in page["objects"]}
+        options = [(f"[dir] {f[len(self.prefix):]}", ("dir", f)) for f in page["folders"]]
+        options += [(f"{o['key'][len(self.prefix):]}  ({human_size(o['size'])})", ("file", o["key"]))
+                    for o in page["objects"] if not o["key"].endswith("/")]
+        self.listing.options = options
+        self.listing.value = None
+
+    def open(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.refresh()
+
+    def go_up(self) -> None:
+        if self.prefix:
+            parent = self.prefix.rstrip("/").rsplit("/", 1)
+            self.open(parent[0] + "/" if len(parent) == 2 else "")
+
+    def selected(self) -> tuple[str, str] | None:
+        return self.listing.value
+
+
+class InputPicker(widgets.VBox):
+    """A file picker over the user's buckets: double-purpose listing (click a folder to enter it, click a
+    file to pick it). ``value`` is ``{"bucket", "key"}`` of the picked file, or None."""
+
+    value = traitlets.Dict(allow_none=True, default_value=None)
+
+    def __init__(self, client: ApiClient | None = None, description: str = "Input file",
+                 css_prefix: str = "heroes-picker", **kwargs):
+        self.client = client or ApiClient()
+        self.message = _css(widgets.HTML(""), f"{css_prefix}-message")
+        self.browser = Browser(self.client, css_prefix, self._report)
+        self.browser.listing.rows = 6
+        self.browser.listing.observe(self._clicked, names="value")
+        self.chosen = _css(widgets.HTML("<i>no file picked</i>"), f"{css_prefix}-selected")
+        title = widgets.HTML(f"<b>{html.escape(description)}</b>")
+        super().__init__([title, widgets.HBox([self.browser.bucket, self.browser.up]), self.browser.path,
+                          self.browser.listing, self.chosen, self.message], **kwargs)
+        _css(self, css_prefix)
+        self.browser.load_buckets()
+
+    def _report(self, text: str, error: bool) -> None:
+        self.message.value = f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
+
+    def _clicked(self, change) -> None:
+        entry = change["new"]
+        if not entry:
+            return
+        kind, key = entry
+        if kind == "dir":
+            self.browser.open(key)
+        else:
+            self.value = {"bucket": self.browser.bucket.value, "key": key}
+
+    @traitlets.observe("value")
+    def _show(self, change) -> None:
+        picked = change["new"]
+        self.chosen.value = (f"Picked: <code>s3://{html.escape(picked['bucket'])}/{html.escape(picked['key'])}"
+                             "</code>" if picked else "<i>no file picked</i>")
+
+    def refresh(self) -> None:
+        """Re-read buckets and the current folder (after uploads elsewhere)."""
+        self.browser.load_buckets()
+
+
+class DataApp:
+    """The whole Data app: browser, actions, upload, preview and a picker showing what workflows see."""
+
+    def __init__(self, client: ApiClient | None = None, with_picker: bool = True):
+        self.status = _css(widgets.HTML(""), "heroes-data-status")
+        try:
+            self.client = client or ApiClient()
+        except ApiError as exc:
+            self.client = None
+            self.status.value = self._message(exc.detail, True)
+            self.widget = widgets.VBox([widgets.HTML("<h3>HEROES data</h3>"), self.status])
+            return
+        self.browser = Browser(self.client, "heroes-data", self.report)
+        self.browser.listing.observe(self._clicked, names="value")
+        self.preview_box = _css(widgets.VBox([]), "heroes-data-preview")
+        self.link = _css(widgets.HTML(""), "heroes-data-download-link")
+        self._armed_delete: tuple[str, str] | None = None
+
+        def button(label, icon, css, action):
+            b = _css(widgets.Button(description=label, icon=icon), css)
+            b.on_click(lambda _: action())
+            return b
+
+        self.refresh_button = button("Refresh", "refresh", "heroes-data-refresh", self.refresh)
+        self.preview_button = button("Preview", "eye", "heroes-data-preview-button", self.preview)
+        self.download_button = button("Download", "download", "heroes-data-download", self.download)
+        self.delete_button = button("Delete", "trash", "heroes-data-delete", self.delete)
+        self.delete_button.button_style = "danger"
+        self.folder_name = _css(widgets.Text(placeholder="new folder name"), "heroes-data-folder-name")
+        self.mkdir_button = button("Create folder", "folder", "heroes-data-mkdir", self.create_folder)
+        self.upload = _css(widgets.FileUpload(multiple=True, description="Upload"), "heroes-data-upload")
+        self.upload.observe(self._uploaded, names="value")
+        self.progress = _css(widgets.IntProgress(value=0, min=0, max=100, description="Upload"),
+                             "heroes-data-progress")
+        self.progress_label = _css(widgets.HTML(""), "heroes-data-progress-label")
+        self.picker = InputPicker(self.client, "Pick a workflow input") if with_picker else None
+        parts = [
+            widgets.HTML("<h3>HEROES data</h3>"),
+            widgets.HBox([self.browser.bucket, self.browser.up, self.refresh_button]),
+            self.browser.path,
+            self.browser.listing,
+            widgets.HBox([self.preview_button, self.download_button, self.delete_button]),
+            widgets.HBox([self.folder_name, self.mkdir_button]),
+            widgets.HBox([self.upload, self.progress, self.progress_label]),
+            self.status, self.link, self.preview_box,
+        ]
+        if self.picker is not None:
+            parts += [widgets.HTML("<hr/>"), self.picker]
+        self.widget = _css(widgets.VBox(parts), "heroes-data-app")
+        self.browser.load_buckets()
+
+    def display(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    # --- feedback ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _message(text: str, error: bool) -> str:
+        return f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
+
+    def report(self, text: str, error: bool = False) -> None:
+        self.status.value = self._message(text, error)
+
+    def _call(self, fn, done: str | None = None):
+        """``fn()``'s answer, or None after showing the service's error in the status line."""
+        try:
+            result = fn()
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return None
+        if done:
+            self.report(done)
+        return result if result is not None else True
+
+    # --- navigation -------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.browser.load_buckets()
+
+    def _after_change(self) -> None:
+        self.browser.refresh()
+        if self.picker is not None:
+            self.picker.refresh()
+
+    def _clicked(self, change) -> None:
+        entry = change["new"]
+        self._armed_delete = None
+        self.delete_button.description = "Delete"
+        if entry and entry[0] == "dir":
+            self.browser.open(entry[1])
+
+    def _selected_file(self) -> str | None:
+        entry = self.browser.selected()
+        if not entry or entry[0] != "file":
+            self.report("select a file first", True)
+            return None
+        return entry[1]
+
+    # --- actions ----------------------------------------------------------------------------------------
+    def create_folder(self) -> None:
+        name = self.folder_name.value.strip().strip("/")
+        if not name:
+            self.report("type a folder name first", True)
+            return
+        if self._call(lambda: self.client.create_folder(self.browser.bucket.value, self.browser.prefix + name),
+                      f"created folder {name}/"):
+            self.folder_name.value = ""
+            self._after_change()
+
+    def delete(self) -> None:
+        """Two clicks: the first arms (and says what would go), the second deletes."""
+        entry = self.browser.selected()
+        if not entry:
+            self.report("select a file or folder first", True)
+            return
+        target = (self.browser.bucket.value, entry[1])
+        if self._armed_delete != target:
+            self._armed_delete = target
+            self.delete_button.description = "Confirm delete"
+            what = "the folder and everything in it" if entry[0] == "dir" else "the file"
+            self.report(f"click 'Confirm delete' to delete {what}: {entry[1]}", True)
+            return
+        self._armed_delete = None
+        self.delete_button.description = "Delete"
+        answer = self._call(lambda: self.client.delete(*target))
+        if answer:
+            count = answer.get("deleted", 1) if isinstance(answer, dict) else 1
+            self.report(f"deleted {entry[1]} ({count} object(s))")
+            self.preview_box.children = []
+            self._after_change()
+
+    def download(self) -> None:
+        """A link the browser saves: inline data for small files, a presigned S3 URL for big ones."""
+        key = self._selected_file()
+        if key is None:
+            return
+        bucket = self.browser.bucket.value
+        size = getattr(self.browser, "objects", {}).get(key, {}).get("size", 0)
+        name = key.rsplit("/", 1)[-1]
+        if size <= INLINE_DOWNLOAD_BYTES:
+            data = self._call(lambda: self.client.download(bucket, key))
+            if data is None:
+                return
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            href = f"data:{mime};base64,{base64.b64encode(data if isinstance(data, bytes) else b'').decode()}"
+        else:
+            href = self._call(lambda: self.client.presigned_download(bucket, key))
+            if href is None:
+                return
+        self.link.value = (f"<a href='{html.escape(href, quote=True)}' download='{html.escape(name, quote=True)}' "
+                           f"target='_blank'>Save {html.escape(name)} ({human_size(size)})</a>")
+        self.report(f"download of {name} ready: click the link")
+
+    def preview(self) -> None:
+        key = self._selected_file()
+        if key is None:
+            return
+        bucket = self.browser.bucket.value
+        ext = extension(key)
+        size = getattr(self.browser, "objects", {}).get(key, {}).get("size")
+        if ext in CSV_TYPES:
+            data = self._call(lambda: self.client.download(bucket, key, CSV_PREVIEW_BYTES))
+            if data is None:
+                return
+            truncated = size is None or size > len(data)
+            table = csv_preview_html(data, truncated, delimiter=CSV_TYPES[ext])
+            self.preview_box.children = [_css(widgets.HTML(f"<b>{html.escape(key)}</b>{table}"),
+                                              "heroes-data-csv")]
+        elif ext in IMAGE_TYPES:
+            if size is not None and size > IMAGE_PREVIEW_BYTES:
+                self.report(f"{key} is too big to preview ({human_size(size)})", True)
+                return
+            data = self._call(lambda: self.client.download(bucket, key))
+            if data is None:
+                return
+            self.preview_box.children = [widgets.HTML(f"<b>{html.escape(key)}</b>"),
+                                         _css(widgets.Image(value=data, format=IMAGE_TYPES[ext],
+                                                            layout=widgets.Layout(max_width="600px")),
+                                              "heroes-data-image")]
+        else:
+            data = self._call(lambda: self.client.download(bucket, key, TEXT_PREVIEW_BYTES))
+            if data is None:
+                return
+            if b"\0" in data[:1024]:
+                self.preview_box.children = [widgets.HTML(f"<i>{html.escape(key)}: binary file, no preview</i>")]
+            else:
+                text = data.decode("utf-8", errors="replace")
+                self.preview_box.children = [_css(widgets.HTML(f"<b>{html.escape(key)}</b><pre>"
+                                                               f"{html.escape(text)}</pre>"), "heroes-data-text")]
+        self.report(f"preview of {key}")
+
+    # --- upload -----------------------------------------------------------------------------------------
+    def _uploaded(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        bucket = self.browser.bucket.value
+        if not self.browser.writable():
+            self.report(f"{bucket} is read-only for you: nothing uploaded", True)
+            self._reset_upload()
+            return
+        done = []
+        for item in files:
+            name = item["name"]
+            key = self.browser.prefix + name
+
+            def progress(sent: int, total: int | None, name=name) -> None:
+                total = total or 1
+                self.progress.value = int(100 * sent / total)
+                self.progress_label.value = f"{html.escape(name)}: {human_size(sent)} / {human_size(total)}"
+
+            result = self._call(lambda: self.client.upload(bucket, key, item["content"],
+                                                           content_type=item.get("type") or "",
+                                                           progress=progress))
+            if result is None:
+                self.progress.bar_style = "danger"
+                break
+            done.append(name)
+        self._reset_upload()
+        if done:
+            self.progress.bar_style = "success"
+            self.report(f"uploaded {', '.join(done)} to {bucket}/{self.browser.prefix}")
+            self._after_change()
+
+    def _reset_upload(self) -> None:
+        with self.upload.hold_trait_notifications():
+            self.upload.value = ()
