@@ -372,6 +372,7 @@ def _record_submission(request: Request, wf: WorkflowEngine, principal: Principa
         inst.work_dir = instance_dir(cluster.work_dir_for(login), instance_id)
         inst.output_prefix = f"workflows/{inst.id}/"
         session.add(inst)
+        session.flush()  # the instance row first: steps and events reference it
         for position, step in enumerate(template.ordered_steps()):
             session.add(m.WorkflowStep(instance_id=inst.id, name=step.name, position=position,
                                        depends_on=list(step.depends_on), state=m.STEP_NEW,

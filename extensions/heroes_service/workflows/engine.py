@@ -516,6 +516,11 @@ class WorkflowEngine:
                     if all(s.state in m.STEP_FINAL for s in steps):
                         stats.transitions += m.set_instance_state(session, inst, m.CANCELLED, "cancelled by the user")
                     continue
+                by_name = {s.name: s for s in steps}
+                for s in steps:  # positions are topological: a skip propagates down the chain
+                    if s.state == "CANCELLED" and s.started_at is None and any(
+                            by_name[d].state in m.STEP_FINAL and by_name[d].state != "COMPLETED" for d in s.depends_on):
+                        m.set_step_state(session, s, m.SKIPPED, "never ran: a step it depends on did not complete")
                 failed = [s for s in steps if s.state in m.STEP_FINAL and s.state not in ("COMPLETED", m.SKIPPED)]
                 if failed:
                     first = failed[0]

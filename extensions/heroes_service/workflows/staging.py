@@ -16,7 +16,8 @@ from types import SimpleNamespace
 from boto3.s3.transfer import TransferConfig
 
 from ..clusters.connector import ClusterConnector
-from ..errors import ApiError, NotFound
+from ..data.names import NameError_, check_key
+from ..errors import ApiError, Invalid, NotFound
 
 log = logging.getLogger("heroes_service.workflows")
 
@@ -49,6 +50,10 @@ class Staging:
     # --- submit time -------------------------------------------------------------------------------
     def check_input(self, principal, ref: dict) -> dict:
         """The input exists and ``principal`` may read it (404 otherwise, like the data API)."""
+        try:
+            check_key(ref["key"])
+        except NameError_ as exc:
+            raise Invalid(f"input key {ref['key']!r}: {exc}", rule=exc.rule) from None
         grant = self.data.resolve(principal, ref["bucket"])
         size = self.data.storage.object_size(grant.bucket, ref["key"])
         if size is None:
