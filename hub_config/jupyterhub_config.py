@@ -18,6 +18,8 @@ if str(HERE) not in sys.path:
 from heroes_auth import HeroesKeycloakAuthenticator  # noqa: E402
 from heroes_layers import load_settings, split_list  # noqa: E402
 from heroes_spawner.local import HeroesLocalSpawner  # noqa: E402
+import heroes_spawner.api  # noqa: E402,F401 (strict POST /hub/api/batchspawner; must be imported before the hub starts)
+from heroes_spawner.slurm import HeroesSpawner  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 s, site_extra = load_settings()
@@ -34,7 +36,9 @@ c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
 # --- state ------------------------------------------------------------------------------------------
 c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
-c.JupyterHub.cleanup_servers = True  # stopping the hub stops the single-user servers too
+# servers outlive a hub restart (cluster jobs keep running; state restored from the DB). Stop them through
+# the API (or `heroes dev down` of the servers' owners) instead.
+c.JupyterHub.cleanup_servers = False
 c.JupyterHub.cleanup_proxy = True
 
 # --- login: Keycloak (realm heroes) -------------------------------------------------------------------
@@ -59,7 +63,12 @@ auth.end_session_url = f"{s.oidc_base}/logout"
 auth.post_logout_redirect_url = f"{s.public_url.rstrip('/')}/hub/"
 
 # --- single-user servers: JupyterLab + Voila on the gateway, one Unix account per user -------------------
-c.JupyterHub.spawner_class = HeroesLocalSpawner
+# HeroesSpawner: the spawn form chooses the gateway (delegates to HeroesLocalSpawner, also the default for
+# spawns without options) or a Slurm job on a cluster of the user's organization (extensions/heroes_spawner).
+c.JupyterHub.spawner_class = HeroesSpawner
+c.HeroesSpawner.node_bind_ip = "127.0.0.1"  # the embedded clusters' nodes are this machine
+c.HeroesSpawner.poll_interval = int(os.environ.get("HEROES_SPAWNER_POLL_S", "15"))
+c.HeroesSpawner.start_timeout = 300  # a cluster job may wait in the queue
 c.HeroesLocalSpawner.homes_root = s.homes_dir or str(data_dir / "homes")
 c.HeroesLocalSpawner.dashboards_dir = s.notebooks_dir
 user_bin = Path(s.singleuser_env) / "bin" if s.singleuser_env else venv_bin
@@ -138,6 +147,29 @@ if s.admin_token:
         "scopes": ["admin:users", "admin:servers", "admin:groups", "tokens", "list:users", "read:users", "read:groups"],
         "services": ["stack-admin"],
     })
+
+# --- idle culling: jupyterhub-idle-culler as a service with the least-privilege role ----------------------------
+# Its token is a 0600 file in the hub's data dir (tests run a second culler with it and short timeouts).
+_culler_token_file = data_dir / "idle-culler-token"
+if not _culler_token_file.exists():
+    import secrets as _secrets
+
+    _fd = os.open(_culler_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(_fd, "w") as _out:
+        _out.write(_secrets.token_hex(32))
+c.JupyterHub.services.append({
+    "name": "idle-culler",
+    "api_token": _culler_token_file.read_text().strip(),
+    "command": [str(venv_bin / "python"), "-m", "jupyterhub_idle_culler",
+                f"--timeout={int(os.environ.get('HEROES_CULL_TIMEOUT_S', '3600'))}",
+                f"--cull-every={int(os.environ.get('HEROES_CULL_EVERY_S', '300'))}"],
+})
+c.JupyterHub.load_roles.append({
+    "name": "idle-culler",
+    "description": "Cull idle servers: list users, read their activity and servers, stop servers. Nothing else.",
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    "services": ["idle-culler"],
+})
 
 # --- site YAML sections for other classes, last ---------------------------------------------------------
 c.merge(site_extra)

@@ -1,0 +1,95 @@
+"""Shared helpers of the spawner tests (no tests here): alpha enrolled for acme in the RUNNING service,
+the hub's admin API, Slurm's own view of the queue, and tokens that act as a user's browser would.
+
+alpha is enrolled through the service's API by alice (acme's org admin), exactly as a site would; if it
+already is (another test run), the record is reused and left in place.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import httpx
+
+from heroes_dev.components.jupyterhub import admin_token, hub_url
+from heroes_dev.components.login import host_key_fingerprint, ssh_port
+from heroes_dev.components.slurm import slurm_env
+
+PREFIX = "/services/heroes/api/v1"
+SERVER_JOB = "jupyterhub-bob"
+
+
+def service_login(stack, username: str, password: str) -> httpx.Client:
+    """A client of the running service with ``username``'s Keycloak bearer token."""
+    base = hub_url(stack).rstrip("/") + PREFIX
+    r = httpx.post(f"{base}/organization/auth/login", json={"username": username, "password": password}, timeout=30)
+    r.raise_for_status()
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {r.json()['access_token']}"}, timeout=60)
+
+
+def ensure_enrolled(stack, cluster: str = "alpha") -> str:
+    """The id of ``cluster`` enrolled for acme in the running service (enrolled now by alice if missing)."""
+    with service_login(stack, "alice", "alice-pass") as alice:
+        listed = alice.get("/organization/admin/cluster/")
+        listed.raise_for_status()
+        for record in listed.json():
+            if record["name"] == cluster:
+                return record["id"]
+        scanned = alice.post("/organization/admin/cluster/host-key",
+                             json={"host": stack.host, "port": ssh_port(stack, cluster)})
+        scanned.raise_for_status()
+        assert scanned.json()["fingerprint"] == host_key_fingerprint(stack, cluster)
+        r = alice.post("/organization/admin/cluster/", json={
+            "name": cluster, "host": stack.host, "port": ssh_port(stack, cluster),
+            "host_key_fingerprint": scanned.json()["fingerprint"], "work_dir": "heroes-work/{login}",
+            "container_runtime": "charliecloud"})
+        if r.status_code == 409:  # enrolled concurrently by another run
+            return next(c["id"] for c in alice.get("/organization/admin/cluster/").json() if c["name"] == cluster)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def hub_admin(stack) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.hub_api}/hub/api",
+                        headers={"Authorization": f"token {admin_token(stack)}"}, timeout=60)
+
+
+def server_token(stack, username: str) -> str:
+    """A token of ``username`` that may open their server (what their browser cookie allows)."""
+    with hub_admin(stack) as api:
+        r = api.post(f"/users/{username}/tokens", json={"scopes": [f"access:servers!user={username}"],
+                                                         "expires_in": 3600, "note": "spawner tests"})
+        r.raise_for_status()
+        return r.json()["token"]
+
+
+def slurm(stack, cluster: str, *argv: str, user: str | None = None) -> subprocess.CompletedProcess:
+    """A Slurm command on the embedded cluster, as root (an operator's view) or as ``user``."""
+    env = {**os.environ, **slurm_env(stack, cluster)}
+    prefix = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={env['SLURM_CONF']}"] if user else []
+    return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60)
+
+
+def jobs_named(stack, cluster: str, name: str) -> list[dict]:
+    """Live jobs called ``name``: id, user, state, node (Slurm's own answer, not the hub's)."""
+    out = slurm(stack, cluster, "squeue", "-h", "-n", name, "-o", "%i|%u|%T|%N").stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    return [{"id": r[0], "user": r[1], "state": r[2], "node": r[3]} for r in rows]
+
+
+def wait_until(what: str, probe, timeout: float, every: float = 1.0):
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def server_of(stack, username: str) -> dict | None:
+    with hub_admin(stack) as api:
+        return api.get(f"/users/{username}").json().get("servers", {}).get("")
