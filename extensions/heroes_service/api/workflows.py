@@ -318,7 +318,8 @@ def get_template(template_id: str, principal: Principal = Depends(any_user), ses
 async def submit(request: Request, body: SubmitIn = Body(...), principal: Principal = Depends(any_user),
                  wf: WorkflowEngine = Depends(engine)):
     if principal.organization is None:
-        raise Forbidden("you belong to no organization")
+        raise Conflict("you belong to no organization, so no cluster or template is yours to run",
+                       rule="organization-member")
     instance_id = await asyncio.to_thread(_record_submission, request, wf, principal, body)
     future = wf.start_drive(instance_id)
     if body.wait and future is not None:
