@@ -141,7 +141,7 @@ class Browser:
             return
         self.objects = {o["key"]: o for o in page["objects"]}
         options = [(f"[dir] {f[len(self.prefix):]}", ("dir", f)) for f in page["folders"]]
-        options += [(f"{o['key'][len(self.prefix):]}  ({human_size(o['size'])})", ("file", o["key"]))
+        options += [(f"{o['key'][len(self.prefix):]} ({human_size(o['size'])})", ("file", o["key"]))
                     for o in page["objects"] if not o["key"].endswith("/")]
         self.listing.options = options
         self.listing.value = None

@@ -108,6 +108,11 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/organization/admin/cluster/{cluster_id}/test"): ORG_ADMIN,
     # --- template (issue: templates) ------------------------------------------------------------------
     # --- decision (issue: decision) -------------------------------------------------------------------
+    # energy (issue: energy; api/energy.py)
+    ("POST", "/organization/decision/ingest_ear_files"): USER,
+    ("GET", "/organization/decision/energy/steps"): USER,
+    ("GET", "/organization/decision/energy/summary"): USER,
+    ("GET", "/organization/decision/energy/samples"): USER,
 }
 
 #: resources written by other issues: module api/<name>.py (exporting ``router``) -> path prefixes it owns
@@ -117,6 +122,7 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "clusters": ("/organization/cluster", "/organization/admin/cluster", "/heroes/admin/clusters"),
     "template": ("/organization/template",),
     "decision": ("/organization/decision",),
+    "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
 }
 
 

@@ -1,0 +1,393 @@
+"""Ingestion and queries of step energy, with tenant isolation.
+
+Ownership never comes from a file: the rows of a request belong to the caller's organization, and to the
+caller (an org admin may name another user of the organization). A row whose HEROES organization column
+names another organization refuses the whole request. A workflow instance named by the request or by the
+file's ``HEROES_INSTANCE_WORKFLOW_ID`` must be visible to the caller; it then supplies the template, the
+cluster and the owner.
+
+Visibility: a user sees their own rows; an org admin their organization's; a platform admin everything.
+Queries aggregate the node rows of a step by EAR's rules (power, GFLOPS, energy summed over nodes; time,
+CPI, frequency averaged), in SQL.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, case, func, insert, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..auth import Principal
+from ..errors import Forbidden, Invalid, NotFound
+from .models import EnergyRecord, EnergySample
+
+MAX_FILES = 100
+MAX_NAME = 200
+SAMPLE_HEADER = "TIMESTAMP;ELAPSED_SEC"
+NO_IDS = {"", "NO_WRF_ID", "NO_HER_ID", "NO_USR_ID", "NO_PRJ_ID", "NO_ORG_ID", "None", "nan"}
+GROUPS = {"step", "instance", "user", "organization", "cluster", "template"}
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class IngestRefused(Invalid):
+    """422 with every problem: ``errors`` lists ``{file, line, column, message}``; nothing was stored."""
+
+    def __init__(self, errors: list[dict]):
+        first = errors[0]
+        where = f"{first['file']}, line {first['line']}" + (f", column {first['column']}" if first["column"] else "")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{where}: {first['message']}{more}; nothing was stored", rule="ear-file")
+        self.errors = errors
+
+    def body(self) -> dict:
+        out = super().body()
+        out["errors"] = self.errors
+        return out
+
+
+@dataclass
+class Upload:
+    name: str
+    content: bytes
+
+
+@dataclass
+class Owner:
+    organization: str
+    username: str
+    cluster: str
+    instance_id: str = ""
+    template: str = ""
+
+
+def _error(file: str, line: int, column: str | None, message: str) -> dict:
+    return {"file": file, "line": line, "column": column, "message": message}
+
+
+def _clean(value) -> str:
+    """A text id from a frame cell ('' for the plugin's NO_* placeholders and missing values)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).strip()
+    return "" if text in NO_IDS else text
+
+
+def _num(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+# --- visibility --------------------------------------------------------------------------------------------
+def visible(principal: Principal, model=EnergyRecord):
+    """The SQL condition of the rows ``principal`` may see."""
+    if principal.is_platform_admin:
+        return True
+    if principal.organization is None:
+        return model.username == principal.username and model.organization == ""
+    if principal.is_org_admin:
+        return model.organization == principal.organization
+    return and_(model.organization == principal.organization, model.username == principal.username)
+
+
+def _owner(session: Session, principal: Principal, cluster: str, instance_id: str, user: str) -> Owner:
+    """Who the ingested rows belong to (see the module docstring)."""
+    if principal.organization is None:
+        raise Forbidden("you belong to no organization: energy is recorded per organization")
+    username = principal.username
+    if user and user != principal.username:
+        if not principal.is_org_admin:
+            raise Forbidden("only an org admin may record energy for another user")
+        username = user
+    owner = Owner(principal.organization, username, cluster)
+    if instance_id:
+        _apply_instance(session, principal, owner, instance_id)
+    return owner
+
+
+def _apply_instance(session: Session, principal: Principal, owner: Owner, instance_id: str) -> None:
+    """Take template, cluster and owner from a workflow instance the caller may see (404 otherwise)."""
+    from ..workflows.models import WorkflowInstance
+
+    inst = session.get(WorkflowInstance, instance_id) if len(instance_id) <= 32 else None
+    if inst is None:
+        owner.instance_id = instance_id  # an instance outside this gateway (e.g. a manual run): kept as a label
+        return
+    if inst.organization != principal.organization or (
+            not principal.is_org_admin and inst.username != principal.username):
+        raise NotFound(f"workflow instance {instance_id!r} not found")
+    owner.instance_id, owner.template, owner.username = inst.id, inst.template_name, inst.username
+    owner.cluster = owner.cluster or inst.cluster_name
+
+
+# --- ingestion ---------------------------------------------------------------------------------------------
+def _check_uploads(uploads: list[Upload]) -> None:
+    if not uploads:
+        raise Invalid("no file in the request", rule="ear-file")
+    if len(uploads) > MAX_FILES:
+        raise Invalid(f"at most {MAX_FILES} files per request", rule="ear-file")
+    names = [u.name for u in uploads]
+    for name in names:
+        if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
+            raise Invalid(f"file name {name[:40]!r} is empty, too long or has control characters", rule="ear-file")
+    if len(set(names)) != len(names):
+        raise Invalid("two files in one request have the same name", rule="ear-file")
+
+
+def _write_temp(folder: str, uploads: list[Upload]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(app files, sample files) as (temp path, client's name); our names on disk, never the client's."""
+    apps, samples = [], []
+    for i, up in enumerate(uploads):
+        path = os.path.join(folder, f"{i:03d}_{_SAFE.sub('_', up.name)[-60:]}")
+        with open(path, "wb") as out:
+            out.write(up.content)
+        head = up.content[:64].lstrip(b"\xef\xbb\xbf")
+        (samples if head.startswith(SAMPLE_HEADER.encode()) else apps).append((path, up.name))
+    return apps, samples
+
+
+def _read(apps, samples):
+    """Validated app rows (a frame) and sample rows, or IngestRefused naming file, line and column."""
+    from heroes_energy import reader, table
+
+    names = {path: name for path, name in [*apps, *samples]}
+    errors: list[dict] = []
+    frame = None
+    if apps:
+        frame, read_errors = table.read_table([p for p, _ in apps])
+        errors += [_error(names.get(e.file, e.file), e.line, e.column, e.message) for e in read_errors]
+    sample_rows: list[tuple[str, list[dict]]] = []
+    for path, name in samples:
+        rows, read_errors = reader.read_samples(path)
+        errors += [_error(name, e.line, e.column, e.message) for e in read_errors]
+        sample_rows.append((name, rows))
+    if errors:
+        raise IngestRefused(errors)
+    if frame is not None:
+        frame = frame.assign(file=frame["file"].map(lambda p: names.get(p, p)))
+    return frame, sample_rows
+
+
+def _records(frame, owner: Owner, principal: Principal, session: Session) -> list[dict]:
+    """Table rows from the normalised frame; foreign organizations refuse the request."""
+    out = []
+    instances: dict[str, Owner] = {}
+    for r in frame.itertuples(index=False):
+        org_name = _clean(r.heroes_org_name)
+        if org_name and org_name != owner.organization:
+            raise IngestRefused([_error(r.file, 0, "HEROES_ORGANIZATION_NAME",
+                                        f"names organization {org_name!r}, not yours ({owner.organization!r})")])
+        row_owner = owner
+        file_instance = _clean(r.heroes_instance)
+        if file_instance and not owner.instance_id:
+            if file_instance not in instances:
+                o = Owner(owner.organization, owner.username, owner.cluster)
+                _apply_instance(session, principal, o, file_instance)
+                o.template = o.template or _clean(r.heroes_template)
+                instances[file_instance] = o
+            row_owner = instances[file_instance]
+        out.append({
+            "organization": row_owner.organization, "username": row_owner.username, "cluster": row_owner.cluster,
+            "instance_id": row_owner.instance_id, "template": row_owner.template or _clean(r.heroes_template),
+            "job_id": int(r.job_id), "step_id": int(r.step_id), "app_id": str(r.app_id or "")[:128],
+            "node": str(r.node)[:128], "job_name": str(r.job_name or "")[:255], "variant": str(r.variant),
+            "start_time": _num(r.start_time), "end_time": _num(r.end_time), "time_s": _num(r.seconds),
+            "dc_power_w": _num(r.power_w), "dram_power_w": _num(r.dram_power_w), "pck_power_w": _num(r.pck_power_w),
+            "gpu_power_w": _num(r.gpu_power_w), "max_power_w": _num(r.max_power_w), "energy_j": _num(r.energy_j),
+            "cpu_gflops": _num(r.cpu_gflops), "gpu_gflops": _num(r.gpu_gflops), "mem_gbs": _num(r.mem_gbs),
+            "io_mbs": _num(r.io_mbs), "cpi": _num(r.cpi), "avg_cpufreq_khz": _num(r.avg_cpufreq_khz),
+            "cpu_util": _num(r.cpu_util), "estimated": bool(r.estimated), "source_file": str(r.file)[:255],
+            "ingested_at": datetime.now().astimezone(),
+        })
+    return out
+
+
+def _samples(sample_rows, owner: Owner) -> list[dict]:
+    out = []
+    for name, rows in sample_rows:
+        for s in rows:
+            try:
+                job, step = int(s["JOBID"]), int(s["STEPID"])
+            except (TypeError, ValueError):
+                raise IngestRefused([_error(name, 0, "JOBID", "JOBID and STEPID must be integers")]) from None
+            out.append({"organization": owner.organization, "username": owner.username, "cluster": owner.cluster,
+                        "job_id": job, "step_id": step, "node": str(s["NODENAME"])[:128],
+                        "elapsed_s": _num(s["ELAPSED_SEC"]) or 0.0, "dc_power_w": _num(s.get("DC_NODE_POWER_W")),
+                        "pck_power_w": _num(s.get("PCK_POWER_W")), "dram_power_w": _num(s.get("DRAM_POWER_W")),
+                        "gpu_power_w": _num(s.get("GPU_POWER_W")),
+                        "estimated": ",".join(sorted(s.get("EARLITE_ESTIMATED") or ()))[:255]})
+    return out
+
+
+def _new_only(session: Session, records: list[dict]) -> list[dict]:
+    """Drop rows whose (cluster, job, step, node) is already stored (a file ingested again)."""
+    if not records:
+        return []
+    jobs = {(r["cluster"], r["job_id"]) for r in records}
+    existing = set()
+    for cluster in {c for c, _ in jobs}:
+        ids = sorted(j for c, j in jobs if c == cluster)
+        for i in range(0, len(ids), 500):
+            existing |= set(session.execute(select(
+                EnergyRecord.cluster, EnergyRecord.job_id, EnergyRecord.step_id, EnergyRecord.node).where(
+                EnergyRecord.cluster == cluster, EnergyRecord.job_id.in_(ids[i:i + 500]))).all())
+    return [r for r in records if (r["cluster"], r["job_id"], r["step_id"], r["node"]) not in existing]
+
+
+def _new_samples(session: Session, samples: list[dict]) -> list[dict]:
+    keys = {(s["cluster"], s["job_id"], s["step_id"], s["node"]) for s in samples}
+    if not keys:
+        return []
+    stored = set(session.execute(select(EnergySample.cluster, EnergySample.job_id, EnergySample.step_id,
+                                        EnergySample.node).where(
+        tuple_(EnergySample.cluster, EnergySample.job_id, EnergySample.step_id, EnergySample.node).in_(list(keys))
+    ).distinct()).all())
+    return [s for s in samples if (s["cluster"], s["job_id"], s["step_id"], s["node"]) not in stored]
+
+
+def ingest(session: Session, principal: Principal, uploads: list[Upload], *, cluster: str = "",
+           instance_id: str = "", user: str = "") -> dict:
+    """Validate every file, then store every new row in one transaction (or nothing)."""
+    _check_uploads(uploads)
+    owner = _owner(session, principal, cluster.strip(), instance_id.strip(), user.strip())
+    with tempfile.TemporaryDirectory(prefix="heroes-ear-") as folder:
+        apps, samples = _write_temp(folder, uploads)
+        frame, sample_rows = _read(apps, samples)
+    records = _records(frame, owner, principal, session) if frame is not None else []
+    sample_dicts = _samples(sample_rows, owner)
+    for attempt in (1, 2):
+        new = _new_only(session, records)
+        new_samples = _new_samples(session, sample_dicts)
+        try:
+            with session.begin_nested():
+                if new:
+                    session.execute(insert(EnergyRecord), new)
+                if new_samples:
+                    session.execute(insert(EnergySample), new_samples)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            # a concurrent request stored some of the same steps: look again and store what is still new
+    steps = {(r["cluster"], r["job_id"], r["step_id"]) for r in records}
+    return {"files": len(uploads), "rows": len(records), "stored": len(new), "duplicates": len(records) - len(new),
+            "samples_stored": len(new_samples), "steps": len(steps), "organization": owner.organization,
+            "user": owner.username, "cluster": owner.cluster, "instance_id": owner.instance_id}
+
+
+# --- queries -----------------------------------------------------------------------------------------------
+@dataclass
+class Filters:
+    instance_id: str = ""
+    user: str = ""
+    organization: str = ""
+    cluster: str = ""
+    template: str = ""
+    job_id: int | None = None
+    step_id: int | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+def _conditions(principal: Principal, f: Filters) -> list:
+    if f.user and f.user != principal.username and not (principal.is_org_admin or principal.is_platform_admin):
+        raise Forbidden("you may see only your own energy (org admins see their organization's)")
+    if f.organization and f.organization != principal.organization and not principal.is_platform_admin:
+        raise Forbidden("you may see only your own organization's energy")
+    m = EnergyRecord
+    conds = [visible(principal)]
+    for column, value in ((m.instance_id, f.instance_id), (m.username, f.user), (m.organization, f.organization),
+                          (m.cluster, f.cluster), (m.template, f.template)):
+        if value:
+            conds.append(column == value)
+    if f.job_id is not None:
+        conds.append(m.job_id == f.job_id)
+    if f.step_id is not None:
+        conds.append(m.step_id == f.step_id)
+    if f.start is not None:
+        conds.append(m.start_time >= f.start)
+    if f.end is not None:
+        conds.append(m.start_time < f.end)
+    return conds
+
+
+def _measures():
+    """EAR's aggregation of a step's node rows (power, GFLOPS, energy summed; time, CPI, frequency averaged)."""
+    m = EnergyRecord
+    return [
+        func.count().label("nodes"), func.min(m.start_time).label("start_time"), func.max(m.end_time).label("end_time"),
+        func.avg(m.time_s).label("time_s"), func.sum(m.dc_power_w).label("dc_power_w"),
+        func.sum(m.pck_power_w).label("pck_power_w"), func.sum(m.dram_power_w).label("dram_power_w"),
+        func.sum(m.gpu_power_w).label("gpu_power_w"), func.max(m.max_power_w).label("max_node_power_w"),
+        func.coalesce(func.sum(m.energy_j), 0.0).label("energy_j"),
+        (func.coalesce(func.sum(m.cpu_gflops), 0.0) + func.coalesce(func.sum(m.gpu_gflops), 0.0)).label("gflops"),
+        func.avg(m.cpi).label("cpi"), func.avg(m.avg_cpufreq_khz).label("avg_cpufreq_khz"),
+        func.sum(m.mem_gbs).label("mem_gbs"), func.sum(m.io_mbs).label("io_mbs"),
+        func.max(case((m.estimated, 1), else_=0)).label("estimated"),
+    ]
+
+
+def _finish(row: dict) -> dict:
+    row["estimated"] = bool(row["estimated"])
+    row["energy_kwh"] = row["energy_j"] / 3.6e6
+    power = row.get("dc_power_w")
+    row["gflops_per_w"] = (row.pop("gflops") / power) if power else None
+    return row
+
+
+def steps(session: Session, principal: Principal, f: Filters, limit: int = 1000) -> list[dict]:
+    """One row per step (cluster, job, step, app), newest first."""
+    m = EnergyRecord
+    keys = [m.organization, m.username, m.cluster, m.instance_id, m.template, m.job_id, m.step_id, m.app_id,
+            m.job_name]
+    query = (select(*keys, *_measures()).where(*_conditions(principal, f)).group_by(*keys)
+             .order_by(func.min(m.start_time).desc(), m.job_id.desc(), m.step_id).limit(limit))
+    return [_finish(dict(r._mapping)) for r in session.execute(query)]
+
+
+def summary(session: Session, principal: Principal, group_by: str, f: Filters) -> list[dict]:
+    """Totals per instance, user, organization, cluster, template or step: energy summed over steps."""
+    if group_by not in GROUPS:
+        raise Invalid(f"group_by must be one of {', '.join(sorted(GROUPS))}", rule="group-by")
+    m = EnergyRecord
+    column = {"instance": m.instance_id, "user": m.username, "organization": m.organization, "cluster": m.cluster,
+              "template": m.template}.get(group_by)
+    conds = _conditions(principal, f)
+    if column is None:  # step
+        return steps(session, principal, f)
+    per_step = (select(column.label("group"), m.cluster, m.job_id, m.step_id,
+                       func.count().label("nodes"), func.coalesce(func.sum(m.energy_j), 0.0).label("energy_j"),
+                       func.min(m.start_time).label("start_time"), func.max(m.end_time).label("end_time"),
+                       func.max(case((m.estimated, 1), else_=0)).label("estimated"))
+                .where(*conds).group_by(column, m.cluster, m.job_id, m.step_id).subquery())
+    p = per_step.c
+    query = (select(p.group, func.count().label("steps"), func.sum(p.nodes).label("node_rows"),
+                    func.sum(p.energy_j).label("energy_j"), func.min(p.start_time).label("start_time"),
+                    func.max(p.end_time).label("end_time"), func.max(p.estimated).label("estimated"))
+             .group_by(p.group).order_by(p.group))
+    out = []
+    for r in session.execute(query):
+        row = dict(r._mapping)
+        row["estimated"] = bool(row["estimated"])
+        row["energy_kwh"] = row["energy_j"] / 3.6e6
+        out.append(row)
+    return out
+
+
+def samples(session: Session, principal: Principal, cluster: str, job_id: int, step_id: int) -> list[dict]:
+    """Per-second samples of a step the caller may see (every node), in time order."""
+    s = EnergySample
+    query = (select(s.node, s.elapsed_s, s.dc_power_w, s.pck_power_w, s.dram_power_w, s.gpu_power_w, s.estimated)
+             .where(visible(principal, s), s.cluster == cluster, s.job_id == job_id, s.step_id == step_id)
+             .order_by(s.node, s.elapsed_s))
+    return [dict(r._mapping) for r in session.execute(query)]
