@@ -210,6 +210,13 @@ class ApiClient:
         params["group_by"] = group_by
         return self.call("GET", f"{ENERGY}/energy/summary", params=params)["groups"]
 
-    def energy_samples(self, step_id: int) -> list[dict]:
-        """The per-second samples of one step (empty when its sample file was not ingested)."""
-        return self.call("GET", f"{ENERGY}/energy/steps/{step_id}/samples")["samples"]
+    def energy_samples(self, job_id: int, step_id: int, cluster: str = "") -> list[dict]:
+        """The per-second samples of one step (every node; empty when no sample file was ingested)."""
+        return self.call("GET", f"{ENERGY}/energy/samples",
+                         params={"job_id": job_id, "step_id": step_id, "cluster": cluster})["samples"]
+
+    def ingest_ear_files(self, files: dict[str, str], **params) -> dict:
+        """Ingest EAR/EAR-lite files ({name: text}) all-or-nothing; ApiError names file, line and column."""
+        body = {"files": [{"name": name, "content": text} for name, text in files.items()]}
+        query = {k: v for k, v in params.items() if v}
+        return self.call("POST", f"{ENERGY}/ingest_ear_files", params=query, json=body)

@@ -198,3 +198,39 @@ def test_summaries_by_group_and_period(users):
     early = alice.get(STEPS, params={"start": "2023-11-14T22:13:00Z", "end": "2023-11-14T22:13:30Z"}).json()["steps"]
     assert early and all(1_700_000_000 <= s["start_time"] < 1_700_000_010 for s in early)
     assert alice.get(SUMMARY, params={"group_by": "nonsense"}).status_code == 422
+
+
+class AppTransport:
+    """requests.Session.request's signature over the in-process app (the widgets' transport)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def request(self, method, url, params=None, json=None, data=None, headers=None, timeout=None, stream=False):
+        return self.client.request(method, url, params=params, json=json, content=data, headers=headers)
+
+
+def test_energy_app_shows_the_steps_of_the_caller(users, service):
+    """The Energy app's widgets (no kernel) against this service as bob: his steps, the estimated one marked,
+    the timeline from his samples, totals, CSV export; alice's steps never appear."""
+    from heroes_widgets.api_client import ApiClient
+    from heroes_widgets.energy_app import EnergyApp
+
+    token = users["bob"].headers["Authorization"].split(" ", 1)[1]
+    client = ApiClient(base_url="http://testserver/services/heroes/api/v1", bearer=token,
+                       session=AppTransport(service.client))
+    app = EnergyApp(client)
+    assert "step(s)" in app.status.value, app.status.value
+    assert {s["username"] for s in app.steps} == {"bob"}
+    assert "5002.0" in app.table.value and "(estimated)" in app.table.value
+    assert "heroes-energy.csv" in app.export_link.value
+    labels = dict(app.step_pick.options)
+    app.step_pick.value = labels[next(k for k in labels if k.startswith("alpha:5002.0"))]
+    timeline = app.figures["timeline"]
+    assert any("(estimated)" in trace.name for trace in timeline.data)
+    assert [list(t.y) for t in timeline.data if t.name == "DC node (estimated)"][0] == [100, 101, 102, 103, 104]
+    assert any(trace.name == "estimated" for trace in app.figures["per_step"].data)
+    assert "<td>bob</td>" in app.totals.value
+    app.cluster.value = "delta"
+    app.refresh()
+    assert {s["cluster"] for s in app.steps} == {"delta"} and {s["username"] for s in app.steps} == {"bob"}

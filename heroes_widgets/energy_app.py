@@ -1,0 +1,261 @@
+"""The Energy app (Voila: notebooks/energy.ipynb): the energy of the user's job steps (an org admin: the
+organization's), from the HEROES energy API only.
+
+- energy per step (and per workflow instance), estimated values hatched and marked "(estimated)";
+- the power timeline of one step (dashed = estimated);
+- a comparison across clusters and templates;
+- totals per user/cluster/template of the organization over a chosen period;
+- export of the steps shown to CSV.
+
+Figures come from :mod:`heroes_energy.plots` (published next to heroes_widgets for the users' kernels) and
+are shown as plotly ``FigureWidget``; where that cannot be built (no anywidget) a static figure is shown.
+Widgets a browser test needs carry CSS classes ``heroes-energy-*``.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from datetime import date, datetime, time, timezone
+from types import SimpleNamespace
+
+import ipywidgets as widgets
+
+from .api_client import ApiClient, ApiError
+
+STEP_COLUMNS = ("cluster", "instance_id", "template", "job_id", "step_id", "job_name", "username", "nodes",
+                "start_time", "time_s", "dc_power_w", "energy_j", "energy_kwh", "gflops_per_w", "estimated")
+
+
+def _css(widget, *names: str):
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def step_label(s: dict) -> str:
+    where = f"{s['cluster']}:" if s.get("cluster") else ""
+    return f"{where}{s['job_id']}.{s['step_id']}" + (f" {s['job_name']}" if s.get("job_name") else "")
+
+
+def _when(epoch) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def steps_table_html(steps: list[dict]) -> str:
+    """The steps as an HTML table; estimated energy reads 'x.xx kWh (estimated)'."""
+    if not steps:
+        return "<p><i>no energy recorded for these filters yet</i></p>"
+    head = ("<tr><th>step</th><th>instance</th><th>template</th><th>user</th><th>nodes</th><th>start (UTC)</th>"
+            "<th>time (s)</th><th>power (W)</th><th>energy</th><th>GFLOPS/W</th></tr>")
+    rows = []
+    for s in steps:
+        energy = f"{s['energy_kwh']:.4f} kWh" + (" <b>(estimated)</b>" if s["estimated"] else "")
+        gfw = "" if s.get("gflops_per_w") is None else f"{s['gflops_per_w']:.3f}"
+        cells = [step_label(s), s.get("instance_id") or "", s.get("template") or "", s.get("username") or "",
+                 str(s.get("nodes", "")), _when(s.get("start_time")),
+                 "" if s.get("time_s") is None else f"{s['time_s']:.1f}",
+                 "" if s.get("dc_power_w") is None else f"{s['dc_power_w']:.1f}"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                    + f"<td class='{'heroes-energy-estimated' if s['estimated'] else ''}'>{energy}</td>"
+                    + f"<td>{gfw}</td></tr>")
+    return f"<table class='heroes-energy-table'>{head}{''.join(rows)}</table>"
+
+
+def steps_csv(steps: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(STEP_COLUMNS)
+    for s in steps:
+        writer.writerow(["" if s.get(c) is None else s.get(c) for c in STEP_COLUMNS])
+    return out.getvalue()
+
+
+def _summaries(steps: list[dict]) -> list[SimpleNamespace]:
+    """API step rows in the shape heroes_energy.plots expects (StepSummary's attributes)."""
+    return [SimpleNamespace(job_id=s["job_id"], step_id=s["step_id"], energy_j=s["energy_j"],
+                            estimated=s["estimated"], job_name=s.get("template") or s.get("job_name") or "?",
+                            cluster=s.get("cluster") or "?", label=step_label(s)) for s in steps]
+
+
+def timeline_samples(samples: list[dict]) -> list[dict]:
+    """API sample rows (one node) as heroes_energy.reader.read_samples rows."""
+    return [{"ELAPSED_SEC": s["elapsed_s"], "DC_NODE_POWER_W": s.get("dc_power_w"),
+             "PCK_POWER_W": s.get("pck_power_w"), "DRAM_POWER_W": s.get("dram_power_w"),
+             "GPU_POWER_W": s.get("gpu_power_w"),
+             "EARLITE_ESTIMATED": set(filter(None, (s.get("estimated") or "").split(",")))} for s in samples]
+
+
+def _as_widget(fig):
+    """A FigureWidget (live, updatable in place) where the kernel can build one, else the figure itself."""
+    try:
+        import plotly.graph_objects as go
+
+        return go.FigureWidget(fig)
+    except ImportError:
+        return fig
+
+
+class EnergyApp:
+    """Filters on top, then tabs: steps, timeline, comparison, organization totals."""
+
+    def __init__(self, client: ApiClient | None = None):
+        self.status = _css(widgets.HTML(""), "heroes-energy-status")
+        self.steps: list[dict] = []
+        self.figures: dict = {}
+        try:
+            self.client = client or ApiClient()
+        except ApiError as exc:
+            self.client = None
+            self.report(exc.detail, True)
+            self.widget = widgets.VBox([widgets.HTML("<h3>HEROES energy</h3>"), self.status])
+            return
+        try:
+            from heroes_energy import plots
+        except ImportError as exc:  # plotly or heroes_energy missing in this kernel
+            plots = None
+            self.report(f"charts unavailable ({exc}); tables only", True)
+        self.plots = plots
+        self.cluster = _css(widgets.Text(description="Cluster", placeholder="any"), "heroes-energy-cluster")
+        self.template = _css(widgets.Text(description="Template", placeholder="any"), "heroes-energy-template")
+        self.instance = _css(widgets.Text(description="Instance", placeholder="any"), "heroes-energy-instance")
+        self.start = _css(widgets.DatePicker(description="From"), "heroes-energy-from")
+        self.end = _css(widgets.DatePicker(description="Until"), "heroes-energy-until")
+        self.refresh_button = _css(widgets.Button(description="Refresh", icon="refresh"), "heroes-energy-refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.table = _css(widgets.HTML(""), "heroes-energy-steps")
+        self.export_link = _css(widgets.HTML(""), "heroes-energy-export")
+        self.step_pick = _css(widgets.Dropdown(options=[], description="Step"), "heroes-energy-step")
+        self.step_pick.observe(lambda _: self.show_timeline(), names="value")
+        self.timeline_box = _css(widgets.VBox([]), "heroes-energy-timeline")
+        self.per_step_box = _css(widgets.VBox([]), "heroes-energy-per-step")
+        self.compare_box = _css(widgets.VBox([]), "heroes-energy-compare")
+        self.group_by = _css(widgets.Dropdown(options=["user", "cluster", "template", "instance", "organization"],
+                                              value="user", description="Totals by"), "heroes-energy-group-by")
+        self.group_by.observe(lambda _: self.show_totals(), names="value")
+        self.totals = _css(widgets.HTML(""), "heroes-energy-totals")
+        filters = widgets.VBox([widgets.HBox([self.cluster, self.template, self.instance]),
+                                widgets.HBox([self.start, self.end, self.refresh_button])])
+        tabs = widgets.Tab(children=[
+            widgets.VBox([self.table, self.export_link, self.per_step_box]),
+            widgets.VBox([self.step_pick, self.timeline_box]),
+            self.compare_box,
+            widgets.VBox([self.group_by, self.totals]),
+        ])
+        for i, title in enumerate(["Steps", "Power timeline", "Clusters & templates", "Totals"]):
+            tabs.set_title(i, title)
+        self.tabs = tabs
+        self.widget = _css(widgets.VBox([widgets.HTML("<h3>HEROES energy</h3><p>Hatched bars, dashed lines and "
+                                                      "<b>(estimated)</b> mark estimated values.</p>"),
+                                         filters, self.status, tabs]), "heroes-energy-app")
+        self.refresh()
+
+    def display(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    def report(self, text: str, error: bool = False) -> None:
+        color = "#b00" if error else "#060"
+        self.status.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+    # --- data -------------------------------------------------------------------------------------------
+    def filters(self) -> dict:
+        def day(d: date | None, end: bool = False):
+            if d is None:
+                return None
+            moment = datetime.combine(d, time.max if end else time.min, tzinfo=timezone.utc)
+            return moment.isoformat()
+
+        return {"cluster": self.cluster.value.strip(), "template": self.template.value.strip(),
+                "instance_id": self.instance.value.strip(), "start": day(self.start.value),
+                "end": day(self.end.value, end=True)}
+
+    def refresh(self) -> None:
+        try:
+            self.steps = self.client.energy_steps(**self.filters())
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return
+        self.table.value = steps_table_html(self.steps)
+        data = base64.b64encode(steps_csv(self.steps).encode()).decode()
+        self.export_link.value = (f"<a href='data:text/csv;base64,{data}' download='heroes-energy.csv'>"
+                                  f"Export {len(self.steps)} step(s) to CSV</a>")
+        self.step_pick.options = [(step_label(s) + (" (estimated)" if s["estimated"] else ""),
+                                   (s.get("cluster") or "", s["job_id"], s["step_id"])) for s in self.steps]
+        self.show_per_step()
+        self.show_comparison()
+        self.show_totals()
+        self.report(f"{len(self.steps)} step(s), {sum(s['energy_kwh'] for s in self.steps):.4f} kWh in all")
+
+    # --- views ------------------------------------------------------------------------------------------
+    def show_per_step(self) -> None:
+        if not self.plots or not self.steps:
+            self.per_step_box.children = []
+            return
+        fig = self.plots.energy_per_step(_summaries(self.steps), label=lambda s: s.label)
+        self.figures["per_step"] = _as_widget(fig)
+        self.per_step_box.children = [self._show(self.figures["per_step"])]
+
+    def show_comparison(self) -> None:
+        if not self.plots or not self.steps:
+            self.compare_box.children = [widgets.HTML("<i>nothing to compare yet</i>")]
+            return
+        fig = self.plots.cluster_comparison(_summaries(self.steps), cluster_of=lambda s: s.cluster,
+                                            title="Mean energy per step: templates across clusters")
+        self.figures["compare"] = _as_widget(fig)
+        self.compare_box.children = [self._show(self.figures["compare"])]
+
+    def show_timeline(self) -> None:
+        picked = self.step_pick.value
+        if not picked:
+            self.timeline_box.children = []
+            return
+        cluster, job_id, step_id = picked
+        try:
+            samples = self.client.energy_samples(job_id, step_id, cluster)
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return
+        if not samples:
+            self.timeline_box.children = [widgets.HTML("<i>no per-second samples for this step</i>")]
+            return
+        nodes = sorted({s["node"] for s in samples})
+        first = [s for s in samples if s["node"] == nodes[0]]
+        if not self.plots:
+            self.timeline_box.children = [widgets.HTML(f"{len(first)} samples (charts unavailable)")]
+            return
+        fig = self.plots.power_timeline(timeline_samples(first), title=f"Power of {job_id}.{step_id} on {nodes[0]}")
+        self.figures["timeline"] = _as_widget(fig)
+        self.timeline_box.children = [self._show(self.figures["timeline"])]
+
+    def show_totals(self) -> None:
+        f = self.filters()
+        try:
+            groups = self.client.energy_summary(self.group_by.value, **f)
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return
+        rows = "".join(
+            f"<tr><td>{html.escape(str(g['group']) or '(none)')}</td><td>{g['steps']}</td>"
+            f"<td>{g['energy_kwh']:.4f} kWh{' <b>(estimated)</b>' if g['estimated'] else ''}</td></tr>"
+            for g in groups)
+        self.totals.value = (f"<table class='heroes-energy-totals-table'><tr><th>{html.escape(self.group_by.value)}"
+                             f"</th><th>steps</th><th>energy</th></tr>{rows}</table>" if groups
+                             else "<p><i>no energy in this period</i></p>")
+
+    @staticmethod
+    def _show(fig):
+        """A figure as a widget: FigureWidget as is, a static figure inside an Output."""
+        if isinstance(fig, widgets.DOMWidget):
+            return fig
+        out = widgets.Output()
+        with out:
+            from IPython.display import display
+
+            display(fig)
+        return out
