@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import pwd
 import grp
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .output import say
 
@@ -109,3 +110,29 @@ def ensure_user(component: str, name: str, *, uid: int | None = None, home: Path
 
 def which(name: str) -> str | None:
     return shutil.which(name)
+
+
+def write_secret_once(path: Path, value_factory: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+                      private_dir: bool = True) -> str:
+    """Return the secret in ``path``, creating it with mode 0600 if missing; an existing one is never rewritten.
+
+    O_EXCL with 0600 from the first byte: no moment at which another user could read it, and two processes
+    never both write it. Rewriting would orphan what already holds the old value (Keycloak's database, the
+    hub's encrypted auth_state, slurmdbd's MariaDB account). An empty file left by a crash is replaced.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if private_dir:
+        path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        value = path.read_text().strip()
+        if value:
+            return value
+        path.unlink()
+        return write_secret_once(path, value_factory, private_dir)
+    value = value_factory()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value

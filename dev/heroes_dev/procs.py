@@ -87,21 +87,26 @@ def spawn(
     return psutil.Process(proc.pid)
 
 
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants (as far as they can still be listed)."""
+    try:
+        return [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return [proc]
+
+
 def terminate(record: ProcessRecord, grace: float = 15.0) -> bool:
     """SIGTERM the recorded process and its children, SIGKILL whatever is left after ``grace`` seconds."""
     proc = record.process()
     if proc is None:
         return False
-    try:
-        family = [proc] + proc.children(recursive=True)
-    except psutil.Error:
-        family = [proc]
-    for member in family:
+    members = family(proc)
+    for member in members:
         try:
             member.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(family, timeout=grace)
+    _, alive = psutil.wait_procs(members, timeout=grace)
     for member in alive:
         try:
             member.kill()

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import psutil
-from dataclasses import dataclass
 
 from .components import Component, all_components
 from .output import say
 from .ports import holder_of
-from .procs import tail
+from .procs import family, tail
 from .settings import StackSettings
 
 
@@ -20,11 +20,7 @@ def resident_mb(records) -> float:
         proc = record.process()
         if proc is None:
             continue
-        try:
-            family = [proc] + proc.children(recursive=True)
-        except psutil.Error:
-            family = [proc]
-        for member in family:
+        for member in family(proc):
             try:
                 total += member.memory_info().rss
             except psutil.Error:

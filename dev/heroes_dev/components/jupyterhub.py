@@ -24,14 +24,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..install import InstallError, run, which
+from ..install import InstallError, run, which, write_secret_once
 from ..output import say
 from .base import Component, Health
 
 #: the single-user servers' environment: built from Debian's python3 (not the stack's venv, whose interpreter
 #: lives under /root where the gateway accounts cannot reach it), pinned to the hub's versions
 #: repo folders that users' kernels import, published read-only to the gateway accounts at every start
-USER_SIDE_PACKAGES = ("heroes_widgets",)
+#: a nested folder (energy/heroes_energy) is published under its last name (heroes_energy)
+USER_SIDE_PACKAGES = ("heroes_widgets", "energy/heroes_energy")
 
 SINGLEUSER_REQUIREMENTS = (
     "jupyterhub==6.1.1",
@@ -40,6 +41,8 @@ SINGLEUSER_REQUIREMENTS = (
     "ipywidgets==8.1.9",
     "ipykernel",
     "s3contents==0.11.2",  # notebooks in the user's S3 bucket (hub_config/heroes_data.py)
+    "plotly==7.1.0",  # the Energy app's figures (heroes_energy.plots), pinned to the stack's
+    "anywidget",  # plotly's FigureWidget is an anywidget
 )
 SINGLEUSER_PYTHON = "/usr/bin/python3"
 CHP_PACKAGE = "configurable-http-proxy"
@@ -49,27 +52,6 @@ REALM = "heroes"
 CRYPT_KEY_FILE = "crypt-key"
 #: token of the token-only service ``stack-admin`` (hub admin API for the stack's tooling and tests)
 ADMIN_TOKEN_FILE = "stack-admin-token"
-
-
-def write_secret_once(path: Path, value_factory) -> str:
-    """Return the secret in ``path``, creating it with mode 0600 (O_EXCL, never rewritten) if missing.
-
-    Rewriting the crypt key would make every stored auth_state unreadable, so an existing one is kept.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        path.chmod(0o600)
-        value = path.read_text().strip()
-        if value:
-            return value
-        path.unlink()
-        return write_secret_once(path, value_factory)
-    value = value_factory()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
 
 
 def hub_url(settings) -> str:
@@ -153,7 +135,7 @@ class JupyterHub(Component):
         staging = target.with_name("pylib.new")
         shutil.rmtree(staging, ignore_errors=True)
         for package in USER_SIDE_PACKAGES:
-            shutil.copytree(self.settings.repo / package, staging / package,
+            shutil.copytree(self.settings.repo / package, staging / Path(package).name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for path in [staging, *staging.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -243,4 +225,4 @@ def _get_status(url: str, timeout: float = 3.0) -> int | str:
         return f"no answer ({exc})"
 
 
-__all__ = ["JupyterHub", "admin_token", "hub_url", "write_secret_once"]
+__all__ = ["JupyterHub", "admin_token", "hub_url"]

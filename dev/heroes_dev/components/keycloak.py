@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import sys
-import secrets
 import shutil
 import tempfile
 import urllib.error
@@ -25,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from ..install import InstallError, run, which
+from ..install import InstallError, run, which, write_secret_once
 from ..output import say, warn
 from ..settings import StackSettings
 from .base import Component, Health
@@ -115,26 +114,8 @@ def admin_password(settings: StackSettings) -> str:
 
 
 def ensure_secret_file(path: Path) -> str:
-    """Return the secret stored in ``path``, creating it (mode 0600, never rewritten) when missing.
-
-    The file is created with O_EXCL and 0600 from the start, so there is no moment at which another user
-    could read it, and an existing secret is never replaced (Keycloak's database already holds it).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        path.chmod(0o600)
-        value = path.read_text().strip()
-        if value:
-            return value
-        path.unlink()
-        return ensure_secret_file(path)
-    value = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+    """The secret in ``path`` (generated once, 0600 in a 0700 folder; Keycloak's database holds it too)."""
+    return write_secret_once(path)
 
 
 # --- the component ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from ..install import InstallError, ensure_debs, ensure_user, run
+from ..install import InstallError, ensure_debs, ensure_user, run, write_secret_once
 from ..output import say, warn
 from ..ports import holder_of
 from ..settings import StackSettings
@@ -131,18 +131,8 @@ def _write_file(path: Path, text: str, user: str = "root", mode: int = 0o644) ->
 
 def ensure_secret(path: Path) -> str:
     """The secret in ``path``; generated (0600, root) on first use and never rewritten afterwards."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    value = secrets.token_hex(24)  # hex: safe inside SQL and slurmdbd.conf without quoting games
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+    # hex: safe inside SQL and slurmdbd.conf without quoting games
+    return write_secret_once(path, lambda: secrets.token_hex(24))
 
 
 def _as_user(user: str) -> list[str]:
