@@ -17,7 +17,7 @@ import pytest
 
 from heroes_dev.components.jupyterhub import hub_url
 from test_spawner_support import (SERVER_JOB, ensure_enrolled, hub_admin, jobs_named, server_of, server_token,
-                                  slurm, wait_until)
+                                  slurm, start_cluster_server, wait_until)
 
 pytestmark = pytest.mark.integration
 OPTIONS = {"target": "cluster:alpha", "cores": "1", "minutes": "10", "memory_mb": "1024"}
@@ -38,13 +38,7 @@ def stack(require, stack_settings):
 
 
 def start_on_alpha(stack) -> dict:
-    with hub_admin(stack) as api:
-        api.delete("/users/bob/server")
-        wait_until("bob's old server to stop", lambda: server_of(stack, "bob") is None, 60)
-        r = api.post("/users/bob/server", json={"user_options": OPTIONS})
-        assert r.status_code in (201, 202), r.text
-    return wait_until("bob's cluster server to be ready",
-                      lambda: (s := server_of(stack, "bob")) and s.get("ready") and s, 240, every=2)
+    return start_cluster_server(stack, OPTIONS)
 
 
 @pytest.fixture(scope="module")

@@ -93,3 +93,31 @@ def wait_until(what: str, probe, timeout: float, every: float = 1.0):
 def server_of(stack, username: str) -> dict | None:
     with hub_admin(stack) as api:
         return api.get(f"/users/{username}").json().get("servers", {}).get("")
+
+
+def start_cluster_server(stack, options: dict, attempts: int = 3) -> dict:
+    """Start bob's server with ``options`` and wait until it is ready; its server model.
+
+    The hub is shared: another session's teardown may stop every demo user's server while ours spawns
+    (the spawn then fails with 500 or the server vanishes). Such a spawn is retried, up to ``attempts``."""
+    last = ""
+    for _ in range(attempts):
+        with hub_admin(stack) as api:
+            api.delete("/users/bob/server")
+            wait_until("bob's old server to stop", lambda: server_of(stack, "bob") is None, 60)
+            r = api.post("/users/bob/server", json={"user_options": options})
+        if r.status_code not in (201, 202):
+            last = f"{r.status_code} {r.text[:200]}"
+            continue
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            server = server_of(stack, "bob")
+            if server and server.get("ready"):
+                return server
+            if server is None:
+                last = "the server vanished while starting"
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError("bob's cluster server was not ready after 240s")
+    raise AssertionError(f"bob's cluster server did not start: {last}")
