@@ -12,7 +12,7 @@ drives the cycles it counts) and measures, in the same run:
    every remote command whose argv[0] is a Slurm client), goal <= 2 per cluster;
 3. ``--burst`` submissions from 16 concurrent clients: elapsed time and errors (goal: 500 in 60 s, 0 errors).
 
-Every job it made is cancelled at the end (scancel by job name as root on the stack's controllers).
+Every job it made is cancelled at the end (scancel by job id, as root, on alpha's controller).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ HOLD = {"name": "bench-hold", "steps": [{"name": "run", "command": ["sleep", "1"
                                          "resources": {"memory_mb": 16, "time_minutes": 2, "partition": "compute"}}]}
 
 
-def fresh_ssh_sbatch(stack, known_hosts: str) -> float:
+def fresh_ssh_sbatch(stack, known_hosts: str) -> tuple[float, str]:
     key = user_key_path(stack, "bob")
     start = time.perf_counter()
     out = subprocess.run(["ssh", "-p", str(ssh_port(stack, "alpha")), "-i", str(key), "-o", "BatchMode=yes",
@@ -58,14 +58,15 @@ def fresh_ssh_sbatch(stack, known_hosts: str) -> float:
                          input="#!/bin/sh\ntrue\n", capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
     assert out.returncode == 0 and out.stdout.strip().split(";")[0].isdigit(), out.stderr
-    return elapsed
+    return elapsed, out.stdout.strip().split(";")[0]
 
 
-def cancel_all(stack, names: list[str]) -> None:
-    for cluster in ("alpha", "beta"):
-        env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, cluster)))
-        for i in range(0, len(names), 200):
-            subprocess.run(["scancel", "--name", ",".join(names[i:i + 200])], env=env, capture_output=True)
+def cancel_all(stack, job_ids: list[str]) -> None:
+    """scancel (as root, on alpha) every job this run submitted, by id."""
+    env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, "alpha")))
+    ids = [j for j in job_ids if j]
+    for i in range(0, len(ids), 200):
+        subprocess.run(["scancel", *ids[i:i + 200]], env=env, capture_output=True)
 
 
 def main() -> None:
@@ -78,7 +79,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="heroes-bench-wf-"))
     known_hosts = tmp / "known_hosts"
     known_hosts.write_text(known_hosts_line(stack, "alpha") + "\n")
-    job_names: list[str] = ["heroes.bench.ssh"]
+    job_ids: list[str] = []  # job ids, cancelled at the end
     with isolated_secrets():
         db = tmp / "heroes.db"
         env = dict(os.environ, HEROES_STATE_DIR=str(stack.state), HEROES_SERVICE_PORT=str(free_port()),
@@ -106,7 +107,7 @@ def main() -> None:
                 elapsed = time.perf_counter() - start
                 if r.status_code != 201 or not r.json()["steps"][0]["job_id"]:
                     return elapsed, "", r.status_code
-                return elapsed, r.json()["steps"][0]["job_name"], 201
+                return elapsed, r.json()["steps"][0]["job_id"], 201
 
             # 1. latency, interleaved so that both see the same controller load
             submit()  # warm the pool (first certificate + connection)
@@ -115,8 +116,10 @@ def main() -> None:
                 elapsed, name, status = submit()
                 assert status == 201
                 api_t.append(elapsed)
-                job_names.append(name)
-                ssh_t.append(fresh_ssh_sbatch(stack, str(known_hosts)))
+                job_ids.append(name)
+                elapsed, job_id = fresh_ssh_sbatch(stack, str(known_hosts))
+                ssh_t.append(elapsed)
+                job_ids.append(job_id)
             api_med, ssh_med = statistics.median(api_t), statistics.median(ssh_t)
             print(f"submit latency (API -> job id), median of {args.latency_rounds}: {api_med * 1000:.0f} ms; "
                   f"fresh ssh sbatch: {ssh_med * 1000:.0f} ms; ratio {api_med / ssh_med:.2f} (goal <= 1.0)")
@@ -124,7 +127,7 @@ def main() -> None:
             # 2. commands per reconcile cycle with N live instances
             with ThreadPoolExecutor(16) as pool:
                 results = list(pool.map(lambda _: submit("bench-hold"), range(args.live)))
-            job_names += [n for _, n, _ in results if n]
+            job_ids += [n for _, n, _ in results if n]
             commands_per_cycle = count_cycle_commands(db, cluster_id, stack)
             print(f"reconcile cycle with {args.live} live instances on alpha: {commands_per_cycle} Slurm command(s) "
                   f"per cycle (goal <= 2)")
@@ -134,7 +137,7 @@ def main() -> None:
             with ThreadPoolExecutor(16) as pool:
                 results = list(pool.map(lambda _: submit(), range(args.burst)))
             elapsed = time.perf_counter() - start
-            job_names += [n for _, n, _ in results if n]
+            job_ids += [n for _, n, _ in results if n]
             errors = Counter(s for _, _, s in results if s != 201)
             lat = sorted(t for t, _, _ in results)
             print(f"{args.burst} submissions by 16 clients in {elapsed:.1f} s ({args.burst / elapsed:.1f}/s), "
@@ -143,7 +146,7 @@ def main() -> None:
             alice.delete(service.url(f"/organization/admin/cluster/{cluster_id}"), timeout=60)
         finally:
             service.stop()
-            cancel_all(stack, job_names)
+            cancel_all(stack, job_ids)
 
 
 def count_cycle_commands(db: Path, cluster_id: str, stack) -> list[int]:

@@ -1,0 +1,216 @@
+"""The Submit app (Voila: notebooks/submit.ipynb): pick a template, fill the form generated from its
+parameter schema, pick inputs from your storage, choose a cluster (or auto), submit, and watch the
+instance go through staging and submission. It calls the HEROES API only (:mod:`heroes_widgets.api_client`).
+
+Widgets a browser test needs carry CSS classes ``heroes-submit-*``; each parameter's widget also carries
+``heroes-submit-param-<name>``. Validation happens twice: the form checks bounds as you type (messages
+under the field), and the service's 422 answer is shown verbatim when it refuses.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import Any
+
+import ipywidgets as widgets
+
+from .api_client import ApiClient, ApiError
+from .data_app import InputPicker
+
+FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+PROGRESS = ["NEW", "STAGING_IN", "SUBMITTING", "QUEUED", "RUNNING", "STAGING_OUT", "COMPLETED"]
+
+
+def _css(widget, *names: str):
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
+def _msg(text: str, error: bool = False) -> str:
+    return f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
+
+
+class ParamField:
+    """One form field for one template parameter, with its own validation message."""
+
+    def __init__(self, spec: dict, client: ApiClient):
+        self.spec = spec
+        self.name = spec["name"]
+        kind = spec["type"]
+        label = spec.get("label") or self.name
+        default = spec.get("default")
+        style = {"description_width": "160px"}
+        if kind == "int":
+            self.input = widgets.IntText(value=default if default is not None else int(spec.get("min") or 0),
+                                         description=label, style=style)
+        elif kind == "float":
+            self.input = widgets.FloatText(value=default if default is not None else float(spec.get("min") or 0),
+                                           description=label, style=style)
+        elif kind == "bool":
+            self.input = widgets.Checkbox(value=bool(default), description=label, style=style)
+        elif kind == "enum":
+            self.input = widgets.Dropdown(options=spec["choices"], value=default or spec["choices"][0],
+                                          description=label, style=style)
+        elif kind == "file":
+            self.input = InputPicker(client, description=label, css_prefix=f"heroes-submit-picker-{self.name}")
+        else:
+            self.input = widgets.Text(value=default or "", description=label, style=style,
+                                      placeholder=spec.get("description", ""))
+        _css(self.input, "heroes-submit-param", f"heroes-submit-param-{self.name}")
+        self.message = _css(widgets.HTML(""), "heroes-submit-param-message")
+        hint = html.escape(spec.get("description", ""))
+        bounds = []
+        if spec.get("min") is not None:
+            bounds.append(f"min {spec['min']:g}")
+        if spec.get("max") is not None:
+            bounds.append(f"max {spec['max']:g}")
+        if bounds:
+            hint = (hint + " " if hint else "") + f"({', '.join(bounds)})"
+        self.widget = widgets.VBox([self.input, widgets.HTML(f"<small>{hint}</small>") if hint else widgets.HTML(""),
+                                    self.message])
+        if kind != "file":
+            self.input.observe(lambda _change: self.validate(), names="value")
+
+    @property
+    def value(self) -> Any:
+        return self.input.value
+
+    def validate(self) -> bool:
+        """Client-side checks (the service checks again): bounds, lengths, required files."""
+        spec, value, problem = self.spec, self.input.value, ""
+        if spec["type"] in ("int", "float"):
+            if spec.get("min") is not None and value < spec["min"]:
+                problem = f"must be >= {spec['min']:g}"
+            elif spec.get("max") is not None and value > spec["max"]:
+                problem = f"must be <= {spec['max']:g}"
+        elif spec["type"] == "string":
+            if len(value) < spec.get("min_length", 0):
+                problem = f"at least {spec.get('min_length', 0)} characters"
+            elif len(value) > spec.get("max_length", 256):
+                problem = f"at most {spec.get('max_length', 256)} characters"
+        elif spec["type"] == "file" and spec.get("required") and not value:
+            problem = "pick a file"
+        self.message.value = _msg(problem, True) if problem else ""
+        return not problem
+
+
+class SubmitApp:
+    def __init__(self, client: ApiClient | None = None, poll_s: float = 1.0):
+        self.client = client or ApiClient()
+        self.poll_s = poll_s
+        self.fields: list[ParamField] = []
+        self.templates: dict[str, dict] = {}
+        self.instance_id: str | None = None
+        self.status = _css(widgets.HTML(""), "heroes-submit-status")
+        self.template = _css(widgets.Dropdown(description="Template", options=[], style={"description_width": "160px"},
+                                              layout=widgets.Layout(width="520px")), "heroes-submit-template")
+        self.about = widgets.HTML("")
+        self.form = widgets.VBox([])
+        self.cluster = _css(widgets.Dropdown(description="Cluster", options=[("auto (let the gateway choose)", "auto")],
+                                             style={"description_width": "160px"}), "heroes-submit-cluster")
+        self.label = _css(widgets.Text(description="Instance label", style={"description_width": "160px"}),
+                          "heroes-submit-label")
+        self.submit_button = _css(widgets.Button(description="Submit", button_style="primary", icon="play"),
+                                  "heroes-submit-button")
+        self.progress = _css(widgets.IntProgress(min=0, max=len(PROGRESS) - 1, value=0, description="Progress"),
+                             "heroes-submit-progress")
+        self.state = _css(widgets.HTML(""), "heroes-submit-state")
+        self.template.observe(self._template_chosen, names="value")
+        self.submit_button.on_click(lambda _b: self.submit())
+        self.widget = widgets.VBox([widgets.HTML("<h3>Submit a workflow</h3>"), self.template, self.about, self.form,
+                                    self.cluster, self.label, self.submit_button, self.progress, self.state,
+                                    self.status])
+        self.load()
+
+    def display(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    def report(self, text: str, error: bool = False) -> None:
+        self.status.value = _msg(text, error)
+
+    # --- loading ---------------------------------------------------------------------------------------
+    def load(self) -> None:
+        try:
+            listed = self.client.call("GET", "/organization/workflow/template")
+            clusters = self.client.call("GET", "/organization/cluster/")
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return
+        self.cluster.options = [("auto (let the gateway choose)", "auto")] + [
+            (f"{c['name']} ({c['container_runtime']}, speed {c['relative_speed']:g})", c["name"]) for c in clusters]
+        self.template.options = [(f"{t['title'] or t['name']} (v{t['version']})", t["id"]) for t in listed]
+        if not listed:
+            self.report("your organization has published no workflow template yet", True)
+
+    def _template_chosen(self, change) -> None:
+        template_id = change["new"]
+        if not template_id:
+            return
+        try:
+            template = self.client.call("GET", f"/organization/workflow/template/{template_id}")
+        except ApiError as exc:
+            self.report(exc.detail, True)
+            return
+        self.templates[template_id] = template
+        steps = " → ".join(s["name"] for s in template["spec"]["steps"])
+        self.about.value = (f"<p>{html.escape(template['description'])}</p><p><small>steps: {html.escape(steps)}"
+                            "</small></p>")
+        self.fields = [ParamField(spec, self.client) for spec in template["parameters"]]
+        self.form.children = [f.widget for f in self.fields]
+
+    # --- submitting ------------------------------------------------------------------------------------
+    def parameters(self) -> dict:
+        return {f.name: f.value for f in self.fields if f.value is not None}
+
+    def submit(self, wait: bool = False) -> str | None:
+        """Validate, POST /submit, then follow the instance's progress in a thread. Returns its id."""
+        if not all([f.validate() for f in self.fields]):
+            self.report("fix the fields marked in red", True)
+            return None
+        body = {"template_id": self.template.value, "parameters": self.parameters(), "cluster": self.cluster.value,
+                "name": self.label.value, "wait": False}
+        self.submit_button.disabled = True
+        try:
+            answer = self.client.call("POST", "/organization/workflow/submit", json=body)
+        except ApiError as exc:
+            self.report(f"refused: {exc.detail}", True)
+            self.submit_button.disabled = False
+            return None
+        self.instance_id = answer["id"]
+        self.report(f"instance {answer['id']} submitted to {answer['cluster']}")
+        self._show(answer)
+        follower = threading.Thread(target=self._follow, args=(answer["id"],), daemon=True)
+        follower.start()
+        if wait:
+            follower.join()
+        return answer["id"]
+
+    def _show(self, instance: dict) -> None:
+        state = instance["state"]
+        if state in PROGRESS:
+            self.progress.value = PROGRESS.index(state)
+        self.progress.bar_style = {"COMPLETED": "success", "FAILED": "danger", "CANCELLED": "warning"}.get(state, "info")
+        jobs = ", ".join(f"{s['name']}={s['job_id']}" for s in instance["steps"] if s["job_id"])
+        self.state.value = (f"<b>{html.escape(state)}</b> on {html.escape(instance['cluster'])}"
+                            + (f" — jobs {html.escape(jobs)}" if jobs else "")
+                            + (f"<br><small>{html.escape(instance['reason'])}</small>" if instance["reason"] else ""))
+
+    def _follow(self, instance_id: str, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                instance = self.client.call("GET", f"/organization/workflow/instance/{instance_id}")
+                self._show(instance)
+                # the Submit app's job ends once Slurm has every step; the Monitor app follows the rest
+                if instance["state"] in FINAL or instance["state"] in ("QUEUED", "RUNNING", "STAGING_OUT"):
+                    break
+                time.sleep(self.poll_s)
+        except ApiError as exc:
+            self.report(exc.detail, True)
+        finally:
+            self.submit_button.disabled = False
