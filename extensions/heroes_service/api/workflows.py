@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from ..clusters import logins
 from ..clusters.config import bind_state_dir
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
-from ..errors import ApiError, Conflict, Forbidden, Invalid, NotFound, Unavailable
+from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from ..store import get_session
 from ..store.models import Organization
 from ..workflows import models as m
@@ -40,7 +41,7 @@ from ..workflows.config import get_workflow_settings
 from ..workflows.engine import WorkflowEngine, owner_connector, read_tail
 from ..workflows.render import instance_dir, job_name, log_path
 from ..workflows.staging import Staging
-from ..workflows.templates import STEP_RE, Template, TemplateError, parse_template, resolve_parameters
+from ..workflows.templates import Template, TemplateError, parse_template, resolve_parameters
 
 log = logging.getLogger("heroes_service.workflows")
 any_user = require_role("user")
@@ -469,8 +470,6 @@ def visualization(instance_id: str = Query(..., max_length=32), principal: Princ
 
 def _expand_nodes(text: str) -> list[str]:
     """``alpha-n[1-2],beta-n1`` -> names (Slurm's compact host lists, the simple forms)."""
-    import re
-
     out: list[str] = []
     for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", text or ""):
         base, ranges = match.group(1), match.group(2)
@@ -499,4 +498,4 @@ def admin_instances(template_id: str, principal: Principal = Depends(org_admin),
     return [InstanceSummary(**_summary(r)) for r in rows]
 
 
-__all__ = ["router", "engine_of", "STEP_RE", "ApiError"]
+__all__ = ["router", "engine_of"]

@@ -43,7 +43,7 @@ from . import models as m
 from .config import WorkflowSettings
 from .render import Context, log_path, render
 from .staging import Staging, StagingCancelled, api_error_text
-from .templates import Template, staged_path
+from .templates import Template, outputs_match, staged_path
 
 log = logging.getLogger("heroes_service.workflows")
 
@@ -577,8 +577,6 @@ class WorkflowEngine:
             template = Template.model_validate(session.get(m.WorkflowTemplate, inst.template_id).spec)
             work_dir, login, bucket, prefix = inst.work_dir, inst.cluster_login, inst.output_bucket, inst.output_prefix
             org = inst.organization
-        from .templates import outputs_match
-
         conn = owner_connector(cluster, login)
         entries = self.staging.walk(conn, work_dir)
         chosen = [e for e in entries if outputs_match(template.outputs, e.path) or e.path.startswith("logs/")]
