@@ -108,5 +108,5 @@ def logout(request: Request, body: LogoutRequest | None = None, principal: Princ
 
 
 @router.get("/me", response_model=Me, summary="The caller: user, organization, groups, roles")
-def me(principal: Principal = Depends(current_principal)) -> Me:
+async def me(principal: Principal = Depends(current_principal)) -> Me:
     return Me(**principal.public())

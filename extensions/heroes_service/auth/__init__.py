@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
+import anyio
 import httpx
 import jwt
 from fastapi import Depends, Request
@@ -243,12 +244,17 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller, or 401 (no/invalid credential) / 503 (hub or Keycloak down)."""
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller, or 401 (no/invalid credential) / 503 (hub or Keycloak down).
+
+    Async on purpose: the access middleware has already resolved the caller for every non-public route,
+    so this usually reads ``request.state`` without a trip through the thread pool.
+    """
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    principal = request.app.state.authenticator.authenticate(request.headers.get("authorization"))
+    principal = await anyio.to_thread.run_sync(request.app.state.authenticator.authenticate,
+                                               request.headers.get("authorization"))
     request.state.principal = principal
     return principal
 
