@@ -144,7 +144,7 @@ class ApiClient:
             objects += page.get("objects", [])
             token = page.get("next_token")
             if not token:
-                return {"bucket": bucket, "prefix": prefix, "access": page.get("access", "READ"),
+                return {"bucket": bucket, "prefix": prefix, "access": page.get("access", "read"),
                         "folders": folders, "objects": objects}
 
     def create_folder(self, bucket: str, folder: str) -> dict:

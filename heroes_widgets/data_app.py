@@ -79,6 +79,11 @@ def csv_preview_html(data: bytes, truncated: bool, rows: int = CSV_PREVIEW_ROWS,
             f"<p><i>first {len(table) - 1} row(s)</i></p>")
 
 
+def _can_write(bucket: dict) -> bool:
+    """The data API says ``access: "write"`` (or "read") for each bucket."""
+    return str(bucket.get("access", "")).lower() == "write"
+
+
 class Browser:
     """What both the app and the picker do: a bucket dropdown and a folder listing below a prefix."""
 
@@ -117,11 +122,11 @@ class Browser:
     def _bucket_label(b: dict) -> str:
         owner = "personal" if b.get("kind") == "user" else "organization"
         name = "" if b.get("default", True) else f" {b.get('name')}"
-        access = "" if b.get("access") == "WRITE" else " (read-only)"
+        access = "" if _can_write(b) else " (read-only)"
         return f"{owner}{name}{access}: {b['bucket']}"
 
     def writable(self) -> bool:
-        return any(b["bucket"] == self.bucket.value and b.get("access") == "WRITE" for b in self.buckets)
+        return any(b["bucket"] == self.bucket.value and _can_write(b) for b in self.buckets)
 
     def _bucket_changed(self, _change) -> None:
         self.prefix = ""

@@ -1,21 +1,29 @@
 """Browser test of the Data app (notebooks/data.ipynb rendered by Voila in bob's own server): bob uploads a
-CSV, previews its first rows, and finds it in the workflow input picker, which picks it.
+CSV, previews its first rows, and finds it in the input picker of the Submit app (notebooks/submit.ipynb),
+which picks it for a template's file parameter.
 
 Real stack: Keycloak login, the hub, bob's single-user server (kernel calling the HEROES API with his
-JUPYTERHUB_API_TOKEN), the service and the S3 server. The file is checked and removed through the API.
+JUPYTERHUB_API_TOKEN), the service and the S3 server. The file is checked and removed through the API; the
+template (a renamed copy of the sklearn-train example, registered by alice, acme's org admin) is removed too.
+
+Other sessions' tests start and stop the demo users' servers at the same time, so opening an app is retried
+when bob's server goes away under it.
 """
 from __future__ import annotations
 
 import secrets
-import time
+from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 PREFIX = "/services/heroes/api/v1"
 DATA = f"{PREFIX}/organization/data"
+EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/sklearn-train.yaml"
+ATTEMPTS = 3
 
 
 def bearer(hub, username: str, password: str) -> dict:
@@ -25,55 +33,85 @@ def bearer(hub, username: str, password: str) -> dict:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def wait_stopped(hub, name: str, timeout: float = 60.0) -> None:
-    """Until the hub reports no server (a stop is asynchronous; a login meanwhile lands on 'stopping')."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server = hub.user(name).get("servers", {}).get("")
-        if not server:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{name}'s server did not stop in {timeout:.0f}s")
+def open_app(page, hub, notebook: str, ready: str):
+    """Render ``notebook`` with Voila in bob's server (logging in through Keycloak when asked) until the
+    widget ``ready`` shows; retried when the server is stopped by someone else meanwhile."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            hub.ensure_server("bob")
+            url = f"{hub.url}/user/bob/voila/render/{notebook}"
+            page.goto(url)
+            if page.url.startswith(hub.realm_url):
+                hub.submit_keycloak_login(page, "bob", "bob-pass")
+                page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
+            widget = page.locator(ready)
+            expect(widget).to_be_visible(timeout=90_000)  # the kernel ran the notebook
+            return widget
+        except (AssertionError, PlaywrightError):
+            if attempt == ATTEMPTS:
+                raise
 
 
 def test_bob_uploads_previews_and_picks_a_csv(page, hub, tmp_path):
-    bob = bearer(hub, "bob", "bob-pass")
+    bob, alice = bearer(hub, "bob", "bob-pass"), bearer(hub, "alice", "alice-pass")
     buckets = httpx.get(f"{hub.url}{DATA}/list", headers=bob, timeout=30).json()["buckets"]
     personal = next(b["bucket"] for b in buckets if b["kind"] == "user" and b["default"])
     name = f"e2e-{secrets.token_hex(4)}.csv"
     content = "station,temperature\nbarcelona,21.5\nstuttgart,12.25\n"
     csv_file = tmp_path / name
     csv_file.write_text(content)
+    template_name = f"e2e-picker-{secrets.token_hex(3)}"
+    source = EXAMPLE.read_text().replace("name: sklearn-train", f"name: {template_name}", 1) \
+        .replace("title: Train a scikit-learn regressor on a CSV", f"title: Picker check {template_name}", 1)
+    r = httpx.post(f"{hub.url}{PREFIX}/organization/admin/workflow/template", headers=alice,
+                   json={"source": source}, timeout=30)
+    assert r.status_code == 201, r.text
+    template = r.json()
     try:
-        hub.stop_server("bob")  # a fresh server gets today's dashboards (copied at spawn) and widgets
-        wait_stopped(hub, "bob")
-        hub.login(page, "bob")
-        hub.expect_jupyterlab(page, "bob")
-        response = page.goto(f"{hub.url}/user/bob/voila/render/data.ipynb")
-        assert response is not None and response.status == 200
-        listing = page.locator(".heroes-data-list select")
-        expect(listing).to_be_visible(timeout=hub.spawn_timeout_ms)  # the kernel ran the notebook
-        with page.expect_file_chooser() as chooser:  # the upload button opens the browser's file dialog
-            page.locator(".heroes-data-upload").click()
-        chooser.value.set_files(str(csv_file))
-        expect(page.locator(".heroes-data-status")).to_contain_text(f"uploaded {name}", timeout=60_000)
-        expect(page.locator(".heroes-data-progress-label")).to_contain_text(name)
-        # the object is really in bob's personal bucket, byte for byte
-        got = httpx.get(f"{hub.url}{DATA}/download", params={"bucket": personal, "key": name}, headers=bob,
-                        timeout=30)
-        assert got.status_code == 200 and got.text == content
-        # preview: first rows as a table
-        label = f"{name} ({len(content)} B)"
-        listing.select_option(label=label)
-        page.locator(".heroes-data-preview-button").click()
-        preview = page.locator(".heroes-data-csv")
-        expect(preview).to_contain_text("temperature")
-        expect(preview.locator("td", has_text="stuttgart")).to_be_visible()
-        expect(preview.locator("td", has_text="12.25")).to_be_visible()
-        # the workflow input picker lists it and picks it
-        picker = page.locator(".heroes-picker-list select")
-        expect(picker.locator("option", has_text=name)).to_have_count(1)
-        picker.select_option(label=label)
-        expect(page.locator(".heroes-picker-selected")).to_contain_text(f"s3://{personal}/{name}")
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                upload_preview_pick(page, hub, bob, personal, csv_file, content, template)
+                break
+            except (AssertionError, PlaywrightError):
+                # other sessions' tests stop bob's server at any moment: start again from a fresh page
+                if attempt == ATTEMPTS:
+                    raise
+                page = page.context.new_page()
+                httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
     finally:
         httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
+        httpx.delete(f"{hub.url}{PREFIX}/organization/admin/workflow/template/{template['id']}", headers=alice,
+                     timeout=30)
+
+
+def upload_preview_pick(page, hub, bob, personal, csv_file, content, template) -> None:
+    """Data app: upload, check the bytes, preview; then the Submit app's picker finds and picks the file."""
+    name = csv_file.name
+    label = f"{name} ({len(content)} B)"
+    listing = open_app(page, hub, "data.ipynb", ".heroes-data-list select")
+    with page.expect_file_chooser() as chooser:  # the upload button opens the browser's file dialog
+        page.locator(".heroes-data-upload").click()
+    chooser.value.set_files(str(csv_file))
+    expect(page.locator(".heroes-data-status")).to_contain_text(f"uploaded {name}", timeout=60_000)
+    expect(page.locator(".heroes-data-progress-label")).to_contain_text(name)
+    # the object is really in bob's personal bucket, byte for byte
+    got = httpx.get(f"{hub.url}{DATA}/download", params={"bucket": personal, "key": name}, headers=bob,
+                    timeout=30)
+    assert got.status_code == 200 and got.text == content
+    # preview: first rows as a table
+    listing.select_option(label=label)
+    page.locator(".heroes-data-preview-button").click()
+    preview = page.locator(".heroes-data-csv")
+    expect(preview).to_contain_text("temperature")
+    expect(preview.locator("td", has_text="stuttgart")).to_be_visible()
+    expect(preview.locator("td", has_text="12.25")).to_be_visible()
+    # the Data app's own picker already lists it
+    expect(page.locator(".heroes-picker-list select option", has_text=name)).to_have_count(1)
+    # the Submit app: the template's file parameter uses the same picker, which finds and picks the file
+    open_app(page, hub, "submit.ipynb", ".heroes-submit-template select")
+    page.locator(".heroes-submit-template select").select_option(
+        label=f"{template['title']} (v{template['version']})")
+    picker = page.locator(".heroes-submit-picker-data-list select")
+    expect(picker.locator("option", has_text=name)).to_have_count(1, timeout=30_000)
+    picker.select_option(label=label)
+    expect(page.locator(".heroes-submit-picker-data-selected")).to_contain_text(f"s3://{personal}/{name}")

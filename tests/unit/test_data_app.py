@@ -30,7 +30,7 @@ class FakeDataApi:
 
     def __init__(self):
         self.store = {"u-bob": {}, "o-acme": {"shared.csv": b"a,b\n1,2\n"}}
-        self.access = {"u-bob": "WRITE", "o-acme": "READ"}
+        self.access = {"u-bob": "write", "o-acme": "read"}
         self.calls = []
         self.down = False
 
@@ -71,7 +71,7 @@ class FakeDataApi:
             return FakeResponse(200, {"bucket": bucket, "deleted": len(gone)})
         if path == "/organization/data/upload":
             bucket = params["bucket"]
-            if self.access[bucket] != "WRITE":
+            if self.access[bucket] != "write":
                 return FakeResponse(403, {"detail": f"{bucket} is read-only for you"})
             body = b"".join(iter(data))
             assert len(data) == len(body)  # a sized body: requests sends Content-Length
