@@ -71,6 +71,8 @@ c.HeroesSpawner.poll_interval = int(os.environ.get("HEROES_SPAWNER_POLL_S", "15"
 c.HeroesSpawner.start_timeout = 300  # a cluster job may wait in the queue
 c.HeroesLocalSpawner.homes_root = s.homes_dir or str(data_dir / "homes")
 c.HeroesLocalSpawner.dashboards_dir = s.notebooks_dir
+# remote Slurm kernels for gateway servers (heroes_kernels + per-organization kernelspecs, world-readable)
+c.HeroesSpawner.kernels_dir = str(Path(c.HeroesLocalSpawner.homes_root).parent / "heroes-kernels")
 user_bin = Path(s.singleuser_env) / "bin" if s.singleuser_env else venv_bin
 c.Spawner.cmd = [str(user_bin / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"

@@ -48,3 +48,5 @@ class PortReportHandler(APIHandler):
 
 default_handlers[:] = [h for h in default_handlers if h[0] != PATH]
 default_handlers.append((PATH, PortReportHandler))
+
+from . import kernels_api  # noqa: E402,F401 - /hub/api/heroes/kernels (remote kernels), same registration rule

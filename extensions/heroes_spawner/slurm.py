@@ -92,6 +92,12 @@ class HeroesSpawner(SlurmSpawner):
         config=True,
         help="Slurm node name -> address the proxy uses, when NodeAddr from sinfo is not reachable from the hub.")
 
+    kernels_dir = Unicode(
+        "", config=True,
+        help="World-readable directory where the hub publishes heroes_kernels (lib/) and per-organization "
+             "kernelspecs of remote Slurm kernels (orgs/<org>/kernels); gateway servers get it on PYTHONPATH "
+             "and JUPYTER_PATH. Empty: no remote kernels.")
+
     target = Unicode("")
     cluster_name = Unicode("")
     node_addr = Unicode("")
@@ -180,11 +186,29 @@ class HeroesSpawner(SlurmSpawner):
     def _on_gateway(self) -> bool:
         return (self.target or "gateway") == "gateway"
 
+    def _publish_kernels(self) -> None:
+        """Remote-kernel provisioner + this user's kernelspecs (their organizations' clusters x profiles)."""
+        from heroes_kernels.kernelspecs import publish, write_kernelspecs
+
+        root = Path(self.kernels_dir)
+        lib = publish(root / "lib")
+        views = access.clusters_for(self._groups())
+        orgs = sorted({v.organization for v in views})
+        for org in orgs:
+            write_kernelspecs(root / "orgs" / org, [v.name for v in views if v.organization == org])
+        env = dict(self.environment)
+        env["PYTHONPATH"] = ":".join(p for p in [env.get("PYTHONPATH", ""), str(lib)] if p)
+        if orgs:
+            env["JUPYTER_PATH"] = ":".join(str(root / "orgs" / org) for org in orgs)
+        self.environment = env
+
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def start(self):
         choice = self.user_options or {}
         self.target = choice.get("target") or "gateway"
         if self._on_gateway():
+            if self.kernels_dir:
+                await asyncio.to_thread(self._publish_kernels)
             child = self._gateway()
             for name in _RUNTIME_TRAITS:
                 if self.has_trait(name) and child.has_trait(name):
