@@ -69,6 +69,9 @@ c.JupyterHub.spawner_class = HeroesSpawner
 c.HeroesSpawner.node_bind_ip = "127.0.0.1"  # the embedded clusters' nodes are this machine
 c.HeroesSpawner.poll_interval = int(os.environ.get("HEROES_SPAWNER_POLL_S", "15"))
 c.HeroesSpawner.start_timeout = 300  # a cluster job may wait in the queue
+# the default server stays on the gateway (no form); named servers get the form: gateway or a cluster
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 3
 c.HeroesLocalSpawner.homes_root = s.homes_dir or str(data_dir / "homes")
 c.HeroesLocalSpawner.dashboards_dir = s.notebooks_dir
 # remote Slurm kernels for gateway servers (heroes_kernels + per-organization kernelspecs, world-readable)

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from batchspawner import JobStatus, SlurmSpawner
-from traitlets import Dict, Integer, List, Type, Unicode, default
+from traitlets import Bool, Dict, Integer, List, Type, Unicode, default
 
 from . import access, form
 from .jobscript import JobRequest, render
@@ -86,8 +86,12 @@ class HeroesSpawner(SlurmSpawner):
         help="argv prefix of the status query (each element quoted before it crosses SSH); '-h -j ID -o %T|%B' "
              "is appended. Tests point it at a failing variant to prove a failed squeue keeps the server.")
     command_timeout = Integer(60, config=True, help="Seconds one Slurm command over SSH may take.")
+    default_server_form = Bool(
+        False, config=True,
+        help="Show the spawn form for the default server too. False: the default server is always on the "
+             "gateway and the form is offered for named servers (JupyterHub.allow_named_servers).")
     job_name_prefix = Unicode("jupyterhub-", config=True,
-                              help="Slurm job name of a server: '<prefix><hub user>' (letters, digits, '-').")
+                              help="Slurm job name of a server: '<prefix><hub user>[-<server name>]'.")
     node_addresses = Dict(
         config=True,
         help="Slurm node name -> address the proxy uses, when NodeAddr from sinfo is not reachable from the hub.")
@@ -119,6 +123,10 @@ class HeroesSpawner(SlurmSpawner):
 
     # --- the form ---------------------------------------------------------------------------------------------
     async def _options_form(self, spawner) -> str:
+        """The form, for named servers only: the default server starts on the gateway at once (login lands
+        in JupyterLab as before); 'New server' on the hub's home page offers the gateway or a cluster."""
+        if not self.name and not self.default_server_form:
+            return ""
         views = await asyncio.to_thread(access.clusters_for, self._groups())
         clusters = []
         for view in views:
@@ -168,7 +176,8 @@ class HeroesSpawner(SlurmSpawner):
         return parse_test_only(result.stderr)
 
     def _request(self, choice: form.Choice) -> JobRequest:
-        return JobRequest(job_name=f"{self.job_name_prefix}{self.user.name}", partition=choice.partition,
+        suffix = f"-{self.name}" if self.name else ""
+        return JobRequest(job_name=f"{self.job_name_prefix}{self.user.name}{suffix}", partition=choice.partition,
                           cores=choice.cores, memory_mb=choice.memory_mb, minutes=choice.minutes, gpus=choice.gpus)
 
     def _python(self) -> str:

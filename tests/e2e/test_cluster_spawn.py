@@ -1,0 +1,67 @@
+"""In the browser: bob opens a new named server, chooses "cluster alpha, 1 core, 10 minutes" in the spawn
+form, and lands in JupyterLab running as his Slurm job on an alpha node (Slurm's own squeue says so);
+the Voila dashboard works there; stopping the server removes the job.
+
+The default server stays on the gateway without a form (test_login.py); the form belongs to named servers.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from test_spawner_support import ensure_enrolled, jobs_named, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+SERVER = "alpha-lab"
+JOB = f"jupyterhub-bob-{SERVER}"
+
+
+@pytest.fixture
+def alpha(hub, require, stack_settings):
+    for name in ("slurm-alpha", "login-alpha"):
+        require(name)
+    ensure_enrolled(stack_settings, "alpha")
+    hub.api.delete(f"/users/bob/servers/{SERVER}")
+    wait_until("bob's old alpha server to stop",
+               lambda: SERVER not in hub.user("bob").get("servers", {}), 60)
+    yield stack_settings
+    hub.api.delete(f"/users/bob/servers/{SERVER}")
+
+
+def test_bob_starts_jupyterlab_on_alpha_from_the_form(page, hub, alpha):
+    hub.login(page, "bob", next_path=f"/hub/spawn/bob/{SERVER}")
+    page.wait_for_url(f"**/hub/spawn/bob/{SERVER}**")
+    page.select_option("#heroes-target", "cluster:alpha")
+    page.select_option("#heroes-partition", "compute")
+    page.fill("#heroes-cores", "1")
+    page.fill("#heroes-minutes", "10")
+    page.fill("#heroes-memory", "512")
+    expect(page.locator("#heroes-estimates")).to_contain_text("alpha")
+    page.locator("form input[type=submit], form button[type=submit]").first.click()
+
+    page.wait_for_url(f"**/user/bob/{SERVER}/lab**", timeout=hub.spawn_timeout_ms * 2)
+    expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=hub.spawn_timeout_ms)
+
+    jobs = jobs_named(alpha, "alpha", JOB)
+    assert len(jobs) == 1, jobs
+    assert jobs[0]["user"] == "bob" and jobs[0]["state"] == "RUNNING" and jobs[0]["node"].startswith("alpha-n")
+    state = hub.user("bob")["servers"][SERVER]["state"]
+    assert state["job_id"] == jobs[0]["id"] and state["cluster"] == "alpha"
+
+    # the Voila dashboard, its kernel on the node
+    response = page.goto(f"{hub.url}/user/bob/{SERVER}/voila/render/welcome.ipynb")
+    assert response is not None and response.status == 200
+    button = page.locator(".heroes-hello")
+    expect(button).to_be_visible(timeout=hub.spawn_timeout_ms)
+    button.click()
+    expect(page.locator(".heroes-status")).to_contain_text("Hello from the kernel, bob (click 1)")
+
+    # stop from the hub's home page: the job leaves the queue
+    page.goto(f"{hub.url}/hub/home")
+    page.locator(f"tr[data-server-name='{SERVER}'] .stop-server").click()
+    wait_until("the server to stop", lambda: SERVER not in hub.user("bob").get("servers", {}), 60)
+    assert wait_until("the job to leave the queue", lambda: not jobs_named(alpha, "alpha", JOB), 30)
