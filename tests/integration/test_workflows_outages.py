@@ -29,7 +29,8 @@ import psutil
 import pytest
 
 from heroes_dev.components.login import authorized_keys_dir, trusted_ca_path
-from heroes_dev.components.slurm import slurm_conf_path
+from heroes_dev.components.slurm import ClusterShape, SlurmCluster, slurm_conf_path
+from heroes_dev.procs import terminate
 from heroes_service.clusters.testing import free_port
 from workflow_support import FINAL, download, own_bucket, publish, wait_final, wait_state, wf  # noqa: F401
 
@@ -54,8 +55,9 @@ TEMPLATE = {
 class LoginSshd:
     """Our own sshd in front of alpha: started and stopped by this test only (by its own pid)."""
 
-    def __init__(self, stack, cluster: str, folder: Path):
+    def __init__(self, stack, cluster: str, folder: Path, slurm_conf: Path | None = None):
         self.stack, self.cluster, self.folder = stack, cluster, folder
+        self.slurm_conf = slurm_conf or slurm_conf_path(stack, cluster)
         self.port = free_port()
         self.key = folder / "host_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "outage-test", "-f", str(self.key)],
@@ -63,7 +65,7 @@ class LoginSshd:
         self.proc: subprocess.Popen | None = None
 
     def config(self) -> Path:
-        """alpha's login-node config (login.py) on our port, key and pid file."""
+        """alpha's login-node config (login.py) on our port, key and pid file (and ``slurm_conf``'s cluster)."""
         path = self.folder / "sshd_config"
         path.write_text("\n".join([
             "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {self.key}",
@@ -72,7 +74,7 @@ class LoginSshd:
             f'AuthorizedKeysFile "{authorized_keys_dir(self.stack, self.cluster)}/%u"',
             f'TrustedUserCAKeys "{trusted_ca_path(self.stack, self.cluster)}"',
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no", "UsePAM yes",
-            f'SetEnv "SLURM_CONF={slurm_conf_path(self.stack, self.cluster)}"',
+            f'SetEnv "SLURM_CONF={self.slurm_conf}"',
             "MaxStartups 50:30:200", "MaxSessions 64", "LogLevel VERBOSE", "Subsystem sftp internal-sftp", "",
         ]))
         return path
@@ -115,9 +117,10 @@ class LoginSshd:
 
 
 @contextmanager
-def own_login_node(stack) -> Iterator[LoginSshd]:
+def own_login_node(stack, slurm_conf: Path | None = None) -> Iterator[LoginSshd]:
+    """Our sshd with alpha's keys and CA file, in front of alpha's Slurm (or the cluster of ``slurm_conf``)."""
     folder = Path(tempfile.mkdtemp(prefix="heroes-outage-sshd-"))
-    sshd = LoginSshd(stack, "alpha", folder)
+    sshd = LoginSshd(stack, "alpha", folder, slurm_conf)
     sshd.start()
     try:
         yield sshd
@@ -126,8 +129,8 @@ def own_login_node(stack) -> Iterator[LoginSshd]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def sacct_counts(stack, names: list[str]) -> Counter:
-    env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, "alpha")))
+def sacct_counts(stack, names: list[str], conf: Path | None = None) -> Counter:
+    env = dict(os.environ, SLURM_CONF=str(conf or slurm_conf_path(stack, "alpha")))
     out = subprocess.run(["sacct", "--parsable2", "--noheader", "-X", "--allusers", "--starttime", "now-2hours",
                           "-o", "JobID,JobName,State", "--name", ",".join(names)], env=env, capture_output=True,
                          text=True, check=True).stdout
@@ -160,8 +163,8 @@ def test_login_sshd_down_60s_with_instances_in_flight(wf):
             alice.delete(f"/organization/admin/cluster/{cluster_id}")
 
 
-def _submit(bob, nap: int, wait: bool) -> dict:
-    r = bob.post("/organization/workflow/submit", json={"template": "outage-chain", "cluster": CLUSTER,
+def _submit(bob, nap: int, wait: bool, cluster: str = CLUSTER) -> dict:
+    r = bob.post("/organization/workflow/submit", json={"template": "outage-chain", "cluster": cluster,
                                                          "wait": wait, "parameters": {"nap": nap}})
     assert r.status_code == 201, r.text
     return r.json()
@@ -217,3 +220,110 @@ def _scenario(wf, sshd: LoginSshd, bob, bucket: str) -> None:
     assert {n: c for n, c in counted.items() if c != 1} == {}, "duplicate jobs"
     for iid in ids:
         assert download(bob, bucket, f"workflows/{iid}/outputs/b.txt").strip() == b"b"
+
+
+# --- a slurmctld restart, on a third, throw-away cluster of our own -------------------------------------------
+GAMMA = "gamma"
+
+
+class OwnCluster(SlurmCluster):
+    """The stack's cluster recipe (slurm.py) on free ports, with one node and its own state directory; it
+    registers in the shared slurmdbd and uses the shared munge. alpha's and beta's controllers stay untouched."""
+
+    def __init__(self, settings, cluster: str):
+        self.ctld_port, self.slurmd_port = free_port(), free_port()
+        super().__init__(settings, cluster)
+        self.shape = ClusterShape(cpus=2, memory_mb=2048, first_job_id=900000)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"{self.cluster}-n1"]
+
+    def _ctld_port(self) -> int:
+        return self.ctld_port
+
+    def _slurmd_port(self, index: int) -> int:
+        return self.slurmd_port + index
+
+    def restart_controller(self, down_s: float, while_down=None) -> None:
+        """SIGTERM our slurmctld (it saves its state), keep it down ``down_s`` (running ``while_down``),
+        then start it again on the same state directory."""
+        name = f"slurmctld-{self.cluster}"
+        record = next(r for r in self.records() if r.name == name)
+        assert terminate(record), "our slurmctld was not running"
+        down_at = time.monotonic()
+        if while_down:
+            while_down()
+        time.sleep(max(0.0, down_s - (time.monotonic() - down_at)))
+        self.spawn(name, ["slurmctld", "-D", "-f", str(self.conf)], env=self.base_env(**self.env()))
+        health = self.wait_healthy(90)
+        assert health.ok, health.detail
+
+
+@contextmanager
+def own_cluster(stack) -> Iterator[OwnCluster]:
+    cluster = OwnCluster(stack, GAMMA)
+    cluster.stop()  # a run that died half-way may have left ours behind (only our recorded pids)
+    cluster.ensure()
+    cluster.start()
+    try:
+        health = cluster.wait_healthy(90)
+        assert health.ok, health.detail
+        cluster.configure()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data / "state", ignore_errors=True)  # no stale jobs for the next run
+
+
+def test_slurmctld_restart_with_instances_in_flight(wf):
+    stack, alice, bob = wf["stack"], wf["apis"]["alice"], wf["apis"]["bob"]
+    engine = wf["app"].state.workflows
+    publish(alice, TEMPLATE)
+    bucket = own_bucket(bob)
+    with own_cluster(stack) as gamma, own_login_node(stack, gamma.conf) as sshd:
+        r = alice.post("/organization/admin/cluster/", json={
+            "name": GAMMA, "host": "127.0.0.1", "port": sshd.port, "host_key_fingerprint": sshd.fingerprint(),
+            "work_dir": "heroes-work/{login}", "container_runtime": "charliecloud"})
+        assert r.status_code == 201, r.text
+        assert r.json()["slurm_cluster_name"] == GAMMA and r.json()["partitions"][0]["nodes"] == 1, r.json()
+        cluster_id = r.json()["id"]
+        try:
+            before = [_submit(bob, nap, wait=True, cluster=GAMMA) for nap in (3, 20, 40, 60)]
+            assert all(b["state"] in ("QUEUED", "RUNNING") for b in before), [(b["state"], b["reason"]) for b in before]
+            wait_state(bob, before[0]["id"], {"RUNNING", "COMPLETED"}, timeout=60)
+            during: list[dict] = []
+            seen: dict[str, set[str]] = {}
+
+            def while_down() -> None:
+                during.append(_submit(bob, 3, wait=False, cluster=GAMMA))  # sbatch cannot reach the controller
+                deadline = time.monotonic() + 25
+                while time.monotonic() < deadline:
+                    for b in before + during:
+                        body = bob.get(f"/organization/workflow/instance/{b['id']}").json()
+                        seen.setdefault(b["id"], set()).add(body["state"])
+                        assert body["state"] not in FINAL or body["state"] == "COMPLETED", body
+                        assert all(s["state"] != "LOST" for s in body["steps"]), body
+                    time.sleep(2)
+                cycle = engine.last_cycles.get(GAMMA)
+                assert cycle is not None and any("squeue" in e for e in cycle.errors), cycle
+
+            gamma.restart_controller(30, while_down)
+            back_at = time.monotonic()
+            ids = [b["id"] for b in before + during]
+            final = wait_final(bob, ids, timeout=300)
+            print(f"slurmctld of {GAMMA} restarted after 30 s down; {len(ids)} instances final "
+                  f"{time.monotonic() - back_at:.0f}s later; states seen while down: "
+                  f"{ {i[:8]: sorted(s) for i, s in seen.items()} }")
+            assert Counter(b["state"] for b in final.values()) == {"COMPLETED": len(ids)}, \
+                [(b["state"], b["reason"]) for b in final.values() if b["state"] != "COMPLETED"]
+            retried = bob.get(f"/organization/workflow/instance/{during[0]['id']}").json()
+            assert any("retrying" in e["detail"] for e in retried["events"]), retried["events"]
+            names = [s["job_name"] for b in final.values() for s in b["steps"]]
+            counted = sacct_counts(stack, names, gamma.conf)
+            assert set(counted) == set(names), set(names) - set(counted)
+            assert {n: c for n, c in counted.items() if c != 1} == {}, "duplicate jobs"
+            for iid in ids:
+                assert download(bob, bucket, f"workflows/{iid}/outputs/b.txt").strip() == b"b"
+        finally:
+            alice.delete(f"/organization/admin/cluster/{cluster_id}")
