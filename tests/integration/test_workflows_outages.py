@@ -274,6 +274,7 @@ def own_cluster(stack) -> Iterator[OwnCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.data / "state", ignore_errors=True)  # no stale jobs for the next run
+        cluster.sacctmgr("delete", "cluster", GAMMA, check=False)  # slurmdbd lists alpha and beta again
 
 
 def test_slurmctld_restart_with_instances_in_flight(wf):
