@@ -234,3 +234,18 @@ def test_energy_app_shows_the_steps_of_the_caller(users, service):
     app.cluster.value = "delta"
     app.refresh()
     assert {s["cluster"] for s in app.steps} == {"delta"} and {s["username"] for s in app.steps} == {"bob"}
+
+
+def test_engine_ingests_a_finished_step_for_its_owner(users, service):
+    """What the workflow engine calls when a step's energy file comes back: rows belong to the instance's
+    owner, who sees them through the API; another organization does not."""
+    from heroes_service.energy.service import ingest_for_owner
+
+    sessions = service.client.app_ref.state.sessions
+    with sessions() as session:
+        out = ingest_for_owner(session, organization="acme", username="bob", cluster="epsilon",
+                               files={"step.csv": heroes_text(9001, ["e1", "e2"]).encode()})
+        session.commit()
+    assert (out["stored"], out["user"], out["organization"]) == (2, "bob", "acme")
+    assert step_count(users["bob"], cluster="epsilon") == 1
+    assert step_count(users["carol"], cluster="epsilon") == 0

@@ -446,3 +446,12 @@ def samples(session: Session, principal: Principal, cluster: str, job_id: int, s
              .where(visible(principal, s), s.cluster == cluster, s.job_id == job_id, s.step_id == step_id)
              .order_by(s.node, s.elapsed_s))
     return [dict(r._mapping) for r in session.execute(query)]
+
+
+def ingest_for_owner(session: Session, *, organization: str, username: str, files: dict[str, bytes],
+                     cluster: str = "", instance_id: str = "") -> dict:
+    """For the workflow engine, which stages a finished step's EAR/EAR-lite files back: ingest them on behalf of
+    the instance's owner (same validation, ownership and duplicate rules as the API route)."""
+    owner = Principal(username=username, organization=organization, roles=frozenset({"user"}))
+    return ingest(session, owner, [Upload(name, content) for name, content in files.items()], cluster=cluster,
+                  instance_id=instance_id)
