@@ -1,7 +1,7 @@
 """Keycloak login for the hub: GenericOAuthenticator plus realm roles and a real single logout.
 
-* Groups come from the plain ``groups`` claim of Keycloak's userinfo (``manage_groups``), and hub access
-  is granted by organization group (``allowed_groups``).
+* Groups come from the plain ``groups`` claim of Keycloak's userinfo (``manage_groups``); hub access is
+  granted by realm role (``allowed_roles``, e.g. ``user``) or by group (``allowed_groups``).
 * Admin comes from the realm roles in the ``roles`` claim: a user with one of ``admin_roles`` is a hub
   admin; a user without is not (Keycloak is the source of truth, unless listed in ``admin_users``).
 * Logout ends the Keycloak session as well: the hub redirects to the realm's end-session endpoint with
@@ -64,7 +64,21 @@ class HeroesKeycloakAuthenticator(GenericOAuthenticator):
              "post.logout.redirect.uris in the realm (e.g. http://127.0.0.1:8000/hub/).",
     )
 
+    allowed_roles = Set(
+        Unicode(),
+        set(),
+        config=True,
+        help="Realm roles whose holders may log in (in addition to allowed_groups / allowed_users). A role "
+             "rather than a fixed group list, so organizations created later need no hub change.",
+    )
+
     logout_handler = KeycloakLogoutHandler
+
+    async def check_allowed(self, username, auth_model):
+        """Allowed by the usual rules, or by holding one of ``allowed_roles`` in Keycloak."""
+        if await super().check_allowed(username, auth_model):
+            return True
+        return bool(self.user_roles((auth_model or {}).get("auth_state")) & self.allowed_roles)
 
     def user_roles(self, auth_state: dict | None) -> set[str]:
         """The realm roles in the userinfo response stored in auth_state."""

@@ -85,8 +85,15 @@ class HeroesHubSettings(Configurable):
         help="The OIDC client's secret. Pass it through the environment (never commit it to a site YAML).",
     ).tag(env="HEROES_OAUTH_CLIENT_SECRET")
     allowed_groups = Unicode(
-        "acme,globex", config=True, help="Comma-separated Keycloak groups (organizations) allowed to log in.",
+        "", config=True,
+        help="Comma-separated Keycloak groups allowed to log in besides the users holding one of "
+             "allowed_roles. Empty: access is decided by realm role only.",
     ).tag(env="HEROES_HUB_ALLOWED_GROUPS")
+    allowed_roles = Unicode(
+        "user,platform-admin", config=True,
+        help="Comma-separated Keycloak realm roles whose holders may log in. Organizations created later "
+             "through the service give their members the role 'user', so they need no hub change.",
+    ).tag(env="HEROES_HUB_ALLOWED_ROLES")
     admin_roles = Unicode(
         "platform-admin", config=True, help="Comma-separated Keycloak realm roles that make a user hub admin.",
     ).tag(env="HEROES_HUB_ADMIN_ROLES")

@@ -56,6 +56,7 @@ auth.enable_pkce = True
 auth.manage_groups = True
 auth.auth_state_groups_key = "oauth_user.groups"
 auth.allowed_groups = split_list(s.allowed_groups)
+auth.allowed_roles = split_list(s.allowed_roles)
 auth.admin_roles = split_list(s.admin_roles)
 auth.enable_auth_state = True  # keeps the id_token (single logout); needs JUPYTERHUB_CRYPT_KEY
 auth.auto_login = True  # the hub's front page goes straight to Keycloak

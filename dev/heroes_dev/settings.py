@@ -71,6 +71,7 @@ class Ports:
     keycloak: int = field(default_factory=lambda: _env_port("keycloak", 8080))
     keycloak_mgmt: int = field(default_factory=lambda: _env_port("keycloak_mgmt", 9080))
     s3: int = field(default_factory=lambda: _env_port("s3", 9000))
+    postgres: int = field(default_factory=lambda: _env_port("postgres", 5432))
     mariadb: int = field(default_factory=lambda: _env_port("mariadb", 3306))
     slurmdbd: int = field(default_factory=lambda: _env_port("slurmdbd", 6819))
     alpha_ctld: int = field(default_factory=lambda: _env_port("alpha_ctld", 6817))

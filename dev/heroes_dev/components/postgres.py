@@ -31,9 +31,9 @@ OS_USER = "postgres"
 PASSWORD_FILE = "password"
 
 
-def port() -> int:
-    """The port (``HEROES_PORT_POSTGRES``; the stack's Ports table has no entry for it yet)."""
-    return int(os.environ.get("HEROES_PORT_POSTGRES", "5432"))
+def port(settings: StackSettings) -> int:
+    """The port (``settings.ports.postgres``, moved with ``HEROES_PORT_POSTGRES``)."""
+    return settings.ports.postgres
 
 
 def password(settings: StackSettings) -> str:
@@ -46,7 +46,7 @@ def password(settings: StackSettings) -> str:
 
 def database_url(settings: StackSettings, database: str = DATABASE) -> str:
     """SQLAlchemy URL of a database of the embedded PostgreSQL as the ``heroes`` role."""
-    return f"postgresql+psycopg://{ROLE}:{password(settings)}@{settings.host}:{port()}/{database}"
+    return f"postgresql+psycopg://{ROLE}:{password(settings)}@{settings.host}:{port(settings)}/{database}"
 
 
 def bin_dir() -> Path | None:
@@ -80,7 +80,7 @@ class PostgreSQL(Component):
         return found
 
     def ports(self) -> dict[str, int]:
-        return {"postgres": port()}
+        return {"postgres": port(self.settings)}
 
     def ensure(self) -> None:
         ensure_debs(self.name, ["postgresql"])
@@ -103,27 +103,27 @@ class PostgreSQL(Component):
             timeout=300)
 
     def start(self) -> None:
-        argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", self.settings.host, "-p", str(port()),
+        argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", self.settings.host, "-p", str(port(self.settings)),
                 "-k", str(self.socket_dir), "-c", "shared_buffers=32MB", "-c", "max_connections=100",
                 "-c", "logging_collector=off"]
         self.spawn("postgres", argv, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=self.pgdata, user=OS_USER)
 
     def health(self) -> Health:
         try:
-            with socket.create_connection((self.settings.host, port()), timeout=2):
+            with socket.create_connection((self.settings.host, port(self.settings)), timeout=2):
                 pass
         except OSError:
-            return Health(False, f"nothing listens on {self.settings.host}:{port()}")
-        result = run([str(self.bin / "pg_isready"), "-h", self.settings.host, "-p", str(port()), "-d", "postgres",
+            return Health(False, f"nothing listens on {self.settings.host}:{port(self.settings)}")
+        result = run([str(self.bin / "pg_isready"), "-h", self.settings.host, "-p", str(port(self.settings)), "-d", "postgres",
                       "-U", OS_USER], check=False, timeout=10)
         if result.returncode != 0:
             return Health(False, f"pg_isready: {result.stdout.strip() or result.returncode}")
-        return Health(True, f"PostgreSQL {self.bin.parent.name} on {self.settings.host}:{port()}, database {DATABASE}")
+        return Health(True, f"PostgreSQL {self.bin.parent.name} on {self.settings.host}:{port(self.settings)}, database {DATABASE}")
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the ``postgres`` superuser over the private socket (peer auth); SQL goes through stdin."""
         result = run(["runuser", "-u", OS_USER, "--", str(self.bin / "psql"), "-h", str(self.socket_dir),
-                      "-p", str(port()), "-d", database, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A"],
+                      "-p", str(port(self.settings)), "-d", database, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A"],
                      input=sql, cwd=Path("/"), timeout=60)
         return result.stdout.strip()
 
