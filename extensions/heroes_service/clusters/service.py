@@ -91,7 +91,7 @@ def scan_host_key(host: str, port: int, timeout: float = 10.0) -> HostKey:
     """The host key a login node presents (SSH handshake only, no authentication)."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (a label over 63 chars)
         raise ClusterError(f"no TCP connection to {host}:{port}: {exc}") from exc
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
