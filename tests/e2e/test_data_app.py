@@ -40,7 +40,7 @@ def open_app(page, hub, notebook: str, ready: str):
         try:
             hub.ensure_server("bob")
             url = f"{hub.url}/user/bob/voila/render/{notebook}"
-            page.goto(url)
+            page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
             if page.url.startswith(hub.realm_url):
                 hub.submit_keycloak_login(page, "bob", "bob-pass")
                 page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
@@ -72,10 +72,11 @@ def test_bob_uploads_previews_and_picks_a_csv(page, hub, tmp_path):
             try:
                 upload_preview_pick(page, hub, bob, personal, csv_file, content, template)
                 break
-            except (AssertionError, PlaywrightError):
+            except (AssertionError, PlaywrightError) as exc:
                 # other sessions' tests stop bob's server at any moment: start again from a fresh page
                 if attempt == ATTEMPTS:
                     raise
+                print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
                 page = page.context.new_page()
                 httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
     finally:
