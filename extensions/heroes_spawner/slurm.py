@@ -102,7 +102,16 @@ class HeroesSpawner(SlurmSpawner):
              "kernelspecs of remote Slurm kernels (orgs/<org>/kernels); gateway servers get it on PYTHONPATH "
              "and JUPYTER_PATH. Empty: no remote kernels.")
 
+    tunnel_to_node = Bool(
+        False, config=True,
+        help="Reach cluster servers through the user's SSH connection to the login node (a local port on the "
+             "hub host relays to node:port) instead of connecting to the node directly. For sites whose "
+             "nodes are not routable from the hub; the nodes must still reach the hub API (README).")
+
     target = Unicode("")
+    remote = Unicode("")  # node:port of a tunnelled server
+    tunnel_port = Integer(0)
+    _forward = None
     cluster_name = Unicode("")
     node_addr = Unicode("")
     estimate = Unicode("")
@@ -224,13 +233,35 @@ class HeroesSpawner(SlurmSpawner):
                     setattr(child, name, getattr(self, name))
             return await child.start()
         self.cluster_name = self.target.removeprefix("cluster:")
+        self.remote, self.tunnel_port = "", 0
         view = await asyncio.to_thread(self._view)
         self._choice = form.validate(choice, view.partitions, view.default_partition)
         try:
             self.estimate = await self._estimate(view, self._choice)
         except Exception as exc:  # noqa: BLE001 - the estimate is advice, the submission decides
             self.log.warning("sbatch --test-only for %s failed: %s", self.user.name, type(exc).__name__)
-        return await super().start()
+        ip, port = await super().start()
+        if not self.tunnel_to_node:
+            return ip, port
+        self.remote = f"{ip}:{port}"
+        await self._open_tunnel()
+        return "127.0.0.1", self.tunnel_port
+
+    async def _open_tunnel(self) -> None:
+        """The hub-side end of the SSH tunnel to the server (same local port after a hub restart)."""
+        from .tunnel import Forward
+
+        host, _, port = self.remote.rpartition(":")
+        view = await asyncio.to_thread(self._view)
+        conn = access.connector(view, self.user.name)
+        self._forward = await asyncio.to_thread(Forward, conn, host, int(port), self.tunnel_port)
+        self.tunnel_port = self._forward.local_port
+        self.log.info("%s's server %s tunnelled at 127.0.0.1:%d", self.user.name, self.remote, self.tunnel_port)
+
+    def _close_tunnel(self) -> None:
+        if self._forward is not None:
+            self._forward.close()
+            self._forward = None
 
     async def submit_batch_script(self):
         script = render(self._request(self._choice), self.get_env(), self._python(), self.cmd + self.get_args(),
@@ -288,11 +319,17 @@ class HeroesSpawner(SlurmSpawner):
     async def poll(self):
         if self._on_gateway():
             return await self._gateway().poll()
-        return await super().poll()
+        status = await super().poll()
+        if status is not None:
+            self._close_tunnel()
+        elif self.remote and self._forward is None and self.state_isrunning():
+            await self._open_tunnel()  # after a hub restart
+        return status
 
     async def stop(self, now=False):
         if self._on_gateway():
             return await self._gateway().stop(now=now)
+        self._close_tunnel()
         if not self.job_id:
             return
         return await super().stop(now=now)
@@ -314,6 +351,8 @@ class HeroesSpawner(SlurmSpawner):
             state["gateway"] = self._gateway().get_state()
         else:
             state.update(cluster=self.cluster_name, node_addr=self.node_addr)
+            if self.remote:
+                state.update(remote=self.remote, tunnel_port=self.tunnel_port)
         return state
 
     def load_state(self, state):
@@ -321,6 +360,8 @@ class HeroesSpawner(SlurmSpawner):
         self.target = state.get("target", "gateway")
         self.cluster_name = state.get("cluster", "")
         self.node_addr = state.get("node_addr", "")
+        self.remote = state.get("remote", "")
+        self.tunnel_port = int(state.get("tunnel_port", 0))
         if self._on_gateway():
             self._gateway().load_state(state.get("gateway", {}))
 
@@ -330,3 +371,5 @@ class HeroesSpawner(SlurmSpawner):
             self._child.clear_state()
         self.node_addr = ""
         self.estimate = ""
+        self.remote = ""
+        self.tunnel_port = 0

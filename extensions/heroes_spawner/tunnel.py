@@ -81,10 +81,12 @@ def _pump(sock: socket.socket, channel) -> None:
 class Forward:
     """127.0.0.1:<local_port> -> <host>:<port> via the cluster's login node, until ``close()``."""
 
-    def __init__(self, connector, host: str, port: int):
+    def __init__(self, connector, host: str, port: int, local_port: int = 0):
+        """``local_port`` 0: any free port; else that port again (re-opened after a hub restart)."""
         self.connector, self.host, self.port = connector, host, port
         self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", local_port))
         self._server.listen(16)
         self.local_port = self._server.getsockname()[1]
         self._closed = False
@@ -106,6 +108,10 @@ class Forward:
 
     def close(self) -> None:
         self._closed = True
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept() (Linux)
+        except OSError:
+            pass
         try:
             self._server.close()
         except OSError:

@@ -7,6 +7,7 @@ already is (another test run), the record is reused and left in place.
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import time
 
@@ -68,7 +69,8 @@ def slurm(stack, cluster: str, *argv: str, user: str | None = None) -> subproces
     """A Slurm command on the embedded cluster, as root (an operator's view) or as ``user``."""
     env = {**os.environ, **slurm_env(stack, cluster)}
     prefix = ["runuser", "-u", user, "--", "env", f"SLURM_CONF={env['SLURM_CONF']}"] if user else []
-    return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60)
+    cwd = pwd.getpwnam(user).pw_dir if user else None  # the cluster account's home (its job's working dir)
+    return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def jobs_named(stack, cluster: str, name: str) -> list[dict]:
