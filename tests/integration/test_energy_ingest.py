@@ -112,6 +112,23 @@ def test_every_variant_ingests_with_eacct_energy_and_duplicates_are_ignored(user
     assert step_count(bob, cluster="alpha") == 4
 
 
+def test_batch_step_ids_past_32_bits(users):
+    """EAR writes Slurm's batch step as 4294967294: stored and queried exactly (BIGINT on PostgreSQL)."""
+    bob = users["bob"]
+    lines = eacct_text(2, seed=41).strip().split("\n")
+    names = lines[0].split(";")
+    rows = [line.split(";") for line in lines[1:]]
+    for fields in rows:
+        fields[names.index("JOBID")] = "5000000000"
+        fields[names.index("STEPID")] = "4294967294"
+    text = "\n".join([lines[0]] + [";".join(f) for f in rows]) + "\n"
+    r = ingest(bob, {"batch.csv": text}, cluster="zeta")
+    assert r.status_code == 201, r.text
+    steps = bob.get(STEPS, params={"cluster": "zeta", "job_id": 5000000000, "step_id": 4294967294}).json()["steps"]
+    assert [(s["job_id"], s["step_id"], s["nodes"]) for s in steps] == [(5000000000, 4294967294, 2)]
+    assert bob.get(STEPS, params={"job_id": 2**64}).status_code == 422
+
+
 def test_raw_body_of_one_file(users):
     bob = users["bob"]
     text = eacct_text(2, seed=11)

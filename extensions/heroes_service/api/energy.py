@@ -26,6 +26,8 @@ router = APIRouter(prefix="/organization/decision", tags=["energy"], dependencie
 
 #: a request body bigger than this is refused (413) before it is read further
 MAX_BODY = 512 * 1024 * 1024
+#: job and step ids are stored as 64-bit integers
+MAX_ID = 2**63 - 1
 
 
 class FileIn(BaseModel):
@@ -88,8 +90,8 @@ def _epoch(value: datetime | None) -> float | None:
 
 
 def filters(instance_id: str = Query(""), user: str = Query(""), organization: str = Query(""),
-            cluster: str = Query(""), template: str = Query(""), job_id: int | None = Query(None),
-            step_id: int | None = Query(None),
+            cluster: str = Query(""), template: str = Query(""), job_id: int | None = Query(None, ge=0, le=MAX_ID),
+            step_id: int | None = Query(None, ge=0, le=MAX_ID),
             start: datetime | None = Query(None, description="Steps that started at or after (ISO 8601)."),
             end: datetime | None = Query(None, description="Steps that started before (ISO 8601).")
             ) -> energy.Filters:
@@ -112,7 +114,8 @@ def energy_summary(group_by: str = Query(..., description="step, instance, user,
 
 
 @router.get("/energy/samples", summary="Per-second power samples of one step (every node)")
-def energy_samples(job_id: int = Query(...), step_id: int = Query(...), cluster: str = Query(""),
+def energy_samples(job_id: int = Query(..., ge=0, le=MAX_ID), step_id: int = Query(..., ge=0, le=MAX_ID),
+                   cluster: str = Query(""),
                    principal: Principal = Depends(current_principal),
                    session: Session = Depends(get_session)) -> dict:
     return {"samples": energy.samples(session, principal, cluster, job_id, step_id)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..store import Base
@@ -29,8 +29,8 @@ class EnergyRecord(Base):
     cluster: Mapped[str] = mapped_column(String(63), nullable=False, default="")
     instance_id: Mapped[str] = mapped_column(String(64), nullable=False, default="", index=True)
     template: Mapped[str] = mapped_column(String(128), nullable=False, default="")
-    job_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    step_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     app_id: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     node: Mapped[str] = mapped_column(String(128), nullable=False)
     job_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
@@ -63,8 +63,8 @@ class EnergySample(Base):
     organization: Mapped[str] = mapped_column(String(63), nullable=False, index=True)
     username: Mapped[str] = mapped_column(String(255), nullable=False)
     cluster: Mapped[str] = mapped_column(String(63), nullable=False, default="")
-    job_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    step_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    step_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     node: Mapped[str] = mapped_column(String(128), nullable=False)
     elapsed_s: Mapped[float] = mapped_column(Float, nullable=False)
     dc_power_w: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -28,6 +28,7 @@ from ..errors import Forbidden, Invalid, NotFound
 from .models import EnergyRecord, EnergySample
 
 MAX_FILES = 100
+MAX_ID = 2**63 - 1  # job and step ids are BIGINT
 MAX_NAME = 200
 SAMPLE_HEADER = "TIMESTAMP;ELAPSED_SEC"
 NO_IDS = {"", "NO_WRF_ID", "NO_HER_ID", "NO_USR_ID", "NO_PRJ_ID", "NO_ORG_ID", "None", "nan"}
@@ -208,6 +209,13 @@ def _records(frame, owner: Owner, principal: Principal, session: Session):
         first = foreign.index[0]
         raise IngestRefused([_error(str(frame["file"].iat[first]), 0, "HEROES_ORGANIZATION_NAME",
                                     f"names organization {foreign.iat[0]!r}, not yours ({owner.organization!r})")])
+    for column, name in (("job_id", "JOBID"), ("step_id", "STEPID")):
+        ids = pd.to_numeric(frame[column], errors="coerce")
+        bad = ids.isna() | (ids < 0) | (ids > MAX_ID)
+        if bad.any():
+            first = bad.to_numpy().nonzero()[0][0]
+            raise IngestRefused([_error(str(frame["file"].iat[first]), 0, name,
+                                        f"{frame[column].iat[first]!r} is not an id between 0 and {MAX_ID}")])
     n = len(frame)
     out = pd.DataFrame({
         "organization": owner.organization, "username": owner.username, "cluster": owner.cluster,
