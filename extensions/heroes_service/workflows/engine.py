@@ -498,7 +498,10 @@ class WorkflowEngine:
                                                                          job.reason != "None" else "")
                 else:
                     step.exit_code = 0 if state == "COMPLETED" else job.exit_code
-                    if job.start and job.start not in ("Unknown", "None") and step.started_at is None:
+                    # a dependent Slurm cancels itself (afterok on a failed job) gets Start == End but no
+                    # node: it never ran, and must not look started (it becomes SKIPPED, not CANCELLED)
+                    ran = bool(job.nodes) and job.nodes not in ("None assigned", "(null)")
+                    if ran and job.start and job.start not in ("Unknown", "None") and step.started_at is None:
                         step.started_at = utcnow()
                     step.ended_at = utcnow()
                     detail = f"{job.raw_state or state}, exit code {step.exit_code}"
@@ -521,7 +524,11 @@ class WorkflowEngine:
                     if s.state == "CANCELLED" and s.started_at is None and any(
                             by_name[d].state in m.STEP_FINAL and by_name[d].state != "COMPLETED" for d in s.depends_on):
                         m.set_step_state(session, s, m.SKIPPED, "never ran: a step it depends on did not complete")
-                failed = [s for s in steps if s.state in m.STEP_FINAL and s.state not in ("COMPLETED", m.SKIPPED)]
+                # Slurm may cancel a dependent before we have read its dependency's failure: wait for it
+                waiting = {s.name for s in steps if s.state == "CANCELLED" and s.started_at is None
+                           and any(by_name[d].state not in m.STEP_FINAL for d in s.depends_on)}
+                failed = [s for s in steps if s.state in m.STEP_FINAL and s.state not in ("COMPLETED", m.SKIPPED)
+                          and s.name not in waiting]
                 if failed:
                     first = failed[0]
                     tail = self._log_tail(cluster, inst, first.name)
