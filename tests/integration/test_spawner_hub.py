@@ -7,7 +7,6 @@ The hub runs the committed code: after changing extensions/heroes_spawner restar
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
