@@ -363,7 +363,8 @@ class HeroesSpawner(SlurmSpawner):
         self.remote = state.get("remote", "")
         self.tunnel_port = int(state.get("tunnel_port", 0))
         if self._on_gateway():
-            self._gateway().load_state(state.get("gateway", {}))
+            # state saved by HeroesLocalSpawner before this class was configured has no "gateway" key
+            self._gateway().load_state(state.get("gateway", state if "pid" in state else {}))
 
     def clear_state(self):
         super().clear_state()

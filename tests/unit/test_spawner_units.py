@@ -134,3 +134,15 @@ def test_port_report_accepts_only_unprivileged_int_ports():
     for bad in (True, 80, 70000, "8888", 12.5, None):
         with pytest.raises(ValueError):
             valid_port(bad)
+
+
+def test_gateway_state_saved_before_the_switch_is_kept():
+    """A server started by HeroesLocalSpawner (state {"pid": N}) keeps its pid under HeroesSpawner."""
+    from types import SimpleNamespace
+
+    from heroes_spawner.slurm import HeroesSpawner
+
+    spawner = HeroesSpawner(user=SimpleNamespace(name="bob", groups=[], url="/user/bob/"))
+    spawner.load_state({"pid": 4242})
+    assert spawner.target == "gateway" and spawner._gateway().pid == 4242
+    assert spawner.get_state()["gateway"]["pid"] == 4242
