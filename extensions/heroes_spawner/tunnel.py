@@ -12,7 +12,6 @@ import logging
 import select
 import socket
 import threading
-import time
 
 log = logging.getLogger("heroes_spawner.tunnel")
 
@@ -45,15 +44,8 @@ def _open_channel(connector, host: str, port: int, timeout: float = 20):
 
     Not a ``direct-tcpip`` channel: the gateway's per-user certificates carry no ``permit-port-forwarding``
     extension (least privilege), so the channel runs a tiny relay on the login node instead (``ssh -W``
-    semantics over an exec channel; the relay is argv-quoted like every command). Uses the pool's lease
-    (the connector has no public channel call yet); the lease is released at once, the channel lives on."""
-    from heroes_service.clusters.connector import build_command
-
-    deadline = time.monotonic() + timeout
-    with connector._pool.lease(deadline) as conn:  # noqa: SLF001 - see docstring
-        channel = conn.transport.open_session(timeout=timeout)
-    channel.exec_command(build_command(["python3", "-c", RELAY, host, str(port)]))
-    return channel
+    semantics over an exec channel; the relay is argv-quoted like every command)."""
+    return connector.open_exec(["python3", "-c", RELAY, host, str(port)], timeout=timeout)
 
 
 def _pump(sock: socket.socket, channel) -> None:

@@ -447,6 +447,23 @@ class ClusterConnector:
             channel.exec_command(command)
             return self._collect(channel, command, stdin, deadline, timeout)
 
+    def open_exec(self, argv: list[str], *, timeout: float = 20) -> paramiko.Channel:
+        """Start ``argv`` (quoted like ``run``) and hand back its live channel; the caller closes it.
+
+        For long-lived byte streams (the spawner's relay to a compute node): the pooled connection is only
+        leased while the channel opens, so one stream never holds a pool slot.
+        """
+        command = build_command(argv)
+        deadline = time.monotonic() + timeout
+        with self._pool.lease(deadline) as conn:
+            try:
+                channel = conn.transport.open_session(timeout=max(1.0, deadline - time.monotonic()))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self._pool.mark_broken(conn)
+                raise ClusterUnreachable(f"cluster {self.cluster!r}: cannot open a channel: {exc}") from exc
+        channel.exec_command(command)
+        return channel
+
     @contextmanager
     def _channel(self, deadline: float) -> Iterator[paramiko.Channel]:
         """A fresh session channel; a failure to OPEN it (stale transport) reconnects once."""
