@@ -24,6 +24,8 @@ PREFIX = "/services/heroes/api/v1"
 DATA = f"{PREFIX}/organization/data"
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/sklearn-train.yaml"
 ATTEMPTS = 3
+#: what the kernel does after a click (API calls, widget updates) on a machine other tests keep busy
+KERNEL_MS = 30_000
 
 
 def bearer(hub, username: str, password: str) -> dict:
@@ -103,11 +105,11 @@ def upload_preview_pick(page, hub, bob, personal, csv_file, content, template) -
     listing.select_option(label=label)
     page.locator(".heroes-data-preview-button").click()
     preview = page.locator(".heroes-data-csv")
-    expect(preview).to_contain_text("temperature")
+    expect(preview).to_contain_text("temperature", timeout=KERNEL_MS)
     expect(preview.locator("td", has_text="stuttgart")).to_be_visible()
     expect(preview.locator("td", has_text="12.25")).to_be_visible()
     # the Data app's own picker already lists it
-    expect(page.locator(".heroes-picker-list select option", has_text=name)).to_have_count(1)
+    expect(page.locator(".heroes-picker-list select option", has_text=name)).to_have_count(1, timeout=KERNEL_MS)
     # the Submit app: the template's file parameter uses the same picker, which finds and picks the file
     open_app(page, hub, "submit.ipynb", ".heroes-submit-template select")
     page.locator(".heroes-submit-template select").select_option(
@@ -115,4 +117,5 @@ def upload_preview_pick(page, hub, bob, personal, csv_file, content, template) -
     picker = page.locator(".heroes-submit-picker-data-list select")
     expect(picker.locator("option", has_text=name)).to_have_count(1, timeout=30_000)
     picker.select_option(label=label)
-    expect(page.locator(".heroes-submit-picker-data-selected")).to_contain_text(f"s3://{personal}/{name}")
+    expect(page.locator(".heroes-submit-picker-data-selected")).to_contain_text(f"s3://{personal}/{name}",
+                                                                              timeout=KERNEL_MS)
