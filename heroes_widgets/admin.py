@@ -10,7 +10,7 @@ import html
 
 import ipywidgets as widgets
 
-from .client import ApiError, HeroesClient
+from .api_client import ApiClient, ApiError
 
 ORG = "/organization/admin"
 PLATFORM = "/heroes/admin/organizations/"
@@ -24,10 +24,10 @@ def _css(widget, name: str):
 class AdminApp:
     """Tabs for what the caller may administer (decided by ``/organization/auth/me``)."""
 
-    def __init__(self, client: HeroesClient | None = None):
-        self.client = client or HeroesClient()
+    def __init__(self, client: ApiClient | None = None):
+        self.client = client or ApiClient()
         self.status = _css(widgets.HTML(""), "heroes-admin-status")
-        me = self._call(lambda: self.client.get("/organization/auth/me"))
+        me = self._call(lambda: self.client.call("GET", "/organization/auth/me"))
         self.me = me if isinstance(me, dict) else {}
         roles = set(self.me.get("roles", []))
         tabs, titles = [], []
@@ -74,8 +74,8 @@ class AdminApp:
     def refresh(self) -> None:
         """Reload every list from the API."""
         if hasattr(self, "users_box"):
-            self.users = self._call(lambda: self.client.get(f"{ORG}/users/")) or []
-            self.groups = self._call(lambda: self.client.get(f"{ORG}/groups/")) or []
+            self.users = self._call(lambda: self.client.call("GET", f"{ORG}/users/")) or []
+            self.groups = self._call(lambda: self.client.call("GET", f"{ORG}/groups/")) or []
             names = [u["username"] for u in self.users]
             self.user_list.options = names
             self.member_pick.options = names
@@ -84,7 +84,7 @@ class AdminApp:
             self._show_group()
             self._show_roles()
         if hasattr(self, "orgs_box"):
-            self.orgs = self._call(lambda: self.client.get(PLATFORM)) or []
+            self.orgs = self._call(lambda: self.client.call("GET", PLATFORM)) or []
             self.org_pick.options = [(o["name"], o["id"]) for o in self.orgs]
             self.org_list.value = "<br>".join(html.escape(o["name"]) for o in self.orgs) or "<i>none</i>"
 
@@ -132,13 +132,13 @@ class AdminApp:
         if not group_id:
             self.group_members.value = "<i>no group yet</i>"
             return
-        group = self._call(lambda: self.client.get(f"{ORG}/groups/{group_id}"))
+        group = self._call(lambda: self.client.call("GET", f"{ORG}/groups/{group_id}"))
         if group:
             members = ", ".join(html.escape(m) for m in group["members"]) or "<i>nobody</i>"
             self.group_members.value = f"Members of <b>{html.escape(group['name'])}</b>: {members}"
 
     def _show_roles(self) -> None:
-        roles = self._call(lambda: self.client.get(f"{ORG}/roles/")) or []
+        roles = self._call(lambda: self.client.call("GET", f"{ORG}/roles/")) or []
         rows = "".join(f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(', '.join(r['members']))}</td></tr>"
                        for r in roles)
         self.role_table.value = f"<table><tr><th>role</th><th>holders</th></tr>{rows}</table>"
@@ -147,17 +147,17 @@ class AdminApp:
         body = {"username": username.strip()}
         if password:
             body["password"] = password
-        if self._call(lambda: self.client.post(f"{ORG}/users/", json=body), f"user {username} created"):
+        if self._call(lambda: self.client.call("POST", f"{ORG}/users/", json=body), f"user {username} created"):
             self.new_username.value = self.new_password.value = ""
             self.refresh()
 
     def delete_user(self, username: str | None) -> None:
         user_id = self._user_id(username)
-        if user_id and self._call(lambda: self.client.delete(f"{ORG}/users/{user_id}"), f"user {username} deleted"):
+        if user_id and self._call(lambda: self.client.call("DELETE", f"{ORG}/users/{user_id}"), f"user {username} deleted"):
             self.refresh()
 
     def create_group(self, name: str) -> None:
-        if self._call(lambda: self.client.post(f"{ORG}/groups/", json={"name": name.strip()}), f"group {name} created"):
+        if self._call(lambda: self.client.call("POST", f"{ORG}/groups/", json={"name": name.strip()}), f"group {name} created"):
             self.new_group.value = ""
             self.refresh()
 
@@ -168,19 +168,19 @@ class AdminApp:
         body = {"add_members": [u for u in add if u], "remove_members": [u for u in remove if u]}
         who = ", ".join(body["add_members"] + body["remove_members"])
         verb = "added to" if body["add_members"] else "removed from"
-        group = self._call(lambda: self.client.patch(f"{ORG}/groups/{group_id}", json=body))
+        group = self._call(lambda: self.client.call("PATCH", f"{ORG}/groups/{group_id}", json=body))
         if group:
             self.status.value = f"<span style='color:#070'>{html.escape(who)} {verb} {html.escape(group['name'])}</span>"
             self._show_group()
 
     def grant(self, username: str | None, role: str) -> None:
-        if self._call(lambda: self.client.post(f"{ORG}/roles/", json={"role": role, "username": username}),
+        if self._call(lambda: self.client.call("POST", f"{ORG}/roles/", json={"role": role, "username": username}),
                       f"{username} now has the role {role}"):
             self._show_roles()
 
     def revoke(self, username: str | None, role: str) -> None:
         user_id = self._user_id(username)
-        self._call(lambda: self.client.delete(f"{ORG}/roles/{role}/users/{user_id}"),
+        self._call(lambda: self.client.call("DELETE", f"{ORG}/roles/{role}/users/{user_id}"),
                    f"role {role} taken from {username}")
         self._show_roles()
 
@@ -200,7 +200,7 @@ class AdminApp:
                                       widgets.HBox([self.org_pick, self.force, delete])])
 
     def create_org(self, name: str) -> None:
-        if self._call(lambda: self.client.post(PLATFORM, json={"name": name.strip()}), f"organization {name} created"):
+        if self._call(lambda: self.client.call("POST", PLATFORM, json={"name": name.strip()}), f"organization {name} created"):
             self.new_org.value = ""
             self.refresh()
 
@@ -209,5 +209,5 @@ class AdminApp:
             return
         name = next((o["name"] for o in self.orgs if o["id"] == org_id), org_id)
         params = {"force": "true"} if self.force.value else None
-        if self._call(lambda: self.client.delete(f"{PLATFORM}{org_id}", params=params), f"organization {name} deleted"):
+        if self._call(lambda: self.client.call("DELETE", f"{PLATFORM}{org_id}", params=params), f"organization {name} deleted"):
             self.refresh()

@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from heroes_widgets.admin import AdminApp
-from heroes_widgets.client import HeroesClient
+from heroes_widgets.api_client import ApiClient
 from service_support import DEMO_PASSWORDS, PREFIX, Api, LiveClient, drop_tenant, hub_public, make_tenant
 
 pytestmark = pytest.mark.integration
@@ -29,10 +29,10 @@ def tenant(live):
     drop_tenant(root, tenant)
 
 
-def client_for(live, stack_settings, username, password) -> HeroesClient:
+def client_for(live, stack_settings, username, password) -> ApiClient:
     token = live.client.post(PREFIX + "/organization/auth/login",
                              json={"username": username, "password": password}).json()["access_token"]
-    return HeroesClient(url=hub_public(stack_settings) + PREFIX, bearer=token)
+    return ApiClient(base_url=hub_public(stack_settings) + PREFIX, bearer=token)
 
 
 def test_org_admin_manages_groups_and_roles(live, tenant, stack_settings):
