@@ -119,3 +119,5 @@ def test_limit_never_above_request_on_every_job():
     trace = synthetic(seed=5)
     result = run_online(trace, SMALL)
     assert (result.limit <= trace["req_time"] + 1e-6).all()
+    # the unclipped limit may pass the request but never the longest limit the queue has granted so far
+    assert (result.limit_free <= np.maximum.accumulate(trace["req_time"]) * (1 + 1e-9)).all()

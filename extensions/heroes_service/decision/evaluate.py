@@ -99,6 +99,11 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
     by_finish = np.argsort(np.where(np.isnan(finish), np.inf, finish), kind="stable")
     fin_sorted = finish[by_finish]
     n_known = int(np.sum(~np.isnan(finish)))
+    # The queue's cap on limits: the trace header's MaxRuntime when stated, else the longest request seen so far.
+    header_cap = _header_max_runtime(trace)
+    seen_cap = np.fmax.accumulate(np.where(np.isnan(req_log), -np.inf, req_log))
+    cap_log = np.minimum(seen_cap, header_cap) if header_cap == header_cap else seen_cap
+    cap_log = np.where(np.isfinite(cap_log), cap_log, np.nan)
     observed_at = np.full(n, -1, dtype=np.int64)
     observed = 0   # jobs (in finish order) handed to the calibrator so far
     predicted_to = 0
@@ -130,8 +135,17 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
             calibrator.observe(point_log[j], scale[j], req_log[j], run[j])
             observed_at[j] = i
             observed += 1
-        limit[i], limit_free[i] = calibrator.limit(point_log[i], scale[i], req_log[i])
+        limit[i], limit_free[i] = calibrator.limit(point_log[i], scale[i], req_log[i], cap_log[i])
     return OnlineRun(np.exp(point_log), limit, limit_free, sw.last_two, fits, sw.seen_until, observed_at, fit_s)
+
+
+def _header_max_runtime(trace: Trace) -> float:
+    """log of the SWF header's ``MaxRuntime`` (the system's longest allowed run), NaN when absent."""
+    try:
+        value = float(trace.header.get("MaxRuntime", "nan").split()[0])
+    except (ValueError, IndexError):
+        return math.nan
+    return math.log(value) if value > 0 else math.nan
 
 
 def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
@@ -166,6 +180,7 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
             "retrain_every_jobs": (config or EvalConfig()).retrain_every,
             "target_kill_share": (config or EvalConfig()).target_kill,
             "limit_default": "clipped: never above the job's request",
+            "limit_unclipped": "may exceed the request, capped at MaxRuntime or the longest request seen so far",
         },
         "timing": {
             "total_s": round(time.perf_counter() - began, 2),

@@ -32,6 +32,7 @@ FEATURE_NAMES = (
     "u_last_req_rel", "u_since_finish_log",
     "s_n_log", "s_last1", "s_med", "s_max",
     "e_n_log", "e_last1", "e_med",
+    "r_last1", "r_med", "p_last1", "p_med", "u_last1_scaled",
     "g_med", "q_med", "gl_med", "gl_ratio_med",
     "since_submit_log", "u_outstanding", "prev_same_shape", "prev_req_rel",
 )
@@ -112,6 +113,8 @@ class HistoryState:
         self.users: dict[float, _Recent] = {}
         self.shapes: dict[tuple, _Recent] = {}
         self.exes: dict[tuple, _Recent] = {}
+        self.user_reqs: dict[tuple, _Recent] = {}    # same user, same requested time
+        self.user_procs: dict[tuple, _Recent] = {}   # same user, same processor count
         self.groups: dict[float, _Recent] = {}
         self.queues: dict[float, _Recent] = {}
         self.recent_runs: deque[float] = deque(maxlen=100)
@@ -145,6 +148,8 @@ class HistoryState:
         req = job.req_time
         self._get(self.users, job.user).add(lr, req, failed, finish)
         self._get(self.shapes, (job.user, req, job.req_procs), SHAPE_RECENT).add(lr, req, failed, finish)
+        self._get(self.user_reqs, (job.user, req), SHAPE_RECENT).add(lr, req, failed, finish)
+        self._get(self.user_procs, (job.user, job.req_procs), SHAPE_RECENT).add(lr, req, failed, finish)
         if job.executable == job.executable:
             self._get(self.exes, (job.user, job.executable), SHAPE_RECENT).add(lr, req, failed, finish)
         if job.group == job.group:
@@ -185,6 +190,14 @@ class HistoryState:
                    else [0.0, NAN, NAN, NAN])
         e = self.exes.get((job.user, job.executable)) if job.executable == job.executable else None
         e_feats = [math.log1p(e.n), e.runs[-1], _median(e.runs)] if e is not None and e.n else [0.0, NAN, NAN]
+        r = self.user_reqs.get((job.user, job.req_time))
+        p = self.user_procs.get((job.user, job.req_procs))
+        rp_feats = [r.runs[-1] if r is not None and r.n else NAN, _median(r.runs) if r is not None and r.n else NAN,
+                    p.runs[-1] if p is not None and p.n else NAN, _median(p.runs) if p is not None and p.n else NAN]
+        if u is not None and u.n and req_log == req_log and u.last_req == u.last_req and u.last_req > 0:
+            rp_feats.append(u.runs[-1] + req_log - math.log(u.last_req))  # same run/request ratio as last time
+        else:
+            rp_feats.append(NAN)
         g = self.groups.get(job.group)
         q = self.queues.get(job.queue)
         prev = self.last_submit.get(job.user)
@@ -197,7 +210,7 @@ class HistoryState:
         return [
             req_log, _log(job.req_procs), _log(job.req_mem),
             math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24), weekday,
-            *u_feats, *s_feats, *e_feats,
+            *u_feats, *s_feats, *e_feats, *rp_feats,
             _median(g.runs) if g is not None and g.n else NAN,
             _median(q.runs) if q is not None and q.n else NAN,
             _median(self.recent_runs), _median(self.recent_ratios),

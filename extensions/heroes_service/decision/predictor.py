@@ -32,7 +32,7 @@ _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 # The guesses the predictor chooses among (feature columns holding a log run time); the request is the last.
 CANDIDATES = ("s_last1", "s_med", "s_max", "u_last1", "u_last2", "u_mean2", "u_med", "u_ratio_pred", "u_max",
-              "e_last1", "g_med", "gl_med")
+              "e_last1", "g_med", "gl_med", "r_last1", "r_med", "p_last1", "p_med", "u_last1_scaled")
 N_CANDIDATES = len(CANDIDATES) + 1
 SCALE_FLOOR = 0.05  # log units: even a perfectly regular job gets a few percent of margin
 
@@ -251,7 +251,8 @@ class LimitCalibrator:
         return self._t_clip, self._t_free
 
     def limit(self, point_log: float, scale: float, req_log: float, cap_log: float = math.nan) -> tuple[float, float]:
-        """(clipped, unclipped) limits in seconds. Clipped: never above the request nor the queue cap.
+        """(clipped, unclipped) limits in seconds. Clipped: never above the request nor the queue cap;
+        unclipped: may exceed the request, never the queue cap (the longest limit the cluster grants).
 
         Without enough calibration data the clipped limit is the request (the safe answer) and the unclipped
         one is NaN where no request is known.
@@ -259,6 +260,8 @@ class LimitCalibrator:
         t_clip, t_free = self.thresholds()
         ceiling = min(req_log if req_log == req_log else math.inf, cap_log if cap_log == cap_log else math.inf)
         free = point_log + t_free * scale if t_free != math.inf else (req_log if req_log == req_log else math.nan)
+        if cap_log == cap_log:
+            free = min(free, cap_log)
         clipped = point_log + t_clip * scale if t_clip != math.inf else math.inf
         clipped = min(clipped, ceiling)
         if clipped == math.inf:
