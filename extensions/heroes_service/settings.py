@@ -116,7 +116,7 @@ class ServiceSettings(BaseSettings):
         "data-readonly", description="Members of an organization in this group only read its shared space.",
     )
     data_presign_ttl_s: int = Field(3600, description="Lifetime of presigned download/upload URLs, seconds.")
-    data_part_bytes: int = Field(8 * 1024**2, description="Part size of streamed uploads and of the ranged reads of downloads, bytes.")
+    data_part_bytes: int = Field(8 * 1024**2, description="Part size of streamed (multipart) uploads, bytes; downloads stream one GET at the socket's pace.")
     data_parts_in_flight: int = Field(4, description="Parts of one upload sent to S3 at the same time.")
 
     @property
