@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import settings as settings_module
+from .cli_decision import register as register_decision
 from .install import InstallError, ensure_debs
 from .procs import tail
 from .stack import Stack, StackError
@@ -117,6 +118,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heroes", description="HEROES gateway command line")
     groups = parser.add_subparsers(dest="group", required=True)
+    register_decision(groups)
     dev = groups.add_parser("dev", help="the embedded stack of real services on this machine")
     sub = dev.add_subparsers(dest="command", required=True)
 
