@@ -34,6 +34,7 @@ from ..clusters.config import bind_state_dir
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
 from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from ..identity import lifecycle
 from ..store import get_session
 from ..store.models import Organization
 from ..workflows import models as m
@@ -42,6 +43,9 @@ from ..workflows.engine import WorkflowEngine, owner_connector, read_tail
 from ..workflows.render import instance_dir, job_name, log_path
 from ..workflows.staging import Staging
 from ..workflows.templates import Template, TemplateError, parse_template, resolve_parameters
+
+# deleting an organization with live instances is refused unless forced (platform admin's route)
+lifecycle.register_work_checker(m.running_work)
 
 log = logging.getLogger("heroes_service.workflows")
 any_user = require_role("user")

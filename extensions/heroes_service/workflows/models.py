@@ -155,3 +155,12 @@ def live_instances(session: Session, cluster_id: str | None = None) -> list[Work
     if cluster_id is not None:
         query = query.where(WorkflowInstance.cluster_id == cluster_id)
     return list(session.scalars(query.order_by(WorkflowInstance.created_at)))
+
+
+def running_work(session: Session, organization) -> list[str]:
+    """The organization's live instances, named for the refusal of its deletion (their jobs would be orphaned)."""
+    query = (select(WorkflowInstance)
+             .where(WorkflowInstance.organization == organization.name)
+             .where(WorkflowInstance.state.not_in(list(INSTANCE_FINAL))))
+    return [f"workflow instance {i.id} ({i.template_name}, {i.state} on {i.cluster_name})"
+            for i in session.scalars(query)]
