@@ -35,9 +35,11 @@ def require(stack_components):
     return _require
 
 
-# --- the browser: one Playwright driver per test session, shared by integration and e2e tests ---------------
+# --- the browser: one Playwright driver per test module, shared by integration and e2e tests ---------------
 # Two sync Playwright drivers in one process collide ("Sync API inside the asyncio loop"), so every test
-# that needs Chromium takes these fixtures. Never ``playwright install``: Debian's Chromium is used.
+# that needs Chromium takes these fixtures. Module scope, not session: a live sync driver keeps an event loop
+# running in the main thread, which would break later modules' asyncio.run(). Never ``playwright install``:
+# Debian's Chromium is used.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -45,7 +47,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
