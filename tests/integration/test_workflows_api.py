@@ -126,6 +126,8 @@ def test_the_three_examples_complete_on_alpha_and_beta(wf, examples):
                            download(bob, bucket, prefix + "outputs/metrics.txt").decode().split())
             assert metrics["rows"] == "3000" and metrics["model"] == "random-forest", metrics
             assert float(metrics["r2"]) > 0.1, metrics
+            image = download(bob, bucket, prefix + "outputs/image.txt").decode()
+            assert image.startswith("heroes python3 image"), image  # trained inside the container
             assert keys[prefix + "outputs/model.pkl"]["size"] > 1000
     # visualization: the nodes of one instance
     iid = next(iter(done))

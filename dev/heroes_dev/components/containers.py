@@ -33,12 +33,13 @@ from .base import Component, Health
 PRODUCTION_RUNTIME = "apptainer"
 DEV_RUNTIME = "charliecloud"
 
-#: Debian release and packages of the demo image (python3-minimal keeps it around 40 MB unpacked)
+#: Debian release and packages of the demo image: python3 with scikit-learn, so every example template
+#: (the scikit-learn training one included) runs inside the container
 IMAGE_SUITE = "bookworm"
-IMAGE_PACKAGES = ("python3-minimal",)
+IMAGE_PACKAGES = ("python3-minimal", "python3-sklearn")
 IMAGE_NAME = "python3"
 #: bump when the build recipe changes: the cached tarball's name carries it, so old caches are not reused
-IMAGE_REVISION = 2
+IMAGE_REVISION = 3
 TARBALL_NAME = f"{IMAGE_NAME}-{IMAGE_SUITE}-minbase-r{IMAGE_REVISION}.tar.gz"
 #: a file that exists only inside the image: tests read it to prove a step ran in the container
 IMAGE_MARKER = "/etc/heroes-image"

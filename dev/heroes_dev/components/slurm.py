@@ -41,9 +41,6 @@ DB_USER = "slurm"
 ACCOUNT = "heroes"
 #: Unix accounts that submit jobs on both clusters (the demo realm's users and the service account)
 CLUSTER_USERS = ("alice", "bob", "carol", "heroes")
-#: software the compute nodes offer outside containers (the scikit-learn example template runs with runtime
-#: ``none`` on the node's own python3, as a site without a container for it would)
-NODE_SOFTWARE = ("python3-sklearn",)
 #: the gateway's service account: a Slurm operator, so one reconciler ``squeue`` sees every user's jobs while
 #: ``PrivateData=jobs`` hides them from the other users
 SERVICE_ACCOUNT = "heroes"
@@ -405,7 +402,7 @@ class SlurmCluster(Component):
 
     # lifecycle
     def ensure(self) -> None:
-        ensure_debs(self.name, ["slurm-wlm", "slurm-client", *NODE_SOFTWARE])
+        ensure_debs(self.name, ["slurm-wlm", "slurm-client"])
         for user in CLUSTER_USERS:
             ensure_user(self.name, user)
         _owned_dir(self.data, "root", 0o755)
