@@ -15,6 +15,7 @@ from ..auth import Principal, current_principal
 from ..errors import ApiError, Conflict, Incomplete, Invalid, NotFound
 from ..identity.hub import Hub
 from ..identity.keycloak import OrgDirectory, group_name
+from .compensation import failure
 from .deps import forget_principals, hub, org_directory
 from .rules import EMAIL_PATTERN, NAME_PATTERN, NAME_RULE, ORG_ROLES, USERNAME_PATTERN, USERNAME_RULE
 
@@ -111,31 +112,6 @@ def _members_by_username(org: OrgDirectory, usernames: list[str]) -> list[dict]:
     return users
 
 
-def _undo(label: str, steps: list) -> list[str]:
-    """Run compensation steps (last first); return what could not be undone."""
-    failed = []
-    for description, fn in reversed(steps):
-        try:
-            fn()
-        except Exception as exc:  # keep undoing the rest
-            log.error("%s: could not undo %s: %s", label, description, exc)
-            failed.append(description)
-    return failed
-
-
-def _fail(label: str, exc: Exception, steps: list) -> ApiError:
-    """The error to raise after a failed multi-step change: undo, then report."""
-    failed = _undo(label, steps)
-    if failed:
-        return Incomplete(f"{label} failed and could not be fully undone ({'; '.join(failed)}); an administrator "
-                          "must check Keycloak and the hub")
-    if isinstance(exc, ApiError):
-        exc.detail = f"{label} failed and was undone: {exc.detail}"
-        return exc
-    log.exception("%s failed", label, exc_info=exc)
-    return ApiError(f"{label} failed and was undone", status=500)
-
-
 # --- users ----------------------------------------------------------------------------------------------
 @router.get("/users/", response_model=list[UserOut], summary="Users of your organization")
 def list_users(org: OrgDirectory = Depends(org_directory)) -> list[UserOut]:
@@ -174,7 +150,7 @@ def create_user(body: UserCreate, request: Request, org: OrgDirectory = Depends(
         for name in body.groups:
             hub_.add_members(group_name(org.org, name), [body.username])
     except Exception as exc:
-        raise _fail(f"creating user {body.username!r}", exc, undo) from None
+        raise failure(f"creating user {body.username!r}", exc, undo) from None
     forget_principals(request)
     user = org.call(org.admin.get_user, user_id, what="user")
     return _user_out(user, groups=sorted(body.groups), roles=sorted(set(body.roles)))
@@ -230,7 +206,7 @@ def delete_user(user_id: str, request: Request, org: OrgDirectory = Depends(org_
                 hub_.add_members(name, [user["username"]])
             except ApiError:
                 log.error("could not restore hub group %s for %s", name, user["username"])
-        raise _fail(f"deleting user {user['username']!r}", exc, []) from None
+        raise failure(f"deleting user {user['username']!r}", exc, []) from None
     forget_principals(request)
 
 
@@ -262,7 +238,7 @@ def create_group(body: GroupCreate, request: Request, org: OrgDirectory = Depend
         undo.append(("delete the new hub group", lambda: hub_.delete_group(full)))
         hub_.add_members(full, [u["username"] for u in members])
     except Exception as exc:
-        raise _fail(f"creating group {body.name!r}", exc, undo) from None
+        raise failure(f"creating group {body.name!r}", exc, undo) from None
     forget_principals(request)
     return _group_out(org, org.group(group_id), members=True)
 
@@ -293,7 +269,7 @@ def patch_group(group_id: str, body: GroupPatch, request: Request, org: OrgDirec
         hub_.add_members(group["name"], [u["username"] for u in adding])
         hub_.remove_members(group["name"], [u["username"] for u in removing])
     except Exception as exc:
-        raise _fail(f"changing group {_short(org.org, group['name'])!r}", exc, undo) from None
+        raise failure(f"changing group {_short(org.org, group['name'])!r}", exc, undo) from None
     forget_principals(request)
     return _group_out(org, group, members=True)
 

@@ -23,6 +23,7 @@ from ..identity.hub import Hub
 from ..identity.keycloak import ORG_ATTRIBUTE, Identity
 from ..store import get_session
 from ..store.models import Organization, OrgClient, StorageServer
+from .compensation import failure
 from .deps import forget_principals, hub, identity
 from .rules import EMAIL_PATTERN, NAME_PATTERN, NAME_RULE, USERNAME_PATTERN, USERNAME_RULE
 
@@ -116,31 +117,6 @@ def _org_out(org: Organization, **counts) -> OrganizationOut:
                            **counts)
 
 
-def _undo(label: str, steps: list) -> list[str]:
-    failed = []
-    for description, fn in reversed(steps):
-        try:
-            fn()
-        except Exception as exc:
-            log.error("%s: could not undo %s: %s", label, description, exc)
-            failed.append(description)
-    return failed
-
-
-def _fail(label: str, exc: Exception, steps: list) -> ApiError:
-    failed = _undo(label, steps)
-    if failed:
-        return Incomplete(f"{label} failed and could not be fully undone ({'; '.join(failed)}); check Keycloak and "
-                          "the hub")
-    if isinstance(exc, ApiError):
-        exc.detail = f"{label} failed and was undone: {exc.detail}"
-        return exc
-    if isinstance(exc, IntegrityError):
-        return Conflict(f"{label} failed and was undone: the name is already taken")
-    log.error("%s failed: %r", label, exc)
-    return ApiError(f"{label} failed and was undone (database or hook error)", status=500)
-
-
 # --- organizations --------------------------------------------------------------------------------------
 @router.get("/", response_model=list[OrganizationOut], summary="All organizations")
 def list_organizations(session: Session = Depends(get_session), ident: Identity = Depends(identity)):
@@ -190,7 +166,7 @@ def create_organization(body: OrganizationCreate, request: Request, session: Ses
         session.commit()
     except Exception as exc:
         session.rollback()
-        raise _fail(label, exc, undo) from None
+        raise failure(label, exc, undo) from None
     finally:
         ident.forget_organizations()
     forget_principals(request)
@@ -235,7 +211,7 @@ def delete_organization(organization_id: str, request: Request,
         session.flush()
     except Exception as exc:
         session.rollback()
-        raise _fail(f"deleting organization {name!r}", exc, []) from None
+        raise failure(f"deleting organization {name!r}", exc, []) from None
     # outside systems last: the database change is still uncommitted and is rolled back if Keycloak fails
     try:
         for kc_id in client_ids:
@@ -341,7 +317,7 @@ def create_client(organization_id: str, body: ClientCreate, request: Request, se
         session.commit()
     except Exception as exc:
         session.rollback()
-        raise _fail(f"creating client {client_id!r}", exc, undo) from None
+        raise failure(f"creating client {client_id!r}", exc, undo) from None
     request.app.state.authenticator.principals.clear()  # the accepted audiences include the new client now
     return _client_out(client, ident, secret)
 
