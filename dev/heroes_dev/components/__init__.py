@@ -31,12 +31,7 @@ def all_components(settings: StackSettings) -> list[Component]:
     components = []
     for entry in REGISTRY:
         module_name, class_name, *args = entry.split(":")
-        try:
-            module = importlib.import_module(f"{__name__}.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{module_name}":
-                continue  # component not written yet
-            raise
+        module = importlib.import_module(f"{__name__}.{module_name}")
         components.append(getattr(module, class_name)(settings, *args))
     return components
 
