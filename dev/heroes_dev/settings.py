@@ -17,6 +17,14 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(os.environ.get(name, str(default))).resolve()
 
 
+def shared_data_dir() -> Path:
+    """The project's read-only reference data (traces, price catalogs) beside the checkout, as CI lays it.
+
+    ``HEROES_SHARED_DIR`` points elsewhere; tests and benchmarks read from it and never write there.
+    """
+    return Path(os.environ.get("HEROES_SHARED_DIR", REPO_ROOT.parent / "shared")) / "data"
+
+
 def others_can_traverse(path: Path) -> bool:
     """True when every folder from / down to ``path`` lets other users pass (o+x)."""
     for folder in [path, *path.parents]:

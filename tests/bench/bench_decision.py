@@ -5,6 +5,7 @@ one job (features from the live history state + the model), as the service does 
 """
 from __future__ import annotations
 
+from heroes_dev.settings import shared_data_dir
 import sys
 import time
 
@@ -16,7 +17,7 @@ from heroes_service.decision.history import Trace, read_swf
 from heroes_service.decision.model_store import load_predictor, save_predictor
 from heroes_service.decision.predictor import LimitCalibrator, RuntimePredictor, log_request
 
-TRACE = "/work/shared/data/KTH-SP2-1996.swf"
+TRACE = str(shared_data_dir() / "KTH-SP2-1996.swf")
 N_TRAIN = 30000
 
 

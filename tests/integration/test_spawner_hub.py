@@ -78,7 +78,7 @@ def test_voila_renders_on_the_node(stack, running):
 
 def test_hub_restart_leaves_the_server_reachable(stack, running):
     job_id = running["state"]["job_id"]
-    cli = [sys.executable.replace("python", "heroes"), "dev"]
+    cli = [sys.executable, "-m", "heroes_dev.cli", "dev"]
     subprocess.run([*cli, "down", "jupyterhub"], check=True, capture_output=True, timeout=120)
     assert [j["id"] for j in jobs_named(stack, "alpha", SERVER_JOB)] == [job_id]  # the job outlives the hub
     subprocess.run([*cli, "up", "jupyterhub"], check=True, capture_output=True, timeout=300)

@@ -4,6 +4,7 @@ and helpers to wait for instances and read their outputs from S3 through the dat
 """
 from __future__ import annotations
 
+from heroes_dev.settings import shared_data_dir
 import os
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ def upload(api: Api, bucket: str, key: str, data: bytes) -> None:
 def swf_csv(rows: int = 3000) -> bytes:
     """A real regression data set: KTH SP2 jobs (requested processors, requested time, user) -> run time."""
     lines = ["procs,requested_s,user,queue,runtime_s"]
-    for line in open("/work/shared/data/KTH-SP2-1996.swf"):
+    for line in open(str(shared_data_dir() / "KTH-SP2-1996.swf")):
         if line.startswith(";") or not line.strip():
             continue
         f = line.split()

@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-KTH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "KTH-SP2-1996.swf"
+from heroes_dev.settings import shared_data_dir
+
+KTH = shared_data_dir() / "KTH-SP2-1996.swf"
 METRICS = {"mean_accuracy", "mae_s", "under_share"}
 
 
 def test_evaluate_json_shape_on_the_start_of_kth():
-    assert KTH.exists(), f"the shared trace is expected at {KTH}"
+    assert KTH.exists(), f"the shared trace is expected at {KTH} (set HEROES_SHARED_DIR)"
     result = subprocess.run([sys.executable, "-m", "heroes_dev.cli", "decision", "evaluate", "--trace", str(KTH),
                              "--json", "--limit", "1500"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

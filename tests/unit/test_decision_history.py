@@ -1,6 +1,7 @@
 """SWF parsing: header lines, -1 unknowns, malformed lines, ordering, gzip."""
 from __future__ import annotations
 
+from heroes_dev.settings import shared_data_dir
 import gzip
 import math
 
@@ -77,7 +78,7 @@ def test_records_round_trip():
 
 
 def test_kth_trace_parses():
-    trace = read_swf("/work/shared/data/KTH-SP2-1996.swf")
+    trace = read_swf(str(shared_data_dir() / "KTH-SP2-1996.swf"))
     assert len(trace) == 28489 and trace.skipped == 0
     assert trace.header["MaxProcs"] == "100"
     assert np.isnan(trace["req_mem"]).all()  # -1 everywhere in KTH

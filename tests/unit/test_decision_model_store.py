@@ -1,6 +1,7 @@
 """Model files: a fitted predictor round-trips through the pickle-free format; pickles are refused unread."""
 from __future__ import annotations
 
+from heroes_dev.settings import shared_data_dir
 import pickle
 
 import numpy as np
@@ -14,7 +15,7 @@ from heroes_service.decision.history import read_swf
 
 @pytest.fixture(scope="module")
 def fitted():
-    trace = read_swf("/work/shared/data/KTH-SP2-1996.swf").head(3000)
+    trace = read_swf(str(shared_data_dir() / "KTH-SP2-1996.swf")).head(3000)
     X = sweep(trace).X
     model = RuntimePredictor(max_iter=20).fit(X[:2500], trace["req_time"][:2500], trace["run"][:2500])
     assert model.fitted
