@@ -5,12 +5,12 @@ one job (features from the live history state + the model), as the service does 
 """
 from __future__ import annotations
 
-from heroes_dev.settings import shared_data_dir
 import sys
 import time
 
 import numpy as np
 
+from heroes_dev.settings import shared_data_dir
 from heroes_service.decision.evaluate import evaluate
 from heroes_service.decision.features import HistoryState, job_view, sweep
 from heroes_service.decision.history import Trace, read_swf

@@ -4,13 +4,13 @@ and helpers to wait for instances and read their outputs from S3 through the dat
 """
 from __future__ import annotations
 
-from heroes_dev.settings import shared_data_dir
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from heroes_dev.settings import shared_data_dir
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_service.clusters import identity
 from heroes_service.clusters.testing import isolated_secrets

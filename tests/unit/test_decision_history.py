@@ -1,12 +1,12 @@
 """SWF parsing: header lines, -1 unknowns, malformed lines, ordering, gzip."""
 from __future__ import annotations
 
-from heroes_dev.settings import shared_data_dir
 import gzip
 import math
 
 import numpy as np
 
+from heroes_dev.settings import shared_data_dir
 from heroes_service.decision.history import JobRecord, parse_swf_lines, read_swf, trace_from_records
 
 SAMPLE = """\

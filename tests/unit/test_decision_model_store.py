@@ -1,12 +1,12 @@
 """Model files: a fitted predictor round-trips through the pickle-free format; pickles are refused unread."""
 from __future__ import annotations
 
-from heroes_dev.settings import shared_data_dir
 import pickle
 
 import numpy as np
 import pytest
 
+from heroes_dev.settings import shared_data_dir
 from heroes_service.decision.features import sweep
 from heroes_service.decision.model_store import ModelStoreError, load_predictor, save_predictor
 from heroes_service.decision.predictor import RuntimePredictor
