@@ -118,6 +118,8 @@ service_env.update({
 })
 if s.oauth_client_secret:
     service_env["HEROES_SERVICE_KEYCLOAK_CLIENT_SECRET"] = s.oauth_client_secret
+# Workflow settings of the service (e.g. the energy hook the embedded stack sets) pass through as they are.
+service_env.update({k: v for k, v in os.environ.items() if k.startswith("HEROES_SERVICE_WORKFLOWS_")})
 # Single-user servers (widgets, notebooks, scripts) call the service with their own JUPYTERHUB_API_TOKEN:
 # that token gets the service's access scope besides the default 'server' role scopes, and the API's URL.
 c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",

@@ -105,7 +105,8 @@ def step_info(command: list[str], ids: dict[str, str], environ: dict, local_id: 
     return StepInfo(
         job_id=job,
         step_id=step,
-        node=clean(node or socket.gethostname().split(".")[0]),
+        # Slurm's node name first: several slurmd may share one host (slurmd -N), and EAR names nodes as Slurm does
+        node=clean(node or environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]),
         user=user,
         group=group,
         account=clean(environ.get("SLURM_JOB_ACCOUNT", "")),
@@ -447,7 +448,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         "(instance, template, user, org_name, org_id); default from HEROES_* env vars")
     parser.add_argument("--job-id", help="job id (default SLURM_JOB_ID, else the collector's pid)")
     parser.add_argument("--step-id", help="step id (default SLURM_STEP_ID, else 0)")
-    parser.add_argument("--node", help="node name (default: short hostname)")
+    parser.add_argument("--node", help="node name (default: SLURMD_NODENAME, else the short hostname)")
     parser.add_argument("--powercap-root", default=os.environ.get("HEROES_POWERCAP_ROOT", DEFAULT_POWERCAP_ROOT),
                         help="powercap sysfs root (tests point it at a synthetic tree)")
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs even if pynvml is present")

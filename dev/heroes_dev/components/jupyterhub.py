@@ -16,6 +16,7 @@ interpreter under /root, which those accounts cannot execute. Layout of ``<state
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -23,6 +24,8 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from heroes_service.workflows.config import STAGED_COLLECTOR_COMMAND
 
 from ..install import InstallError, run, which, write_secret_once
 from ..output import say
@@ -212,6 +215,9 @@ class JupyterHub(Component):
             JUPYTERHUB_CRYPT_KEY=(self.hub_dir / CRYPT_KEY_FILE).read_text().strip(),
             HEROES_HUB_ADMIN_TOKEN=admin_token(s),
             HEROES_S3_ENDPOINT=s3.s3_endpoint(s),
+            # the service's energy hook: steps with energy: true run under the EAR-lite collector, which the
+            # engine stages into the instance dir (python3 is in the clusters' container image and on the host)
+            HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND=json.dumps(list(STAGED_COLLECTOR_COMMAND)),
         )
 
 

@@ -7,6 +7,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+#: The energy hook the embedded stack sets: the engine stages heroes_energy as a zipapp into the instance dir
+#: (``{collector}``) and the step runs under it with the cluster's (or container's) python3, so nothing has to
+#: be installed on the cluster; ``{energy_dir}`` is the step's own output folder.
+STAGED_COLLECTOR_COMMAND = ("python3", "{collector}", "--out", "{energy_dir}", "--")
+
+
 class WorkflowSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEROES_SERVICE_WORKFLOWS_", extra="ignore")
 
@@ -23,8 +29,15 @@ class WorkflowSettings(BaseSettings):
     drivers: int = Field(8, ge=1, le=64, description="Threads staging and submitting instances concurrently.")
     energy_command: list[str] = Field(
         default_factory=list,
-        description="Hook: argv prefix wrapping steps with energy: true, e.g. [\"python3\", \"-m\", "
-                    "\"heroes_energy.collect\", \"--out\", \"{energy_dir}\", \"--\"]. Empty: steps run unwrapped.")
+        description="Hook: argv prefix wrapping steps with energy: true, e.g. [\"python3\", \"{collector}\", "
+                    "\"--out\", \"{energy_dir}\", \"--\"] (STAGED_COLLECTOR_COMMAND, what the embedded stack sets) "
+                    "or [\"python3\", \"-m\", \"heroes_energy.collect\", \"--out\", \"{energy_dir}\", \"--\"] where "
+                    "the clusters have the package. {collector} makes the engine stage heroes_energy as a zipapp "
+                    "into the instance dir. When set, each finished step's files in {energy_dir} are ingested "
+                    "for the instance's owner. Empty: steps run unwrapped.")
+    energy_max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest energy file of a step fetched back for ingestion; a larger "
+                                               "one is not ingested (an event says so).")
     submit_wait_s: float = Field(
         120.0, gt=0, description="How long POST /submit waits for staging + sbatch before answering with the "
                                  "instance still in progress (the driver goes on in the background).")

@@ -22,11 +22,14 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
+import stat
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +44,7 @@ from ..clusters.slurm import ACTIVE_STATES, FINAL_STATES, Job, SlurmClient
 from ..errors import ApiError
 from . import models as m
 from .config import WorkflowSettings
-from .render import Context, log_path, render
+from .render import COLLECTOR_PATH, Context, energy_dir, log_path, render
 from .staging import Staging, StagingCancelled, api_error_text
 from .templates import Template, outputs_match, staged_path
 
@@ -235,6 +238,7 @@ class WorkflowEngine:
         _mkdirs(conn, folders)
         for name, text in template.files.items():
             conn.put_stream(io.BytesIO(text.encode()), f"{ctx.workdir}/{name}")
+        self._stage_collector(conn, ctx, template)
         for param in template.parameters:
             if param.type != "file" or param.name not in ctx.values:
                 continue
@@ -246,6 +250,12 @@ class WorkflowEngine:
                 session.add(m.WorkflowEvent(instance_id=instance_id, from_state=m.STAGING_IN, to_state=m.STAGING_IN,
                                             detail=f"staged input {param.name} ({size} bytes)"))
                 session.commit()
+
+    def _stage_collector(self, conn: ClusterConnector, ctx: Context, template: Template) -> None:
+        """Put the EAR-lite collector (a zipapp of the stdlib-only heroes_energy) into the instance dir when
+        the energy hook runs it from there and a step asks for energy: no install on the cluster needed."""
+        if any(step.energy for step in template.steps) and any("{collector}" in e for e in ctx.energy_command):
+            conn.put_stream(io.BytesIO(collector_zipapp()), f"{ctx.workdir}/{COLLECTOR_PATH}")
 
     def _submit_steps(self, instance_id: str, conn: ClusterConnector, cluster: Cluster, ctx: Context,
                       template: Template) -> None:
@@ -597,12 +607,93 @@ class WorkflowEngine:
             key = f"{prefix}{entry.path}"
             self.staging.stage_out(conn, f"{work_dir}/{entry.path}", bucket, key)
             stored.append({"key": key, "size": entry.size})
+        if self.settings.energy_command:
+            for step in template.steps:
+                if step.energy:
+                    self._ingest_step_energy(instance_id, conn, cluster.name, work_dir, step.name)
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
             inst.outputs = stored
             inst.exit_code = 0
             m.set_instance_state(session, inst, m.COMPLETED, f"{len(stored)} file(s) staged to {bucket}/{prefix}")
             session.commit()
+
+    # --- energy of finished steps ----------------------------------------------------------------------
+    def _ingest_step_energy(self, instance_id: str, conn: ClusterConnector, cluster: str, work_dir: str,
+                            step: str) -> None:
+        """Fetch the files the collector wrote for ``step`` and ingest them for the instance's owner; the
+        outcome is an event of the step. Energy is a by-product: a missing or refused file never fails the
+        workflow (ingestion skips rows already stored, so a re-run after a crash adds nothing)."""
+        from ..energy.service import ingest_for_owner
+
+        try:
+            files = fetch_energy_files(conn, f"{work_dir}/{energy_dir(step)}", self.settings.energy_max_file_bytes)
+        except (ClusterError, OSError, ValueError) as exc:
+            self._energy_event(instance_id, step, f"energy not ingested: cannot fetch the step's files: "
+                                                  f"{api_error_text(exc)}")
+            return
+        if not files:
+            self._energy_event(instance_id, step, f"energy not ingested: the collector left no file in "
+                                                  f"{energy_dir(step)}")
+            return
+        try:
+            with self.sessions() as session:
+                inst = session.get(m.WorkflowInstance, instance_id)
+                result = ingest_for_owner(session, organization=inst.organization, username=inst.username,
+                                          files=files, cluster=cluster, instance_id=instance_id)
+                session.add(_event(inst, step, f"energy ingested from {len(files)} file(s): {result['stored']} "
+                                               f"node record(s), {result['samples_stored']} sample(s) stored, "
+                                               f"{result['duplicates']} already known"))
+                session.commit()
+        except Exception as exc:  # noqa: BLE001 - energy must never fail the workflow: record why, go on
+            log.warning("workflow %s: energy of step %s not ingested: %s", instance_id, step, api_error_text(exc))
+            self._energy_event(instance_id, step, f"energy not ingested: {api_error_text(exc)}")
+
+    def _energy_event(self, instance_id: str, step: str, detail: str) -> None:
+        with self.sessions() as session:
+            inst = session.get(m.WorkflowInstance, instance_id)
+            session.add(_event(inst, step, detail))
+            session.commit()
+
+
+def _event(inst: m.WorkflowInstance, step: str, detail: str) -> m.WorkflowEvent:
+    """An event that records something about a step without changing the instance's state."""
+    return m.WorkflowEvent(instance_id=inst.id, step=step, from_state=inst.state, to_state=inst.state,
+                           detail=detail[:4000])
+
+
+@lru_cache(maxsize=1)
+def collector_zipapp() -> bytes:
+    """heroes_energy as an executable zip (``python3 heroes_energy.pyz --out DIR -- CMD``): only the
+    standard library is needed on the cluster, and the step's own PYTHONPATH is left alone."""
+    import heroes_energy
+
+    package = Path(heroes_energy.__file__).parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("__main__.py", "import sys\nfrom heroes_energy.collect import main\nsys.exit(main())\n")
+        for source in sorted(package.glob("*.py")):
+            archive.write(source, f"heroes_energy/{source.name}")
+    return buffer.getvalue()
+
+
+def fetch_energy_files(conn: ClusterConnector, folder: str, max_bytes: int) -> dict[str, bytes]:
+    """The ``*.csv`` files of a step's energy folder (name -> content); {} when the folder is absent.
+    ValueError for a file over ``max_bytes`` (fetched whole, so the bound matters)."""
+    files: dict[str, bytes] = {}
+    with conn.sftp() as sftp:
+        try:
+            entries = sftp.listdir_attr(folder)
+        except FileNotFoundError:
+            return {}
+        for entry in sorted(entries, key=lambda e: e.filename):
+            if not entry.filename.endswith(".csv") or not stat.S_ISREG(entry.st_mode or 0):
+                continue
+            if (entry.st_size or 0) > max_bytes:
+                raise ValueError(f"{entry.filename} has {entry.st_size} bytes, more than the {max_bytes} fetched")
+            with sftp.open(f"{folder}/{entry.filename}", "rb") as handle:
+                files[entry.filename] = handle.read(max_bytes + 1)[:max_bytes]
+    return files
 
 
 # --- cluster helpers ------------------------------------------------------------------------------------

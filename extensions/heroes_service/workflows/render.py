@@ -36,6 +36,22 @@ def log_path(step: str) -> str:
     return f"logs/{step}.log"
 
 
+#: where the engine stages the EAR-lite collector (a zipapp of heroes_energy), relative to the instance dir
+COLLECTOR_PATH = ".heroes/heroes_energy.pyz"
+
+
+def energy_dir(step: str) -> str:
+    """Where a step's collector writes its EAR CSV and samples (relative to the instance dir)."""
+    return f".heroes/energy-{step}"
+
+
+def energy_wrapper(energy_command: tuple[str, ...] | list[str], step: str) -> list[str]:
+    """The collector's argv prefix for ``step``: ``{energy_dir}`` and ``{collector}`` filled in. Both are
+    relative paths, so they mean the instance dir on the host and /mnt inside a container alike."""
+    return [e.replace("{energy_dir}", energy_dir(step)).replace("{collector}", COLLECTOR_PATH)
+            for e in energy_command]
+
+
 @dataclass
 class Context:
     """Everything about one instance a script needs (plain values, no ORM)."""
@@ -118,7 +134,7 @@ def render(ctx: Context, step: Step, dependency_job_ids: list[str]) -> tuple[str
     prefix, _ = launcher(ctx, resources)
     argv = command_argv(ctx, step)
     if step.energy and ctx.energy_command:
-        argv = [e.replace("{energy_dir}", f".heroes/energy-{step.name}") for e in ctx.energy_command] + argv
+        argv = energy_wrapper(ctx.energy_command, step.name) + argv
     lines = [
         "#!/bin/bash",
         "# HEROES workflow step, rendered by the gateway: every value below is shell-quoted.",
