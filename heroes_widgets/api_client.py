@@ -1,4 +1,4 @@
-"""The small HEROES API client every Voila app shares (Data, Submit, Energy).
+"""The small HEROES API client every Voila app shares (Data, Submit, Energy, Decision).
 
 The apps call the REST API only (never the service's code), as the user: inside a single-user server the
 credential is ``JUPYTERHUB_API_TOKEN`` (it carries ``access:services!service=heroes``) sent as
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 SERVICE_PATH = "/services/heroes/api/v1"
 DATA = "/organization/data"
 ENERGY = "/organization/decision"
+DECISION = "/organization/decision"
 CHUNK = 1024 * 1024
 
 
@@ -220,3 +221,20 @@ class ApiClient:
         body = {"files": [{"name": name, "content": text} for name, text in files.items()]}
         query = {k: v for k, v in params.items() if v}
         return self.call("POST", f"{ENERGY}/ingest_ear_files", params=query, json=body)
+
+    # --- decision -------------------------------------------------------------------------------------
+    def policies(self) -> dict:
+        """The placement policies (``policies``: name, title, description, weights) and the ``default`` one."""
+        return self.call("GET", f"{DECISION}/policies")
+
+    def decide(self, template: str, parameters: dict | None = None, policy: str | None = None,
+               deadline_s: float | None = None, budget: float | None = None, currency: str | None = None,
+               clusters: list[str] | None = None, version: int | None = None) -> dict:
+        """Where a template with these parameters should run: every candidate cluster (wait, run, finish,
+        energy, cost), the choice and its reason, right-sizing. Constraints left None are not sent, so the
+        service's defaults apply (its default policy, no deadline, no budget, every cluster)."""
+        body = {"template": template, "parameters": parameters or {}}
+        optional = {"version": version, "policy": policy, "deadline_s": deadline_s, "budget": budget,
+                    "currency": currency, "clusters": clusters}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self.call("POST", f"{DECISION}/decide", json=body)

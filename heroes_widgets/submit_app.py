@@ -5,6 +5,12 @@ instance go through staging and submission. It calls the HEROES API only (:mod:`
 Widgets a browser test needs carry CSS classes ``heroes-submit-*``; each parameter's widget also carries
 ``heroes-submit-param-<name>``. Validation happens twice: the form checks bounds as you type (messages
 under the field), and the service's 422 answer is shown verbatim when it refuses.
+
+Right-sizing inline: once a template and a cluster (or auto) are chosen, the app asks the decision API
+(``POST /organization/decision/decide``) what the history says the job needs and shows it next to what the
+template asks, with an "accept" checkbox (sent as ``accept_rightsizing``) and, where the service advises a
+lower CPU frequency, a second checkbox (sent as ``cpu_freq_khz``). When the service gives no advice, the box
+stays hidden and the submission is the template's own.
 """
 from __future__ import annotations
 
@@ -30,6 +36,33 @@ def _css(widget, *names: str):
 
 def _msg(text: str, error: bool = False) -> str:
     return f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
+
+
+def _limit(seconds) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.0f} min" if seconds < 2 * 3600 else f"{seconds / 3600:.1f} h"
+
+
+def advice_html(rs: dict | None, freq: dict, cluster: str | None, auto: bool) -> str:
+    """The recommendation in one short block: recommended against asked, where it comes from."""
+    where = (f"auto would choose <b>{html.escape(cluster)}</b>. " if auto and cluster
+             else f"on <b>{html.escape(cluster)}</b>: " if cluster else "")
+    parts = []
+    if rs:
+        asked = rs.get("requested") or {}
+        basis = (f"from {rs.get('history_jobs', 0)} finished run(s)" if rs.get("basis") == "history"
+                 else "no history yet: the template's values")
+        parts.append(f"Right-sizing ({html.escape(basis)}): time limit <b>{_limit(rs.get('time_limit_s'))}</b> "
+                     f"(template {_limit(asked.get('time_limit_s'))}), memory <b>{rs.get('memory_mb', '?')} MiB</b> "
+                     f"(template {asked.get('memory_mb', '?')} MiB), cores <b>{rs.get('cores', '?')}</b>, "
+                     f"nodes <b>{rs.get('nodes', '?')}</b>"
+                     + (f" — {html.escape(rs['note'])}" if rs.get("note") else ""))
+    if freq.get("recommended_khz"):
+        parts.append(f"CPU frequency: --cpu-freq={int(freq['recommended_khz'])} saves about "
+                     f"{freq.get('saving_pct', 0):.0f} % energy for about {freq.get('slowdown_pct', 0):.0f} % more "
+                     "run time")
+    return f"<p><small>{where}{'<br>'.join(parts)}</small></p>"
 
 
 class ParamField:
@@ -117,11 +150,20 @@ class SubmitApp:
         self.progress = _css(widgets.IntProgress(min=0, max=len(PROGRESS) - 1, value=0, description="Progress"),
                              "heroes-submit-progress")
         self.state = _css(widgets.HTML(""), "heroes-submit-state")
+        self.advice: dict = {}  # the shown recommendation: {"rightsizing": {...}, "cpu_freq_khz": int | None}
+        self.rightsizing = _css(widgets.HTML(""), "heroes-submit-rightsizing")
+        self.accept_rightsizing = _css(widgets.Checkbox(description="accept the recommended limits", value=False,
+                                                        indent=False), "heroes-submit-rightsizing-accept")
+        self.accept_cpu_freq = _css(widgets.Checkbox(description="apply the CPU-frequency advice", value=False,
+                                                     indent=False), "heroes-submit-cpufreq-accept")
+        self.advice_box = _css(widgets.VBox([self.rightsizing, self.accept_rightsizing, self.accept_cpu_freq],
+                                            layout=widgets.Layout(display="none")), "heroes-submit-advice")
+        self.cluster.observe(lambda _change: self.advise(), names="value")
         self.template.observe(self._template_chosen, names="value")
         self.submit_button.on_click(lambda _b: self.submit())
         self.widget = widgets.VBox([widgets.HTML("<h3>Submit a workflow</h3>"), self.template, self.about, self.form,
-                                    self.cluster, self.label, self.submit_button, self.progress, self.state,
-                                    self.status])
+                                    self.cluster, self.advice_box, self.label, self.submit_button, self.progress,
+                                    self.state, self.status])
         self.load()
 
     def display(self):
@@ -162,6 +204,42 @@ class SubmitApp:
                             "</small></p>")
         self.fields = [ParamField(spec, self.client) for spec in template["parameters"]]
         self.form.children = [f.widget for f in self.fields]
+        for field in self.fields:
+            if field.spec["type"] != "file":
+                field.input.observe(lambda _change: self.advise(), names="value")
+        self.accept_rightsizing.value = self.accept_cpu_freq.value = False
+        self.advise()
+
+    # --- right-sizing advice -----------------------------------------------------------------------------
+    def advise(self) -> None:
+        """Ask the decision API what this template needs on the chosen cluster (or the one auto would pick)
+        and show it; hidden when the service cannot say (no decision API, invalid form, no eligible cluster)."""
+        if not self.template.value:
+            self._hide_advice()
+            return
+        cluster = self.cluster.value
+        try:
+            answer = self.client.decide(self.template.value, self.parameters(),
+                                        clusters=None if cluster == "auto" else [cluster])
+        except ApiError:
+            self._hide_advice()
+            return
+        target = answer.get("choice") if cluster == "auto" else cluster
+        candidate = next((c for c in answer.get("candidates") or [] if c.get("cluster") == target), None)
+        rs = answer.get("rightsizing")
+        freq = (candidate or {}).get("cpu_freq") or {}
+        if not rs and not freq.get("recommended_khz"):
+            self._hide_advice()
+            return
+        self.advice = {"rightsizing": rs, "cpu_freq_khz": freq.get("recommended_khz"), "cluster": target}
+        self.rightsizing.value = advice_html(rs, freq, target, auto=cluster == "auto")
+        self.accept_rightsizing.layout.display = None if rs else "none"
+        self.accept_cpu_freq.layout.display = None if freq.get("recommended_khz") else "none"
+        self.advice_box.layout.display = None
+
+    def _hide_advice(self) -> None:
+        self.advice = {}
+        self.advice_box.layout.display = "none"
 
     # --- submitting ------------------------------------------------------------------------------------
     def parameters(self) -> dict:
@@ -174,6 +252,10 @@ class SubmitApp:
             return None
         body = {"template_id": self.template.value, "parameters": self.parameters(), "cluster": self.cluster.value,
                 "name": self.label.value, "wait": False}
+        if self.accept_rightsizing.value and self.advice.get("rightsizing"):
+            body["accept_rightsizing"] = True
+        if self.accept_cpu_freq.value and self.advice.get("cpu_freq_khz"):
+            body["cpu_freq_khz"] = int(self.advice["cpu_freq_khz"])
         self.submit_button.disabled = True
         try:
             answer = self.client.call("POST", "/organization/workflow/submit", json=body)
