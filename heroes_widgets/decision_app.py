@@ -106,9 +106,11 @@ def non_dominated(candidates: list[dict]) -> list[bool]:
     return flags
 
 
-def candidates_table_html(candidates: list[dict], choice: str | None) -> str:
+def candidates_table_html(candidates: list[dict], choice: str | None, deadline: bool = True,
+                          budget: bool = True) -> str:
     """The candidates, best first as the service ordered them; the chosen row highlighted, ineligible
-    rows greyed out with the service's reason."""
+    rows greyed out with the service's reason. ``deadline``/``budget``: whether one was asked for (without,
+    the status columns say "—" rather than a vacuous "meets")."""
     if not candidates:
         return "<p><i>no cluster is enrolled for your organization</i></p>"
     head = ("<tr><th>cluster</th><th>wait</th><th>run</th><th>finish</th><th>energy</th><th>cost</th>"
@@ -126,9 +128,9 @@ def candidates_table_html(candidates: list[dict], choice: str | None) -> str:
                  energy(c.get("energy_kwh"), bool(c.get("energy_estimated"))),
                  html.escape(money(c.get("cost"), c.get("currency"))),
                  "—" if confidence is None else f"{confidence:.0%}",
-                 _status(c.get("meets_deadline"), "meets", "misses"),
-                 _status(c.get("within_budget"), "within", "over"),
-                 html.escape(c.get("reason") or "")]
+                 _status(c.get("meets_deadline") if deadline else None, "meets", "misses"),
+                 _status(c.get("within_budget") if budget else None, "within", "over"),
+                 html.escape(c.get("reason") or c.get("cost_note") or "")]
         rows.append(f"<tr class='{' '.join(classes)}' data-cluster='{html.escape(c['cluster'])}' style='{style}'>"
                     + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (f"<table class='heroes-decision-candidates' style='border-collapse:collapse'>{head}{''.join(rows)}"
@@ -262,6 +264,7 @@ class DecisionApp:
     def __init__(self, client: ApiClient | None = None):
         self.status = _css(widgets.HTML(""), "heroes-decision-status")
         self.answer: dict | None = None
+        self.asked: dict = {}  # the decide body of the answer shown
         self.fields: list[ParamField] = []
         self.templates: dict[str, dict] = {}
         self._quiet = False  # True while the app itself fills widgets (no decide per filled widget)
@@ -414,6 +417,7 @@ class DecisionApp:
         except ApiError as exc:
             self.report(f"no decision: {exc.detail}", True)
             return None
+        self.asked = body
         self.show(answer)
         shown = len(answer.get("candidates") or [])
         self.report(f"{shown} cluster(s) compared under policy {answer.get('policy')}")
@@ -423,7 +427,9 @@ class DecisionApp:
         self.answer = answer
         candidates = answer.get("candidates") or []
         self.choice.value = choice_html(answer)
-        self.table.value = candidates_table_html(candidates, answer.get("choice"))
+        self.table.value = candidates_table_html(candidates, answer.get("choice"),
+                                                 deadline=self.asked.get("deadline_s") is not None,
+                                                 budget=self.asked.get("budget") is not None)
         self.rightsizing.value = rightsizing_html(answer.get("rightsizing"), answer.get("history"))
         self.cpu_freq.value = cpu_freq_html(candidates, answer.get("choice"))
         history = answer.get("history") or {}

@@ -68,9 +68,9 @@ class FakeDecisionApi:
         order = [beta, alpha, delta] if policy == "performance" else [alpha, delta, beta]
         deadline, budget = body.get("deadline_s"), body.get("budget")
         for c in order:
-            c["meets_deadline"] = None if deadline is None else c["finish_s"] <= deadline
-            c["within_budget"] = None if budget is None else c["cost"] <= budget
-        fitting = [c for c in order if c["meets_deadline"] is not False and c["within_budget"] is not False]
+            c["meets_deadline"] = deadline is None or c["finish_s"] <= deadline  # the contract: True without one
+            c["within_budget"] = budget is None or c["cost"] <= budget
+        fitting = [c for c in order if c["meets_deadline"] and c["within_budget"]]
         choice = fitting[0]["cluster"] if fitting else None
         reason = (f"{'earliest finish' if policy == 'performance' else 'lowest weighted score'} on {choice}" if choice
                   else f"no cluster can meet the deadline of {deadline:.0f} s")
@@ -147,6 +147,7 @@ def test_opening_decides_for_the_first_template_under_the_default_policy(client,
     assert "0.05 EUR" in table and "0.90 EUR" in table and "60%" in table
     assert "heroes-decision-ineligible' data-cluster='gamma'" in table and "no partition fits 4 tasks" in table
     assert "4 cluster(s) compared under policy balanced" in app.status.value
+    assert "meets" not in table and "within" not in table  # no deadline or budget asked: no vacuous status
     assert "10.0 min" in app.rightsizing.value and "60.0 min" in app.rightsizing.value  # recommended vs asked
     assert "512 MiB" in app.rightsizing.value and "42 finished runs" in app.rightsizing.value
     assert "alpha: --cpu-freq=2000000 (2.00 GHz): about 12 % less energy" in app.cpu_freq.value
