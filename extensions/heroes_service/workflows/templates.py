@@ -179,6 +179,15 @@ class Resources(BaseModel):
     time_minutes: IntOrRef = Field(10, description="Wall-time limit, minutes.")
     gpus: IntOrRef = 0
     partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,63}$")
+    # Floors for the decision module's right-sizing (a recommendation never goes below them); optional, so
+    # templates written before they existed validate unchanged. None means the contract's default (1 min,
+    # 64 MiB, 1 core).
+    min_time_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60,
+                                         description="Right-sizing never recommends a shorter time limit.")
+    min_memory_mb: int | None = Field(None, ge=1, le=4 * 1024**2,
+                                      description="Right-sizing never recommends less memory per node (MiB).")
+    min_cores: int | None = Field(None, ge=1, le=256,
+                                  description="Right-sizing never recommends fewer cores per task.")
 
     LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"nodes": (1, 64), "tasks": (1, 4096), "cpus_per_task": (1, 256), "memory_mb": (1, 4 * 1024**2),
               "time_minutes": (1, 7 * 24 * 60), "gpus": (0, 64)}
@@ -196,6 +205,21 @@ class Resources(BaseModel):
         if not re.fullmatch(r"\{[a-z][a-z0-9_]*\}", value):
             raise ValueError("must be an integer or '{parameter}'")
         return value
+
+    @model_validator(mode="after")
+    def _floors_below_requests(self) -> "Resources":
+        """A floor above a fixed request would make every right-sized request larger than the template's own."""
+        for floor, request in (("min_time_minutes", "time_minutes"), ("min_memory_mb", "memory_mb"),
+                               ("min_cores", "cpus_per_task")):
+            low, value = getattr(self, floor), getattr(self, request)
+            if low is not None and isinstance(value, int) and low > value:
+                raise ValueError(f"{floor}={low} is above {request}={value}")
+        return self
+
+    def minimums(self) -> dict[str, int]:
+        """Right-sizing floors: the template's, else the contract's defaults (1 minute, 64 MiB, 1 core)."""
+        return {"time_minutes": self.min_time_minutes or 1, "memory_mb": self.min_memory_mb or 64,
+                "cores": self.min_cores or 1}
 
     def resolved(self, values: dict[str, Any]) -> dict[str, Any]:
         """Concrete integers for one instance (references read from the parameters, bounds re-checked)."""
