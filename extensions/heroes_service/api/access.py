@@ -108,6 +108,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/organization/admin/cluster/{cluster_id}/test"): ORG_ADMIN,
     # --- template (issue: templates) ------------------------------------------------------------------
     # --- decision (issue: decision) -------------------------------------------------------------------
+    # placement (api/decision.py)
+    ("GET", "/organization/decision/policies"): USER,
+    ("POST", "/organization/decision/decide"): USER,
     # energy (issue: energy; api/energy.py)
     ("POST", "/organization/decision/ingest_ear_files"): USER,
     ("GET", "/organization/decision/energy/steps"): USER,

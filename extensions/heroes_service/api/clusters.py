@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,14 +56,48 @@ any_user = require_role("user")
 
 # --- models ------------------------------------------------------------------------------------------
 class PriceModel(BaseModel):
-    """What a job costs (the decision module multiplies by the job's resources and run time)."""
+    """What a job costs (the decision module multiplies by the job's resources and run time).
+
+    ``on-premises``: the per-hour rates below plus the job's energy at ``per_kwh`` (times the site's PUE).
+    ``cloud``: one ``instance_type`` per node at the hourly price of a named ``catalog`` (decision/catalog.py),
+    in ``region``; the currency is the catalog's.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["on-premises", "cloud"] = "on-premises"
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     per_core_hour: float = Field(0.0, ge=0, le=1e6)
     per_node_hour: float = Field(0.0, ge=0, le=1e6)
     per_gpu_hour: float = Field(0.0, ge=0, le=1e6)
     per_gb_memory_hour: float = Field(0.0, ge=0, le=1e6)
+    per_kwh: float = Field(0.0, ge=0, le=1e6, description="Electricity price per kWh (on-premises).")
+    instance_type: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                      description="Cloud: the instance type of one node, as the catalog names it.")
+    catalog: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                         description="Cloud: price catalog name ('default' = the shipped one, or a .json file "
+                                     "name in HEROES_SERVICE_DECISION_CATALOG_DIRS).")
+    region: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$",
+                               description="Cloud: catalog region (default: the catalog's).")
+
+    @model_validator(mode="after")
+    def _cloud_is_priced(self) -> "PriceModel":
+        """A cloud model must name an instance type the catalog prices in the region; its currency is the
+        catalog's (a different explicit currency is refused rather than silently mixed)."""
+        if self.kind != "cloud":
+            return self
+        from ..decision import catalog as catalogs
+
+        if not self.instance_type:
+            raise ValueError("a cloud price model needs instance_type")
+        try:
+            found = catalogs.load(self.catalog)
+            found.hourly_price(self.instance_type, self.region)
+        except (catalogs.CatalogError, OSError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        if "currency" in self.model_fields_set and self.currency != found.currency:
+            raise ValueError(f"catalog {self.catalog!r} is priced in {found.currency}, not {self.currency}")
+        self.currency = found.currency
+        return self
 
 
 class EnergyProfile(BaseModel):
@@ -75,6 +109,10 @@ class EnergyProfile(BaseModel):
     watts_per_gpu: float = Field(0.0, ge=0, le=1e6)
     pue: float = Field(1.0, ge=1.0, le=10.0, description="Power usage effectiveness of the site.")
     carbon_g_per_kwh: float = Field(0.0, ge=0, le=1e4)
+    nominal_cpu_freq_khz: int | None = Field(None, ge=400_000, le=6_000_000,
+                                             description="Nominal CPU frequency (kHz) the --cpu-freq advice starts from.")
+    cpu_freqs_khz: list[Annotated[int, Field(ge=400_000, le=6_000_000)]] | None = Field(None, max_length=64,
+                                            description="Frequencies (kHz) jobs may ask for with --cpu-freq.")
 
 
 class HostKeyRequest(BaseModel):

@@ -33,6 +33,7 @@ from ..clusters import logins
 from ..clusters.config import bind_state_dir
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
+from ..decision import frequency, placement
 from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from ..identity import lifecycle
 from ..store import get_session
@@ -132,6 +133,12 @@ class SubmitIn(BaseModel):
     cluster: str = Field("auto", max_length=63, description="Cluster name or id, or 'auto'.")
     name: str = Field("", max_length=200, description="Free-text label of the instance.")
     wait: bool = Field(True, description="Answer once every step is submitted (else right after the intent).")
+    accept_rightsizing: bool = Field(
+        False, description="Apply the decision module's right-sizing to every step (sbatch --time/--mem; never "
+                           "below the template's minimums nor above its requests).")
+    cpu_freq_khz: int | None = Field(
+        None, ge=1, le=10_000_000, description="CPU frequency for every step (sbatch --cpu-freq, kHz), e.g. the "
+                                               "decision's cpu_freq advice; must be one the cluster offers.")
 
 
 class StepOut(BaseModel):
@@ -242,25 +249,50 @@ def _template_error(exc: TemplateError) -> Invalid:
 
 
 def _choose_cluster(session: Session, principal: Principal, wanted: str, template: Template,
-                    values: dict) -> Cluster:
+                    values: dict) -> tuple[Cluster, dict | None]:
+    """(cluster, the placement decision when ``auto`` chose it, else None)."""
     if wanted != "auto":
         cluster = cluster_by_name(session, principal.organization, wanted) or \
             cluster_by_id(session, principal.organization, wanted)
         if cluster is None:
             raise NotFound(f"cluster {wanted!r} not found among your organization's clusters")
-        return cluster
+        return cluster, None
     candidates = clusters_of(session, principal.organization)
     if not candidates:
         raise Conflict("your organization has no cluster to run on", rule="no-cluster")
-    try:  # the decision module, once it offers a chooser
-        from ..decision import choose_cluster  # type: ignore[attr-defined]
+    return placement.place(session, principal, template, values, candidates)
 
-        return choose_cluster(session, principal, template, values, candidates)
-    except ImportError:
-        pass
-    live = dict(session.execute(select(m.WorkflowInstance.cluster_id, func.count()).where(
-        m.WorkflowInstance.state.not_in(list(m.INSTANCE_FINAL))).group_by(m.WorkflowInstance.cluster_id)).all())
-    return min(candidates, key=lambda c: (live.get(c.id, 0) / max(c.relative_speed, 0.01), c.name))
+
+def _accepted_options(session: Session, principal: Principal, body: SubmitIn, template: Template, values: dict,
+                      cluster: Cluster, decision: dict | None) -> tuple[dict[str, list[str]], list[str]]:
+    """Per step, the sbatch options the user accepted (right-sizing, CPU frequency), and the events saying so.
+    A frequency the cluster does not offer is refused (422) before anything is written."""
+    options: dict[str, list[str]] = {step.name: [] for step in template.steps}
+    events: list[str] = []
+    if body.cpu_freq_khz is not None:
+        try:
+            frequency.check_frequency(body.cpu_freq_khz, cluster.energy_profile)
+        except ValueError as exc:
+            raise Invalid(f"cluster {cluster.name!r}: {exc}", rule="cpu-freq-offered-by-cluster") from None
+        for step_options in options.values():
+            step_options.append(f"--cpu-freq={body.cpu_freq_khz}")
+        events.append(f"--cpu-freq={body.cpu_freq_khz} kHz applied to every step (accepted by the user)")
+    if body.accept_rightsizing:
+        recommendation = (decision or {}).get("rightsizing") if decision else None
+        if recommendation is None:
+            est = placement.estimate_for(session, principal, template, values, cluster)
+            recommendation = placement.rightsizing(template, est)
+        sized = placement.rightsized_steps(template, values, recommendation)
+        resources = dict(placement.resolved_steps(template, values))
+        changes = []
+        for name, new in sized.items():
+            options[name] += [f"--time={new['time_minutes']}", f"--mem={new['memory_mb']}M"]
+            old = resources[name]
+            changes.append(f"{name}: --time {old['time_minutes']}->{new['time_minutes']} min, "
+                           f"--mem {old['memory_mb']}->{new['memory_mb']}M")
+        events.append(f"right-sizing accepted ({recommendation['basis']}, {recommendation['history_jobs']} "
+                      f"run(s)): " + "; ".join(changes))
+    return options, events
 
 
 # --- templates ------------------------------------------------------------------------------------------
@@ -355,7 +387,8 @@ def _record_submission(request: Request, wf: WorkflowEngine, principal: Principa
                 step.resources.resolved(values)
         except TemplateError as exc:
             raise _template_error(exc) from None
-        cluster = _choose_cluster(session, principal, body.cluster, template, values)
+        cluster, decision = _choose_cluster(session, principal, body.cluster, template, values)
+        accepted, accepted_events = _accepted_options(session, principal, body, template, values, cluster, decision)
         try:
             login = cluster_identity.connector_for(cluster, principal).login
         except NoClusterAccess as exc:
@@ -383,9 +416,14 @@ def _record_submission(request: Request, wf: WorkflowEngine, principal: Principa
             session.add(m.WorkflowStep(instance_id=inst.id, name=step.name, position=position,
                                        depends_on=list(step.depends_on), state=m.STEP_NEW,
                                        job_name=job_name(inst.id, step.name), reason="", log_tail="", script="",
-                                       options=[]))
+                                       options=accepted.get(step.name, [])))
         session.add(m.WorkflowEvent(instance_id=inst.id, from_state="", to_state=m.NEW,
                                     detail=f"submitted by {principal.username} to {cluster.name}"))
+        if decision is not None:
+            session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW,
+                                        detail=f"placement ({decision['policy']}): {decision['reason']}"[:4000]))
+        for detail in accepted_events:
+            session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW, detail=detail[:4000]))
         session.commit()
         return inst.id
 

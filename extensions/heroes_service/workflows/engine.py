@@ -146,7 +146,8 @@ class WorkflowEngine:
             workdir=inst.work_dir, user_id=inst.user_id, username=inst.username, organization=inst.organization,
             organization_id=inst.organization_id, runtime=runtime,
             image_path=self.image_path(cluster, runtime, template.container.image) if runtime != "none" else "",
-            default_partition=cluster.default_partition, energy_command=tuple(self.settings.energy_command))
+            default_partition=cluster.default_partition, energy_command=tuple(self.settings.energy_command),
+            step_options={s.name: list(s.options or []) for s in inst.steps})
         return ctx, template
 
     # --- the driver ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .templates import Step, Template, render_element, text_of
@@ -69,6 +69,27 @@ class Context:
     image_path: str           # on the cluster (empty for none)
     default_partition: str = ""
     energy_command: tuple[str, ...] = ()
+    #: per step, sbatch options recorded at submission that replace the template's (accepted right-sizing
+    #: ``--time``/``--mem``, an accepted ``--cpu-freq``); see ``accepted_options``
+    step_options: dict[str, list[str]] = field(default_factory=dict)
+
+
+#: the sbatch options a submission may set per step instead of the template's values
+OVERRIDABLE = ("--time", "--mem", "--cpu-freq")
+
+
+def accepted_options(recorded: list[str] | None) -> dict[str, str]:
+    """``{"--time": "5", ...}`` from a step's recorded options (other options, e.g. the job name, are the
+    template's and are rendered again). The values were validated as integers when the submission was taken."""
+    out = {}
+    for option in recorded or []:
+        name, _, value = str(option).partition("=")
+        if name not in OVERRIDABLE:
+            continue
+        number = value[:-1] if name == "--mem" and value.endswith("M") else value
+        if number.isdigit():
+            out[name] = value
+    return out
 
 
 def environment(ctx: Context, step: Step) -> dict[str, str]:
@@ -124,6 +145,10 @@ def render(ctx: Context, step: Step, dependency_job_ids: list[str]) -> tuple[str
         f"--time={resources['time_minutes']}",
         "--kill-on-invalid-dep=yes",
     ]
+    accepted = accepted_options(ctx.step_options.get(step.name))
+    if accepted:
+        options = [o for o in options if o.partition("=")[0] not in accepted]
+        options += [f"{name}={accepted[name]}" for name in OVERRIDABLE if name in accepted]
     partition = resources["partition"] or ctx.default_partition
     if partition:
         options.append(f"--partition={partition}")

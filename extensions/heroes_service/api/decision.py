@@ -1,0 +1,176 @@
+"""Placement: ``/organization/decision/policies`` and ``/organization/decision/decide``.
+
+``decide`` answers, for a template and its parameters, every candidate cluster of the caller's organization
+with the predicted queue wait (Slurm's own ``sbatch --test-only``, run as the caller), run time, energy, cost
+(with its currency) and confidence, the choice under the chosen policy and constraints (deadline, budget) and
+why, and the right-sizing recommendation. Nothing is submitted and nothing is written.
+
+Templates and clusters of another organization do not exist for the caller (404), like everywhere else.
+The energy routes below ``/organization/decision`` belong to ``api/energy.py``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..auth import Principal, require_role
+from ..clusters.models import clusters_of
+from ..decision.placement import Constraints, decide
+from ..decision.policies import DEFAULT_POLICY, POLICIES
+from ..errors import Conflict, Invalid, NotFound
+from ..store import get_session
+from ..workflows import models as m
+from ..workflows.templates import Template, TemplateError, resolve_parameters
+
+log = logging.getLogger("heroes_service.decision")
+any_user = require_role("user")
+router = APIRouter(tags=["decision"])
+
+PolicyName = Literal["performance", "energy", "cost", "balanced"]
+
+
+# --- models ---------------------------------------------------------------------------------------------
+class PolicyOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    weights: dict[str, float]
+
+
+class PoliciesOut(BaseModel):
+    policies: list[PolicyOut]
+    default: str
+
+
+class DecideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(min_length=1, max_length=63, description="A template's name (latest version unless "
+                                                                   "'version') or a template version's id.")
+    version: int | None = Field(None, ge=1, le=1_000_000, description="Version of a template given by name.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Parameter values, as for submit.")
+    policy: PolicyName = Field(DEFAULT_POLICY, description="performance | energy | cost | balanced.")
+    deadline_s: float | None = Field(None, gt=0, le=1e9, description="Seconds from now by which the job must finish.")
+    budget: float | None = Field(None, ge=0, le=1e12, description="Largest acceptable cost, in 'currency'.")
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$",
+                                 description="Currency of the budget and of the cost comparison (ISO 4217). "
+                                             "Default: the currency most candidates are priced in.")
+    clusters: list[str] | None = Field(None, max_length=64, description="Only these clusters (names).")
+
+
+class CpuFreqOut(BaseModel):
+    recommended_khz: int
+    saving_pct: float
+    slowdown_pct: float
+
+
+class CandidateOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cluster: str
+    eligible: bool
+    reason: str
+    wait_s: float | None
+    run_s: float
+    finish_s: float | None
+    run_limit_s: float
+    energy_kwh: float
+    energy_estimated: bool
+    cost: float | None
+    currency: str
+    confidence: float
+    meets_deadline: bool
+    within_budget: bool
+    score: float
+    cpu_freq: CpuFreqOut | None
+
+
+class RightsizingOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    time_limit_s: int
+    memory_mb: int
+    cores: int
+    nodes: int
+    requested: dict[str, Any]
+    basis: str
+    history_jobs: int
+    note: str
+
+
+class HistoryOut(BaseModel):
+    jobs: int
+    basis: str
+    note: str
+
+
+class DecisionOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    policy: str
+    weights: dict[str, float]
+    candidates: list[CandidateOut]
+    choice: str | None
+    reason: str
+    rightsizing: RightsizingOut | None
+    history: HistoryOut
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def find_template(session: Session, principal: Principal, ref: str, version: int | None) -> m.WorkflowTemplate:
+    """A template of the caller's organization by id or by name (+ version); 404 otherwise."""
+    if re.fullmatch(r"[0-9a-f]{32}", ref):
+        row = session.get(m.WorkflowTemplate, ref)
+        if row is not None and not row.deleted and row.organization == principal.organization:
+            return row
+    query = select(m.WorkflowTemplate).where(m.WorkflowTemplate.organization == principal.organization,
+                                             m.WorkflowTemplate.name == ref, m.WorkflowTemplate.deleted.is_(False))
+    if version is not None:
+        query = query.where(m.WorkflowTemplate.version == version)
+    row = session.scalars(query.order_by(m.WorkflowTemplate.version.desc())).first()
+    if row is None:
+        raise NotFound(f"template {ref!r}" + (f" version {version}" if version else "") + " not found")
+    return row
+
+
+def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template, dict]:
+    template = Template.model_validate(row.spec)
+    try:
+        values = resolve_parameters(template, parameters)
+        for step in template.steps:
+            step.resources.resolved(values)
+    except TemplateError as exc:
+        raise Invalid(str(exc)[:2000], rule="; ".join(f"{loc}: {msg}" for loc, msg in exc.errors[:10])[:2000]) \
+            from None
+    return template, values
+
+
+# --- routes ---------------------------------------------------------------------------------------------
+@router.get("/organization/decision/policies", response_model=PoliciesOut,
+            summary="Placement policies and their weights (time, energy, cost)")
+def list_policies(principal: Principal = Depends(any_user)):
+    return PoliciesOut(policies=[PolicyOut(**p.as_dict()) for p in POLICIES.values()], default=DEFAULT_POLICY)
+
+
+@router.post("/organization/decision/decide", response_model=DecisionOut,
+             summary="Where to run a template: every cluster's predicted wait, run, energy, cost; the choice and why")
+def decide_route(body: DecideIn = Body(...), principal: Principal = Depends(any_user),
+                 session: Session = Depends(get_session)):
+    if principal.organization is None:
+        raise Conflict("you belong to no organization, so no cluster or template is yours to place",
+                       rule="organization-member")
+    row = find_template(session, principal, body.template, body.version)
+    template, values = template_values(row, body.parameters)
+    clusters = clusters_of(session, principal.organization)
+    if body.clusters is not None:
+        known = {c.name for c in clusters}
+        unknown = sorted(set(body.clusters) - known)
+        if unknown:
+            raise NotFound(f"cluster(s) {', '.join(repr(u[:63]) for u in unknown[:10])} not found among your "
+                           "organization's clusters")
+        clusters = [c for c in clusters if c.name in set(body.clusters)]
+    constraints = Constraints(policy=body.policy, deadline_s=body.deadline_s, budget=body.budget,
+                              currency=body.currency)
+    return decide(session, principal, template, values, clusters, constraints)
