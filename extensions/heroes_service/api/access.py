@@ -108,6 +108,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/organization/admin/cluster/{cluster_id}/test"): ORG_ADMIN,
     # --- template (issue: templates) ------------------------------------------------------------------
     # --- decision (issue: decision) -------------------------------------------------------------------
+    # decision history (estimates; api/decision_history.py)
+    ("POST", "/organization/admin/decision/history"): ORG_ADMIN,
+    ("GET", "/organization/decision/history/summary"): USER,
     # placement (api/decision.py)
     ("GET", "/organization/decision/policies"): USER,
     ("POST", "/organization/decision/decide"): USER,
@@ -126,6 +129,7 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "template": ("/organization/template",),
     "decision": ("/organization/decision",),
     "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
+    "decision_history": ("/organization/admin/decision/history", "/organization/decision/history"),
 }
 
 
