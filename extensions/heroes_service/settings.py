@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,9 @@ class ServiceSettings(BaseSettings):
         description="S3 server the data API stores users' and organizations' buckets on.",
     )
     s3_region: str = Field("us-east-1", description="Region the S3 requests are signed for.")
+    s3_sign_payload: Literal["auto", "always", "never"] = Field(
+        "auto", description="SHA-256 of uploaded bodies in the request signature. auto: only over plain http to a "
+        "non-loopback server (TLS or the loopback already protect the body; hashing costs CPU on every byte).")
     s3_access_key: str = Field("", description="The service's S3 access key. Empty: read from s3_credentials_file.")
     s3_secret_key: SecretStr = Field(SecretStr(""), description="The service's S3 secret key (never logged).")
     s3_credentials_file: str = Field(

@@ -4,8 +4,10 @@
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .iam import GatewayAdmin
 from .names import Naming
@@ -42,11 +44,30 @@ def _return_big_buffers_to_the_os() -> None:
         pass
 
 
+def sign_payload(endpoint: str, mode: str) -> bool:
+    """Whether uploads carry a SHA-256 of their body in the signature.
+
+    ``auto`` signs only where nothing else protects the body in transit: over https (TLS) or to a loopback
+    server an on-path change is not possible, and hashing every byte twice (here and on the server) is the
+    largest CPU cost of an upload.
+    """
+    if mode in ("always", "never"):
+        return mode == "always"
+    parts = urlsplit(endpoint)
+    if parts.scheme == "https":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return parts.hostname != "localhost"
+
+
 def build(settings) -> DataService:
     _return_big_buffers_to_the_os()
     access, secret = s3_keys(settings)
     storage = Storage(settings.s3_endpoint, access, secret, region=settings.s3_region,
-                      part_size=settings.data_part_bytes, max_inflight=settings.data_parts_in_flight)
+                      part_size=settings.data_part_bytes, max_inflight=settings.data_parts_in_flight,
+                      sign_payload=sign_payload(settings.s3_endpoint, settings.s3_sign_payload))
     admin = (GatewayAdmin(settings.s3_endpoint, access, secret, settings.s3_region,
                          namespace=settings.data_bucket_base) if settings.s3_user_accounts else None)
     return DataService(storage, Naming(settings.data_bucket_base),
