@@ -57,7 +57,10 @@ def execute(stack, token: str, kernel_id: str, code: str, expression: str = "Non
 
     async def run() -> dict:
         url = hub_url(stack).rstrip("/").replace("http", "ws", 1) + f"/user/bob/api/kernels/{kernel_id}/channels"
-        ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+        # the server answers the websocket upgrade only once the kernel has replied to kernel_info (it
+        # waits up to kernel_info_timeout, 60 s); tornado's 20 s default gave up first on a loaded machine
+        ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"},
+                                                 connect_timeout=120, request_timeout=120))
         msg_id = uuid.uuid4().hex
         ws.write_message(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "bob", "session": uuid.uuid4().hex,
