@@ -204,6 +204,8 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
             memory = min(memory, upper * MEMORY_HEADROOM)
     memory = float(math.ceil(max(memory, low["memory_mb"])))
     cores = max(requested["cores"], low["cores"])
+    if power is None and models is not None:
+        power = models.learnt_power(cluster.name, name, username, cpus, nodes)
     energy_estimated = power is None
     if power is None:
         power = _profile_power_per_node(cluster, cpus / max(nodes, 1), gpus / max(nodes, 1))

@@ -246,6 +246,7 @@ def read_sacct_strict(text: str) -> ImportResult:
     errors, result = _Errors(), ImportResult()
     lines = text.splitlines()
     columns: tuple[str, ...] | None = None
+    trailing: bool | None = None  # `sacct -p` ends every line (header included) with the separator
     jobs: dict[str, _SacctJob] = {}
     steps: list[tuple[str, dict, int]] = []
     for number, raw in enumerate(lines, start=1):
@@ -254,7 +255,8 @@ def read_sacct_strict(text: str) -> ImportResult:
         fields = raw.rstrip("\r\n").split("|")
         if columns is None:
             if fields[0].strip().lower() in ("jobid", "jobidraw"):
-                columns = tuple(f.strip() for f in fields if f.strip())
+                trailing = len(fields) > 1 and fields[-1] == ""
+                columns = tuple(f.strip() for f in (fields[:-1] if trailing else fields))
                 missing = [c for c in ("JobID", "Submit", "Elapsed") if c.lower() not in
                            {x.lower() for x in columns} and not (c == "JobID" and "jobidraw" in
                                                                   {x.lower() for x in columns})]
@@ -263,8 +265,10 @@ def read_sacct_strict(text: str) -> ImportResult:
                     break
                 continue
             columns = SACCT_DEFAULT_COLUMNS
-        if len(fields) == len(columns) + 1 and fields[-1] == "":
-            fields = fields[:-1]  # `sacct -p` ends every line with the separator
+        if trailing is None:  # no header: the first line says whether lines end with the separator
+            trailing = len(fields) == len(columns) + 1 and fields[-1] == ""
+        if trailing and fields[-1] == "":
+            fields = fields[:-1]
         if len(fields) != len(columns):
             errors.add(number, f"expected {len(columns)} '|'-separated fields, found {len(fields)}")
             continue

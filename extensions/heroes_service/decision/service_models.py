@@ -48,6 +48,8 @@ REFIT_GROWTH = 0.2
 CHECK_EVERY_S = 30.0
 TEMPLATE_MODEL_MIN = 30      # runs of one template step before it gets its own regression model
 MEMORY_MODEL_MIN = 50        # jobs with a measured peak memory before the memory model is fitted
+ENERGY_MODEL_MIN = 20        # jobs with measured energy before the power model is fitted
+ENERGY_CLUSTER_MIN = 5       # measured jobs on a cluster before its learnt power replaces the profile
 TARGET_KILL = 0.05           # the time limit's calibrated miss rate
 MEMORY_QUANTILE = 0.95
 HOLDOUT = 0.2                # chronological share of the history that calibrates the run-time limit
@@ -283,6 +285,9 @@ class OrgModels:
     speeds: dict[str, float] = field(default_factory=dict)   # enrolled clusters' relative speed, by name
     memory: FlatForest | None = None
     memory_n: int = 0
+    energy: FlatForest | None = None
+    energy_n: int = 0
+    measured_by_cluster: dict[str, int] = field(default_factory=dict)   # jobs with measured energy
     fitted: bool = False
     built_at: float = field(default_factory=time.monotonic)
     version: int = 0
@@ -302,6 +307,43 @@ class OrgModels:
         row = _memory_row(req_mem, cpus, nodes, req_time, self.clusters.get(cluster), self.templates.get(template),
                           self.users.get(user))
         return float(math.exp(self.memory.predict_row(row)[0]))
+
+    def learnt_power(self, cluster: str, template: str, user: str, cpus: float, nodes: float) -> float | None:
+        """Power per node (W) from the organization's measured jobs on ``cluster``; None without enough."""
+        if self.energy is None or self.measured_by_cluster.get(cluster, 0) < ENERGY_CLUSTER_MIN:
+            return None
+        row = _energy_row(self.clusters.get(cluster), self.templates.get(template), self.users.get(user), cpus, nodes)
+        return float(math.exp(self.energy.predict_row(row)[0]))
+
+
+def _energy_row(cluster, template, user, cpus, nodes) -> np.ndarray:
+    nodes = nodes if nodes == nodes and nodes > 0 else 1.0
+    return np.array([cluster, template, user, _log(cpus / nodes), _log(nodes)])
+
+
+def _fit_energy(frame: sh.HistoryFrame, users: Codes, clusters: Codes, templates: Codes):
+    """log power per node (W) of measured jobs: cluster, template, user, cores per node, nodes."""
+    run, energy = frame["run"], frame["energy_j"]
+    nodes = np.where(frame["nodes"] > 0, frame["nodes"], 1.0)
+    ok = np.flatnonzero((energy > 0) & (run > 0))
+    if len(ok) < ENERGY_MODEL_MIN:
+        return None, 0
+    X = np.array([_energy_row(clusters.get(frame.cluster[i]), templates.get(frame.template[i]),
+                              users.get(frame.user[i]), frame["cpus"][i], frame["nodes"][i]) for i in ok])
+    y = np.log(energy[ok] / run[ok] / nodes[ok])
+    model = _fit_hgb(X, y, loss="absolute_error", max_iter=60)
+    forest = FlatForest.from_models([model])
+    if not np.isclose(forest.predict_row(X[0])[0], model.predict(X[:1])[0], atol=1e-6):
+        return None, 0
+    return forest, len(ok)
+
+
+def _measured_by_cluster(frame: sh.HistoryFrame) -> dict[str, int]:
+    out: dict[str, int] = {}
+    ok = (frame["energy_j"] > 0) & (frame["run"] > 0)
+    for i in np.flatnonzero(ok):
+        out[frame.cluster[i]] = out.get(frame.cluster[i], 0) + 1
+    return out
 
 
 def _memory_row(req_mem, cpus, nodes, req_time, cluster, template, user) -> np.ndarray:
@@ -347,7 +389,8 @@ def build_light(session: Session, organization: str) -> OrgModels:
     speeds = {row.name: float(row.relative_speed or 1.0) for row in clusters_of(session, organization)}
     return OrgModels(counts=c, frame=frame, state=state, users=users, clusters=clusters, templates=templates,
                      steps=_step_runs(frame), runtime=RuntimePredictor(), fast=None,
-                     calibrator=LimitCalibrator(TARGET_KILL), speeds=speeds)
+                     calibrator=LimitCalibrator(TARGET_KILL), speeds=speeds,
+                     measured_by_cluster=_measured_by_cluster(frame))
 
 
 def fit(light: OrgModels) -> OrgModels:
@@ -380,10 +423,13 @@ def fit(light: OrgModels) -> OrgModels:
         if runs.n >= TEMPLATE_MODEL_MIN:
             runs.model = _fit_step_model(runs)
     memory, memory_n = _fit_memory(frame, users, clusters, templates)
+    energy, energy_n = _fit_energy(frame, users, clusters, templates)
     log.info("decision models fitted on %d jobs in %.1f s", len(trace), time.perf_counter() - began)
     return OrgModels(counts=light.counts, frame=frame, state=light.state, users=users, clusters=clusters,
                      templates=templates, steps=steps, runtime=runtime, fast=fast, calibrator=calibrator,
-                     memory=memory, memory_n=memory_n, fitted=True, version=light.version + 1, speeds=light.speeds)
+                     memory=memory, memory_n=memory_n, energy=energy, energy_n=energy_n,
+                     measured_by_cluster=light.measured_by_cluster, fitted=True, version=light.version + 1,
+                     speeds=light.speeds)
 
 
 def _checked_fast(runtime: RuntimePredictor, X: np.ndarray, req: np.ndarray) -> FastRuntime | None:
