@@ -7,6 +7,7 @@ deletes them, with their accounts, at the end; the demo realm's acme/globex are 
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -98,14 +99,23 @@ def database_url(request, stack_settings, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('heroes-db') / 'heroes.db'}"
         return
-    component = request.getfixturevalue("require")("postgres")
-    name = f"heroes_test_{secrets.token_hex(4)}"
+    with throwaway_postgres(request.getfixturevalue("require"), "heroes_test") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def throwaway_postgres(require, prefix: str):
+    """A new, empty database on the embedded PostgreSQL (its SQLAlchemy URL), dropped afterwards."""
+    component = require("postgres")
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin_url = pg.database_url(component.settings, "postgres").replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg.database_url(component.settings, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield pg.database_url(component.settings, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

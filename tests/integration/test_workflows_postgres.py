@@ -13,67 +13,26 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
 
-import psycopg
 import pytest
 
-from heroes_dev.components import postgres as pg
-from heroes_service.clusters import identity
-from heroes_service.clusters.testing import isolated_secrets
-from heroes_service.settings import get_settings
-from heroes_service.workflows.config import get_workflow_settings
-from service_support import DEMO_PASSWORDS, Api, service_settings
+from service_support import throwaway_postgres
 from test_workflows_api import (FAIL_CHAIN, examples, sacct, test_cancel_stops_every_step,  # noqa: F401
                                 test_injection_canaries_arrive_verbatim_and_never_fire, test_parameters_are_validated,
                                 test_templates_are_versioned_and_scoped,
                                 test_the_three_examples_complete_on_alpha_and_beta)
-from workflow_support import enroll, publish, wait_final
+from workflow_support import publish, wait_final, workflow_service
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def postgres_url(require):
-    component = require("postgres")
-    name = f"heroes_wf_{secrets.token_hex(4)}"
-    admin_url = pg.database_url(component.settings, "postgres").replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg.database_url(component.settings, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def wf(stack_settings, require, postgres_url):
+def wf(stack_settings, require):
     """As ``workflow_support.wf`` (service in-process, 1 s reconciler, alpha and beta enrolled), on PostgreSQL."""
-    from fastapi.testclient import TestClient
-
-    from heroes_service.app import create_app
-
-    for name in ("keycloak", "jupyterhub", "s3", "slurm-alpha", "slurm-beta", "login-alpha", "login-beta", "image"):
-        require(name)
-    os.environ["HEROES_STATE_DIR"] = str(stack_settings.state)
-    os.environ["HEROES_SERVICE_WORKFLOWS_INTERVAL_S"] = "1"
-    get_settings.cache_clear()
-    get_workflow_settings.cache_clear()
-    with isolated_secrets() as secrets_dir:
-        identity.set_cluster_login_resolver(None)
-        app = create_app(service_settings(stack_settings, postgres_url))
-        assert app.state.engine.dialect.name == "postgresql"
-        with TestClient(app, raise_server_exceptions=False) as client:
-            client.app_ref = app
-            anon = Api(client)
-            apis = {n: anon.login(n, DEMO_PASSWORDS[n]) for n in ("alice", "bob", "carol")}
-            clusters = {c: enroll(apis["alice"], stack_settings, c) for c in ("alpha", "beta")}
-            yield {"apis": apis, "clusters": clusters, "app": app, "stack": stack_settings, "db": postgres_url,
-                   "secrets": secrets_dir, "anon": anon}
-            for cluster_id in clusters.values():
-                apis["alice"].delete(f"/organization/admin/cluster/{cluster_id}")
-        app.state.engine.dispose()
-    os.environ.pop("HEROES_SERVICE_WORKFLOWS_INTERVAL_S", None)
-    get_workflow_settings.cache_clear()
+    with throwaway_postgres(require, "heroes_wf") as url:
+        for ctx in workflow_service(stack_settings, require, url):
+            assert ctx["app"].state.engine.dialect.name == "postgresql"
+            yield ctx
 
 
 @pytest.mark.parametrize("attempt", range(3))  # both orders of the race (Slurm's cancel or ours) get a chance

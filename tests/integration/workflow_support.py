@@ -104,6 +104,11 @@ def swf_csv(rows: int = 3000) -> bytes:
 @pytest.fixture(scope="module")
 def wf(stack_settings, require, tmp_path_factory):
     """The service in-process with a 1 s reconciler; alice/bob/carol APIs; alpha and beta enrolled."""
+    yield from workflow_service(stack_settings, require, f"sqlite:///{tmp_path_factory.mktemp('wf-db') / 'heroes.db'}")
+
+
+def workflow_service(stack_settings, require, db: str):
+    """Body of the ``wf`` fixtures (SQLite here, PostgreSQL in test_workflows_postgres): yields the dict they give."""
     from fastapi.testclient import TestClient
 
     from heroes_service.app import create_app
@@ -114,7 +119,6 @@ def wf(stack_settings, require, tmp_path_factory):
     os.environ["HEROES_SERVICE_WORKFLOWS_INTERVAL_S"] = "1"
     get_settings.cache_clear()
     get_workflow_settings.cache_clear()
-    db = f"sqlite:///{tmp_path_factory.mktemp('wf-db') / 'heroes.db'}"
     with isolated_secrets() as secrets_dir:
         identity.set_cluster_login_resolver(None)
         app = create_app(service_settings(stack_settings, db))
