@@ -3,8 +3,8 @@
 Two kinds of price model (``api/clusters.py``'s ``PriceModel``, stored as a dict on the cluster):
 
 * ``on-premises`` (the default): per core-hour, node-hour, GPU-hour and GB-of-memory-hour, plus the energy the
-  job draws at ``per_kwh`` (the site's electricity price). Energy is billed at the facility meter, so the job's
-  own energy is multiplied by the site's PUE (``energy_profile.pue``);
+  job draws at ``per_kwh`` (the site's electricity price). The estimate's energy is already the facility's
+  (the estimates module multiplies by the site's PUE), so it is billed as it is;
 * ``cloud``: one instance of ``instance_type`` per node, at the hourly price of ``catalog`` (a named price file,
   see ``catalog.py``) in ``region``. Instances are billed per second with a one-minute minimum (how the big
   clouds bill Linux instances); energy is in the price and not billed again.
@@ -63,13 +63,12 @@ def job_cost(price_model: dict | None, energy_profile: dict | None, shape: Shape
 
 def _on_premises_cost(model: dict, profile: dict, shape: Shape, run_s: float, energy_kwh: float) -> Cost:
     hours = max(run_s, 0.0) / 3600.0
-    pue = float(profile.get("pue") or 1.0)
     parts = {
         "cores": shape.cores * hours * float(model.get("per_core_hour") or 0.0),
         "nodes": shape.nodes * hours * float(model.get("per_node_hour") or 0.0),
         "gpus": shape.gpus * hours * float(model.get("per_gpu_hour") or 0.0),
         "memory": shape.nodes * shape.memory_mb / 1024.0 * hours * float(model.get("per_gb_memory_hour") or 0.0),
-        "energy": max(energy_kwh, 0.0) * pue * float(model.get("per_kwh") or 0.0),
+        "energy": max(energy_kwh, 0.0) * float(model.get("per_kwh") or 0.0),
     }
     parts = {k: round(v, 6) for k, v in parts.items() if v}
     return Cost(amount=round(sum(parts.values()), 6), currency=str(model.get("currency") or "EUR"),

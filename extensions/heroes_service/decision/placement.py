@@ -113,7 +113,8 @@ class FallbackEstimate:
 
 def fallback_estimate(template: Template, values: dict, cluster: Cluster) -> FallbackEstimate:
     """Template defaults: the requested time (faster clusters finish sooner by their relative speed), the
-    requested memory, and the energy of the cluster's power profile over that time."""
+    requested memory, and the energy of the cluster's power profile over that time (at the facility meter:
+    times the PUE, as the estimates module counts it)."""
     resources = dict(resolved_steps(template, values))
     requested_s = critical_path_s(template, resources)
     shape = bill_shape(template, values)
@@ -126,7 +127,8 @@ def fallback_estimate(template: Template, values: dict, cluster: Cluster) -> Fal
     requested = {"time_limit_s": requested_s, "memory_mb": shape.memory_mb, "cores": shape.cpus_per_task,
                  "nodes": shape.nodes}
     return FallbackEstimate(run_s=run_s, run_limit_s=requested_s, memory_mb=float(shape.memory_mb),
-                            cores=shape.cpus_per_task, nodes=shape.nodes, energy_j=watts * run_s,
+                            cores=shape.cpus_per_task, nodes=shape.nodes,
+                            energy_j=watts * run_s * float(profile.get("pue") or 1.0),
                             energy_estimated=True, confidence=0.2, basis="template-defaults", history_jobs=0,
                             requested=requested)
 
@@ -358,9 +360,12 @@ def rightsizing(template: Template, est) -> dict:
                 f"quantile of the run time, memory at the upper quantile of the peak")
     else:
         note = "no history: template defaults (the template's own requests)"
+    steps = [{"step": str(s["step"]), "time_limit_s": int(math.ceil(float(s["run_limit_s"]))),
+              "memory_mb": int(math.ceil(float(s["memory_mb"])))}
+             for s in getattr(est, "steps", None) or [] if "step" in s and "run_limit_s" in s and "memory_mb" in s]
     return {"time_limit_s": int(math.ceil(time_limit)), "memory_mb": int(math.ceil(memory)), "cores": cores,
             "nodes": int(est.nodes), "requested": requested, "basis": est.basis,
-            "history_jobs": int(est.history_jobs), "note": note, "minimums": floors}
+            "history_jobs": int(est.history_jobs), "note": note, "minimums": floors, "steps": steps}
 
 
 def _history(est) -> dict:
@@ -373,17 +378,22 @@ def _history(est) -> dict:
 def rightsized_steps(template: Template, values: dict, recommendation: dict) -> dict[str, dict[str, int]]:
     """Per step: the sbatch ``--time`` (minutes) and ``--mem`` (MiB) that apply ``recommendation``.
 
-    A workflow's time limit is shared among its steps in proportion to their own requests; memory is the
-    recommendation where it is below a step's request. No step goes below its floors or above its request.
+    Each step gets its own recommendation when the estimate gave one per step; otherwise the workflow's time
+    limit is shared among its steps in proportion to their requests and memory is the job's recommendation.
+    Never below a step's floors, never above its request (right-sizing only shrinks).
     """
     resources = dict(resolved_steps(template, values))
+    per_step = {s["step"]: s for s in recommendation.get("steps") or []}
     requested_s = critical_path_s(template, resources) or 1.0
     factor = min(1.0, recommendation["time_limit_s"] / requested_s)
     out = {}
     for step in template.steps:
         res, floors = resources[step.name], step_minimums(step.resources)
-        minutes = max(int(floors["time_minutes"]), math.ceil(res["time_minutes"] * factor))
-        memory = max(int(floors["memory_mb"]), min(res["memory_mb"], int(recommendation["memory_mb"])))
+        own = per_step.get(step.name)
+        minutes = math.ceil(own["time_limit_s"] / 60.0) if own else math.ceil(res["time_minutes"] * factor)
+        memory = int(own["memory_mb"]) if own else int(recommendation["memory_mb"])
+        minutes = max(int(floors["time_minutes"]), min(minutes, res["time_minutes"]))
+        memory = max(int(floors["memory_mb"]), min(memory, res["memory_mb"]))
         out[step.name] = {"time_minutes": minutes, "memory_mb": memory}
     return out
 
