@@ -19,39 +19,13 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
+from app_support import ATTEMPTS, PREFIX, bearer, open_app
+
 pytestmark = pytest.mark.e2e
-PREFIX = "/services/heroes/api/v1"
 DATA = f"{PREFIX}/organization/data"
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/sklearn-train.yaml"
-ATTEMPTS = 3
 #: what the kernel does after a click (API calls, widget updates) on a machine other tests keep busy
 KERNEL_MS = 30_000
-
-
-def bearer(hub, username: str, password: str) -> dict:
-    r = httpx.post(f"{hub.url}{PREFIX}/organization/auth/login", json={"username": username, "password": password},
-                   timeout=30)
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
-def open_app(page, hub, notebook: str, ready: str):
-    """Render ``notebook`` with Voila in bob's server (logging in through Keycloak when asked) until the
-    widget ``ready`` shows; retried when the server is stopped by someone else meanwhile."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            hub.ensure_server("bob")
-            url = f"{hub.url}/user/bob/voila/render/{notebook}"
-            page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
-            if page.url.startswith(hub.realm_url):
-                hub.submit_keycloak_login(page, "bob", "bob-pass")
-                page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
-            widget = page.locator(ready)
-            expect(widget).to_be_visible(timeout=90_000)  # the kernel ran the notebook
-            return widget
-        except (AssertionError, PlaywrightError):
-            if attempt == ATTEMPTS:
-                raise
 
 
 def test_bob_uploads_previews_and_picks_a_csv(page, hub, tmp_path):

@@ -16,41 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 
+from app_support import PREFIX, bearer, open_app
+
 pytestmark = pytest.mark.e2e
-PREFIX = "/services/heroes/api/v1"
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/monte-carlo-pi.yaml"
-ATTEMPTS = 3
-
-
-def bearer(hub, username: str, password: str) -> dict:
-    r = httpx.post(f"{hub.url}{PREFIX}/organization/auth/login", json={"username": username, "password": password},
-                   timeout=30)
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
-def open_app(page, hub, notebook: str, ready: str):
-    """Render ``notebook`` with Voila in bob's server (Keycloak login when asked) until ``ready`` shows;
-    retried when another session stops bob's server under it."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            hub.ensure_server("bob")
-            url = f"{hub.url}/user/bob/voila/render/{notebook}"
-            page.goto(url)
-            if page.url.startswith(hub.realm_url):
-                hub.submit_keycloak_login(page, "bob", "bob-pass")
-                page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
-            widget = page.locator(ready)
-            expect(widget).to_be_visible(timeout=90_000)  # the kernel ran the notebook
-            return widget
-        except (AssertionError, PlaywrightError):
-            if attempt == ATTEMPTS:
-                raise
 
 
 @pytest.fixture
