@@ -188,6 +188,10 @@ def test_cancel_stops_every_step(wf):
     iid = r.json()["id"]
     wait_state(bob, iid, {"RUNNING"})
     assert wf["apis"]["carol"].delete(f"/organization/workflow/instance/{iid}").status_code == 404
+    # the cluster cannot be removed under a live instance (its jobs would run on untracked)
+    r = alice.delete(f"/organization/admin/cluster/{wf['clusters']['alpha']}")
+    assert r.status_code == 409 and iid in r.text and "cluster-in-use" in r.text, r.text
+    assert alice.get(f"/organization/admin/cluster/{wf['clusters']['alpha']}").status_code == 200
     r = bob.delete(f"/organization/workflow/instance/{iid}")
     assert r.status_code == 202 and len(r.json()["scancelled"]) == 2, r.text
     body = wait_final(bob, [iid], timeout=90)[iid]

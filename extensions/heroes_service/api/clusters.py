@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
-from ..clusters import identity, logins
+from ..clusters import identity, logins, usage
 from ..clusters.config import bind_state_dir, get_clusters_settings
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
@@ -365,6 +365,11 @@ def get_cluster(cluster_id: str, principal: Principal = Depends(org_admin), sess
 def delete_cluster(cluster_id: str, principal: Principal = Depends(org_admin),
                    session: Session = Depends(get_session)):
     cluster = _own(session, principal, cluster_id)
+    live = usage.live_work(session, cluster)
+    if live:
+        shown = "; ".join(live[:10]) + (f"; and {len(live) - 10} more" if len(live) > 10 else "")
+        raise Conflict(f"cluster {cluster.name!r} still runs work: {shown}. Cancel it first; removing the "
+                       "cluster now would leave its jobs running with nobody to track them", rule="cluster-in-use")
     session.delete(cluster)
     session.flush()
     identity.forget_cluster(cluster_id)

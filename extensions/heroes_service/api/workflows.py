@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from ..auth import Principal, require_role
 from ..clusters import identity as cluster_identity
 from ..clusters import logins
+from ..clusters import usage as cluster_usage
 from ..clusters.config import bind_state_dir
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
@@ -47,6 +48,7 @@ from ..workflows.templates import Template, TemplateError, parse_template, resol
 
 # deleting an organization with live instances is refused unless forced (platform admin's route)
 lifecycle.register_work_checker(m.running_work)
+cluster_usage.register(m.work_on_cluster)
 
 log = logging.getLogger("heroes_service.workflows")
 any_user = require_role("user")

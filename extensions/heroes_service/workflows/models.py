@@ -157,6 +157,12 @@ def live_instances(session: Session, cluster_id: str | None = None) -> list[Work
     return list(session.scalars(query.order_by(WorkflowInstance.created_at)))
 
 
+def work_on_cluster(session: Session, cluster) -> list[str]:
+    """The cluster's live instances, named for the refusal of its removal."""
+    return [f"workflow instance {i.id} ({i.template_name}, {i.state}, by {i.username})"
+            for i in live_instances(session, cluster.id)]
+
+
 def running_work(session: Session, organization) -> list[str]:
     """The organization's live instances, named for the refusal of its deletion (their jobs would be orphaned)."""
     query = (select(WorkflowInstance)
