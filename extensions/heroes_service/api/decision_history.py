@@ -11,9 +11,11 @@ importing organization: only its estimates learn from it and only its members se
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import uuid
+from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -28,7 +30,24 @@ from ..decision.service_models import REGISTRY
 from ..errors import ApiError, Forbidden, Invalid
 from ..store import get_session
 
-router = APIRouter(tags=["decision"])
+log = logging.getLogger("heroes_service.decision")
+
+
+@asynccontextmanager
+async def lifespan(app):
+    """Models are kept in memory only: start rebuilding those of every organization with history at once."""
+    sessions = getattr(app.state, "sessions", None)
+    if sessions is not None:
+        try:
+            with sessions() as session:
+                names = sh.organizations_with_history(session)
+                REGISTRY.warm(session.get_bind(), names)
+        except Exception:  # a warm-up never stops the service; the first estimate builds what is missing
+            log.exception("could not warm the decision models up")
+    yield
+
+
+router = APIRouter(tags=["decision"], lifespan=lifespan)
 org_admin = require_role("org-admin")
 any_user = require_role("user")
 

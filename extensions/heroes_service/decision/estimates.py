@@ -108,7 +108,7 @@ def _cache_key(models: OrgModels | None, principal, template: Template, values: 
         vals = json.dumps(values, sort_keys=True, default=str)
     except (TypeError, ValueError):
         vals = repr(sorted(values.items()))
-    return (id(models), principal.organization, principal.username, template.name, template.version,
+    return (id(models), models.built_at if models is not None else None, principal.organization, principal.username, template.name, template.version,
             json.dumps(template.model_dump(mode="json")["steps"], sort_keys=True) if template.version is None else "",
             vals, getattr(cluster, "id", None), cluster.name, float(cluster.relative_speed or 1.0),
             json.dumps(cluster.energy_profile or {}, sort_keys=True))

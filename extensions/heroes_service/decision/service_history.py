@@ -228,6 +228,13 @@ def load(session: Session, organization: str) -> HistoryFrame:
                         state=[r[n + 4] or "" for r in rows], params=[r[n + 5] for r in rows])
 
 
+def organizations_with_history(session: Session) -> list[str]:
+    """Organizations that imported history or ran a workflow (what a service start warms up)."""
+    imported = set(session.scalars(select(HistoryJob.organization).distinct()))
+    ran = set(session.scalars(select(wf.WorkflowInstance.organization).distinct()))
+    return sorted(imported | ran)
+
+
 # --- import and summary ------------------------------------------------------------------------------------
 def existing_keys(session: Session, organization: str, cluster: str, source: str) -> set[tuple[str, float]]:
     """(job id, submit) of the jobs already imported for this cluster and format (a file sent twice adds nothing)."""

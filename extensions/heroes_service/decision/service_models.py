@@ -25,7 +25,6 @@ vectorised step per depth level) — checked against scikit-learn's own predicti
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import threading
@@ -502,6 +501,15 @@ class Registry:
             self._schedule(key, session.get_bind())
         return models
 
+    def warm(self, bind, organizations: list[str]) -> None:
+        """Build (and fit) the models of ``organizations`` in the background, e.g. when the service starts,
+        so that no first request pays for reading the history."""
+        for organization in organizations:
+            key = (str(bind.url), organization)
+            if key not in self._models:
+                self._checked[key] = time.monotonic()
+                self._schedule(key, bind, force=True)
+
     def peek(self, session: Session, organization: str) -> OrgModels | None:
         return self._models.get(self.key(session, organization))
 
@@ -537,6 +545,8 @@ class Registry:
                     return
                 light = build_light(session, key[1])
             light.version = current.version + 1 if current is not None else 0
+            if self._models.get(key) is None:  # nothing to answer with yet: the unfitted models meanwhile
+                self._models[key] = light
             self._models[key] = fit(light)  # the old models answer until this line swaps them
         except Exception:
             log.exception("decision models for %s could not be rebuilt; the previous ones stay", key[1])
