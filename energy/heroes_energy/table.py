@@ -12,8 +12,10 @@ Used by the service (which has pandas); the collector never imports this module.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import tempfile
 from typing import Iterable
 
 import numpy as np
@@ -61,6 +63,11 @@ def _fast_frame(path: str) -> pd.DataFrame | None:
             data = handle.read()
     except OSError:
         return None
+    return _fast_frame_bytes(path, data)
+
+
+def _fast_frame_bytes(path: str, data: bytes) -> pd.DataFrame | None:
+    """:func:`_fast_frame` of a file's content (``path`` only labels the rows)."""
     first_nl = data.find(b"\n")
     if first_nl <= 0:
         return None
@@ -72,10 +79,8 @@ def _fast_frame(path: str) -> pd.DataFrame | None:
     body_lines = data.count(b"\n") - 1 + (0 if data.endswith(b"\n") else 1)
     if body_lines <= 0 or data.count(b";") != (len(names) - 1) * (body_lines + 1):
         return None  # a short/long line, a blank line or a repeated header: let the row reader judge
-    lowered = data.lower()
-    if b"\n\n" in data or b"nan" in lowered or b"inf" in lowered:
-        return None  # possibly a NaN/infinity literal (or a name containing them): the row reader decides
-    del lowered
+    if b"\n\n" in data:
+        return None
     try:
         df = pd.read_csv(io.BytesIO(data), sep=C.SEP, engine="c", dtype={n: str for n in _TEXT if n in names},
                          keep_default_na=False, na_values=[""], low_memory=False)
@@ -85,7 +90,9 @@ def _fast_frame(path: str) -> pd.DataFrame | None:
         if name in _TEXT or C.GPU_COLUMN_RE.match(name):
             continue
         if df[name].dtype.kind not in "iuf":
-            return None
+            return None  # text in a number, or a 'nan' literal (the C parser leaves those as text)
+        if df[name].dtype.kind == "f" and np.isinf(df[name].to_numpy()).any():
+            return None  # 'inf' / '1e999' parse as infinity: the row reader refuses them with the line
     if df["JOBID"].dtype.kind not in "iu" or df["STEPID"].dtype.kind not in "iu":
         return None
     nodes = df["NODENAME"].fillna("")
@@ -201,6 +208,37 @@ def read_table(paths: Iterable[str]) -> tuple[pd.DataFrame | None, list[ReadErro
                 continue
             frame = rows_to_frame(rows)
         frames.append(frame)
+    return _combine(frames, errors)
+
+
+def read_contents(files: Iterable[tuple[str, bytes]]) -> tuple[pd.DataFrame | None, list[ReadError]]:
+    """:func:`read_table` of files held in memory, as ``(name, content)``: the service parses an upload
+    without writing it to disk and reading it back. Only a file the fast path refuses is written to a
+    temporary file for the row reader; rows and errors name the file by ``name``."""
+    frames, errors = [], []
+    for name, data in files:
+        frame = _fast_frame_bytes(name, data)
+        if frame is None:
+            rows, file_errors = _read_file_content(name, data)
+            errors.extend(file_errors)
+            if file_errors:
+                continue
+            frame = rows_to_frame(rows)
+            frame["file"] = name
+        frames.append(frame)
+    return _combine(frames, errors)
+
+
+def _read_file_content(name: str, data: bytes) -> tuple[list[AppRow], list[ReadError]]:
+    with tempfile.TemporaryDirectory(prefix="heroes-ear-") as folder:
+        path = os.path.join(folder, "file.csv")
+        with open(path, "wb") as out:
+            out.write(data)
+        rows, errors = read_file(path)
+    return rows, [dataclasses.replace(e, file=name) for e in errors]
+
+
+def _combine(frames: list[pd.DataFrame], errors: list[ReadError]) -> tuple[pd.DataFrame | None, list[ReadError]]:
     if errors:
         return None, errors
     if not frames:
