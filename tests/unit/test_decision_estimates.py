@@ -52,10 +52,10 @@ def template(**resources):
 
 def add_runs(session, runs: list[float], cluster_name="alpha", org="acme", username="bob", step="run",
              template_name="sim", sizes=None, energy_w: float | None = None, cpi: float | None = None,
-             gbs: float | None = None, first_job=1000):
+             gbs: float | None = None, first_job=1000, start_minute=0):
     """Finished instances of ``template_name`` with one step each, ``runs`` seconds long (and energy records)."""
     for k, seconds in enumerate(runs):
-        started = T0 + timedelta(minutes=10 * k)
+        started = T0 + timedelta(minutes=start_minute + 10 * k)
         inst = wf.WorkflowInstance(organization=org, username=username, template_id="t" * 32,
                                    template_name=template_name, template_version=1, cluster_id="c",
                                    cluster_name=cluster_name, cluster_login=username, state=wf.COMPLETED,
@@ -193,6 +193,20 @@ def test_a_template_model_learns_how_run_time_follows_a_parameter(sessions):
     assert large.run_limit_s >= large.run_s
 
 
+def test_a_template_model_learns_each_users_habit(sessions):
+    with sessions() as session:
+        for k in range(20):  # interleaved in time: amy's runs take ~100 s, bob's ~1000 s, same parameters
+            add_runs(session, [100.0 * (1 + 0.02 * (k % 3))], username="amy", first_job=2 * k, start_minute=40 * k)
+            add_runs(session, [1000.0 * (1 + 0.02 * (k % 3))], username="bob", first_job=2 * k + 1,
+                     start_minute=40 * k + 20)
+        sm.REGISTRY.get(session, "acme")
+        assert sm.REGISTRY.wait_idle(300)
+        assert sm.REGISTRY.peek(session, "acme").steps["sim/run"].model is not None
+        amy = fresh_estimate(session, user("amy"), template(), {}, cluster())
+        bob = fresh_estimate(session, user("bob"), template(), {}, cluster())
+    assert amy.run_s == pytest.approx(100, rel=0.25) and bob.run_s == pytest.approx(1000, rel=0.25)
+
+
 def test_a_never_run_template_learns_from_the_organizations_history(sessions):
     with sessions() as session:
         add_runs(session, [600.0] * 30, template_name="other")
@@ -241,8 +255,8 @@ def test_the_flat_forest_predicts_exactly_what_scikit_learn_does():
 
 def test_conformal_margin_has_the_finite_sample_correction():
     r = np.arange(1, 101, dtype=float)
-    assert sm._conformal(r, 0.05) == 96.0
-    assert sm._conformal(np.array([1.0, 2.0]), 0.05) == 2.0
+    assert sm.conformal_margin(r, 0.05) == 96.0
+    assert sm.conformal_margin(np.array([1.0, 2.0]), 0.05) == 2.0
 
 
 # --- imports ---------------------------------------------------------------------------------------------

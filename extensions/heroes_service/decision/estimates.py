@@ -30,7 +30,7 @@ import numpy as np
 
 from ..workflows.templates import Step, Template
 from .features import JobView
-from .service_models import REGISTRY, OrgModels, StepRuns, _conformal
+from .service_models import REGISTRY, OrgModels, StepRuns, conformal_margin, user_features
 
 NO_HISTORY_CONFIDENCE = 0.2
 ORG_HISTORY_MIN = 20          # jobs of the organization before its history predicts a never-run template
@@ -184,7 +184,7 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     runs = models.steps.get(name) if models is not None else None
     learnt = None
     if runs is not None and runs.n:
-        learnt = _from_step_runs(models, runs, values, cluster, cpus, nodes, requested["time_limit_s"])
+        learnt = _from_step_runs(models, runs, username, values, cluster, cpus, nodes, requested["time_limit_s"])
     elif models is not None and len(models.frame) >= ORG_HISTORY_MIN:
         learnt = _from_org_history(models, username, name, cluster, requested, cpus)
     if learnt is None:
@@ -219,8 +219,8 @@ def _round_up(x: float, unit: float) -> float:
     return math.ceil(x / unit - 1e-9) * unit
 
 
-def _from_step_runs(models: OrgModels, runs: StepRuns, values: dict, cluster, cpus: float, nodes: float,
-                    req_time: float):
+def _from_step_runs(models: OrgModels, runs: StepRuns, username: str, values: dict, cluster, cpus: float,
+                    nodes: float, req_time: float):
     """(run, limit, confidence, n, power per node or None, cpi, GB/s) from the step's own runs."""
     here = np.array([c == cluster.name for c in runs.cluster])
     speed = float(cluster.relative_speed or 1.0)
@@ -231,12 +231,14 @@ def _from_step_runs(models: OrgModels, runs: StepRuns, values: dict, cluster, cp
         log_run = runs.log_run + ratio
     n_here = int(here.sum())
     if runs.model is not None and n_here:
-        point = float(runs.model.forest.predict_row(runs.model.row(values, cluster.name, cpus, nodes, req_time))[0])
+        last, med = user_features(runs, username)
+        row = runs.model.row(values, cluster.name, cpus, nodes, req_time, last, med)
+        point = float(runs.model.forest.predict_row(row)[0])
         upper = point + runs.model.margin
     else:
         point = float(np.median(log_run))
         if len(log_run) >= 20:
-            upper = point + _conformal(log_run - point, 0.05)
+            upper = point + conformal_margin(log_run - point, 0.05)
         else:
             upper = float(np.max(log_run)) + SMALL_SAMPLE_MARGIN
     basis_n = n_here if n_here else len(log_run)

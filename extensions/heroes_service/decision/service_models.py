@@ -29,6 +29,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ ENERGY_MODEL_MIN = 20        # jobs with measured energy before the power model 
 ENERGY_CLUSTER_MIN = 5       # measured jobs on a cluster before its learnt power replaces the profile
 TARGET_KILL = 0.05           # the time limit's calibrated miss rate
 MEMORY_QUANTILE = 0.95
+USER_RECENT = 5              # a user's last runs of a step that describe their current habit
 HOLDOUT = 0.2                # chronological share of the history that calibrates the run-time limit
 
 
@@ -113,7 +115,7 @@ def _fit_hgb(X: np.ndarray, y: np.ndarray, **params):
         return HistGradientBoostingRegressor(**defaults).fit(X, y)
 
 
-def _conformal(residuals: np.ndarray, miss: float) -> float:
+def conformal_margin(residuals: np.ndarray, miss: float) -> float:
     """Smallest margin that at most ``miss`` of the (out-of-sample) residuals exceed, finite-sample corrected."""
     r = np.sort(residuals[np.isfinite(residuals)])
     n = len(r)
@@ -137,6 +139,9 @@ class StepRuns:
     mem_gbs_per_node: np.ndarray
     params: list[dict]
     req_time: np.ndarray
+    user_last: np.ndarray | None = None   # each run's user's previous run of this step (log s), NaN if none
+    user_med: np.ndarray | None = None    # median of that user's last USER_RECENT runs before it
+    recent: dict | None = None            # user -> their last USER_RECENT log runs (for a new estimate)
     model: "StepModel | None" = None
 
     @property
@@ -154,10 +159,11 @@ class StepModel:
     margin: float                 # conformal upper margin (log units)
     n: int
 
-    def row(self, params: dict, cluster: str, cpus: float, nodes: float, req_time: float) -> np.ndarray:
+    def row(self, params: dict, cluster: str, cpus: float, nodes: float, req_time: float,
+            user_last: float = math.nan, user_med: float = math.nan) -> np.ndarray:
         x = [_number(params.get(name)) for name in self.names]
         x += [float(self.clusters.index(cluster)) if cluster in self.clusters else math.nan,
-              _log(cpus), _log(nodes), _log(req_time)]
+              _log(cpus), _log(nodes), _log(req_time), user_last, user_med]
         return np.array(x, dtype=np.float64)
 
 
@@ -176,8 +182,9 @@ def _log(x: float) -> float:
 def _fit_step_model(runs: StepRuns) -> StepModel | None:
     names = sorted({k for p in runs.params for k, v in (p or {}).items() if not math.isnan(_number(v))})
     clusters = sorted(set(runs.cluster))
-    rows = [StepModel(names, clusters, FlatForest([]), 0.0, 0).row(p or {}, c, cpu, nd, rq) for p, c, cpu, nd, rq in
-            zip(runs.params, runs.cluster, runs.cpus, runs.nodes, runs.req_time)]
+    shape = StepModel(names, clusters, FlatForest([]), 0.0, 0)
+    rows = [shape.row(p or {}, c, cpu, nd, rq, ul, um) for p, c, cpu, nd, rq, ul, um in
+            zip(runs.params, runs.cluster, runs.cpus, runs.nodes, runs.req_time, runs.user_last, runs.user_med)]
     X, y = np.array(rows), runs.log_run
     if X.shape[1] == 0 or len(y) < TEMPLATE_MODEL_MIN:
         return None
@@ -191,7 +198,7 @@ def _fit_step_model(runs: StepRuns) -> StepModel | None:
         model = _fit_hgb(X[train], y[train], max_iter=60)
         residuals.append(y[fold] - model.predict(X[fold]))
     final = _fit_hgb(X, y, max_iter=60)
-    margin = _conformal(np.concatenate(residuals), TARGET_KILL) if residuals else math.inf
+    margin = conformal_margin(np.concatenate(residuals), TARGET_KILL) if residuals else math.inf
     forest = FlatForest.from_models([final])
     if not np.allclose(forest.predict_row(X[0])[0], final.predict(X[:1])[0], atol=1e-6):
         return None  # the flat walk disagrees with scikit-learn (format change): keep the statistics only
@@ -361,12 +368,35 @@ def _step_runs(frame: sh.HistoryFrame) -> dict[str, StepRuns]:
         nodes = np.where(frame["nodes"][ix] > 0, frame["nodes"][ix], 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             power = np.where(run > 0, frame["energy_j"][ix] / np.maximum(run, 1.0) / nodes, np.nan)
+        log_run = np.log(np.maximum(run, 1.0))
+        user_last, user_med, recent = _user_history([frame.user[i] for i in idx], log_run)
         out[name] = StepRuns(
-            cluster=[frame.cluster[i] for i in idx], log_run=np.log(np.maximum(run, 1.0)), nodes=nodes,
+            cluster=[frame.cluster[i] for i in idx], log_run=log_run, nodes=nodes,
             cpus=frame["cpus"][ix], power_per_node=power, cpi=frame["cpi"][ix],
             mem_gbs_per_node=frame["mem_gbs"][ix] / nodes, params=[frame.params[i] or {} for i in idx],
-            req_time=frame["req_time"][ix])
+            req_time=frame["req_time"][ix], user_last=user_last, user_med=user_med, recent=recent)
     return out
+
+
+def _user_history(users: list[str], log_run: np.ndarray):
+    """Per run (in finish order): the same user's previous run and recent median, from earlier runs only."""
+    recent: dict[str, deque] = {}
+    last = np.full(len(users), np.nan)
+    med = np.full(len(users), np.nan)
+    for i, name in enumerate(users):
+        mine = recent.setdefault(name, deque(maxlen=USER_RECENT))
+        if mine:
+            last[i], med[i] = mine[-1], float(np.median(mine))
+        mine.append(float(log_run[i]))
+    return last, med, recent
+
+
+def user_features(runs: StepRuns, user: str) -> tuple[float, float]:
+    """(last, median of recent) log run of ``user`` for this step; NaN when they never ran it."""
+    mine = runs.recent.get(user) if runs.recent else None
+    if not mine:
+        return math.nan, math.nan
+    return mine[-1], float(np.median(mine))
 
 
 def build_light(session: Session, organization: str) -> OrgModels:
