@@ -222,13 +222,12 @@ def _round_up(x: float, unit: float) -> float:
 def _from_step_runs(models: OrgModels, runs: StepRuns, username: str, values: dict, cluster, cpus: float,
                     nodes: float, req_time: float):
     """(run, limit, confidence, n, power per node or None, cpi, GB/s) from the step's own runs."""
-    here = np.array([c == cluster.name for c in runs.cluster])
+    here = runs.on(cluster.name)
     speed = float(cluster.relative_speed or 1.0)
     if here.any():
         log_run = runs.log_run[here]
     else:  # only other clusters: scale each run by the speed ratio (unknown clusters count as speed 1)
-        ratio = np.array([math.log(models.speeds.get(c, 1.0) / speed) for c in runs.cluster])
-        log_run = runs.log_run + ratio
+        log_run = runs.log_run + runs.log_speed(models.speeds) - math.log(speed)
     n_here = int(here.sum())
     if runs.model is not None and n_here:
         last, med = user_features(runs, username)

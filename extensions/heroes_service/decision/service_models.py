@@ -148,6 +148,22 @@ class StepRuns:
     def n(self) -> int:
         return len(self.cluster)
 
+    def on(self, cluster: str) -> np.ndarray:
+        """Boolean mask of the runs on ``cluster`` (memoised: estimates ask per call)."""
+        masks = self.__dict__.setdefault("_masks", {})
+        mask = masks.get(cluster)
+        if mask is None:
+            mask = masks[cluster] = np.array([c == cluster for c in self.cluster], dtype=bool)
+        return mask
+
+    def log_speed(self, speeds: dict[str, float]) -> np.ndarray:
+        """log relative speed of each run's cluster (unknown clusters count as 1)."""
+        cached = self.__dict__.get("_log_speed")
+        if cached is None or cached[0] is not speeds:
+            cached = self.__dict__["_log_speed"] = (speeds, np.array([math.log(speeds.get(c, 1.0) or 1.0)
+                                                                      for c in self.cluster]))
+        return cached[1]
+
 
 @dataclass
 class StepModel:
