@@ -465,9 +465,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, command
 
 
+def one_per_node(environ: dict) -> bool:
+    """True for the task that monitors its node: srun starts one collector per task, but what they measure
+    (RAPL, /proc/stat, GPUs) is the whole node's, and they would write the same file names. EAR reports
+    from one rank likewise. The other tasks of the node run their command unmonitored."""
+    return environ.get("SLURM_LOCALID", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     args, command = parse_args(list(sys.argv[1:] if argv is None else argv))
     environ = dict(os.environ)
+    if not one_per_node(environ):
+        try:
+            os.execvp(command[0], command)  # exits only on failure
+        except OSError as exc:
+            print(f"heroes_energy.collect: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return 127
     ids = heroes_ids_from(args.ids, environ)
 
     info = step_info(command, ids, environ, os.getpid(), args.job_id, args.step_id, args.node)
