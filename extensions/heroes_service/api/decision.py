@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
 from ..clusters.models import clusters_of
+from .clusters import _bind_identity
 from ..decision.placement import Constraints, decide
 from ..decision.policies import DEFAULT_POLICY, POLICIES
 from ..errors import Conflict, Invalid, NotFound
@@ -30,7 +31,8 @@ from ..workflows.templates import Template, TemplateError, resolve_parameters
 
 log = logging.getLogger("heroes_service.decision")
 any_user = require_role("user")
-router = APIRouter(tags=["decision"])
+# cluster logins through the app's Keycloak client and the CA of the app's state dir, as the cluster routes do
+router = APIRouter(tags=["decision"], dependencies=[Depends(_bind_identity)])
 
 PolicyName = Literal["performance", "energy", "cost", "balanced"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -107,21 +108,28 @@ def catalog_path(name: str | None) -> Path:
                        "HEROES_SERVICE_DECISION_CATALOG_DIRS)")
 
 
-_cache: dict[Path, tuple[float, Catalog]] = {}
+_cache: dict[str, tuple[float, Path, float, Catalog]] = {}   # name -> (checked at, path, mtime, catalog)
 _lock = threading.Lock()
+#: seconds between two looks at a catalog file (decide prices every candidate on every call)
+RECHECK_S = 10.0
 
 
 def load(name: str | None) -> Catalog:
-    """The named catalog, parsed once per file version (a changed file is re-read)."""
+    """The named catalog, parsed once per file version (a changed file is re-read within RECHECK_S)."""
+    name = name or DEFAULT_CATALOG
+    now = time.monotonic()
+    with _lock:
+        hit = _cache.get(name)
+    if hit and now - hit[0] < RECHECK_S:
+        return hit[3]
     path = catalog_path(name)
     mtime = path.stat().st_mtime
+    if hit and hit[1] == path and hit[2] == mtime:
+        catalog = hit[3]
+    else:
+        catalog = parse(json.loads(path.read_text()), name)
     with _lock:
-        hit = _cache.get(path)
-        if hit and hit[0] == mtime:
-            return hit[1]
-    catalog = parse(json.loads(path.read_text()), name or DEFAULT_CATALOG)
-    with _lock:
-        _cache[path] = (mtime, catalog)
+        _cache[name] = (now, path, mtime, catalog)
     return catalog
 
 
