@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends
@@ -137,8 +139,28 @@ def find_template(session: Session, principal: Principal, ref: str, version: int
     return row
 
 
-def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template, dict]:
+_parsed: OrderedDict[str, Template] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def parsed_template(row: m.WorkflowTemplate) -> Template:
+    """The template of a version row, validated once: a published version never changes (only its 'deleted'
+    flag does, and callers found the row with that checked). Decide is called far more often than publish."""
+    with _parsed_lock:
+        template = _parsed.get(row.id)
+        if template is not None:
+            _parsed.move_to_end(row.id)
+            return template
     template = Template.model_validate(row.spec)
+    with _parsed_lock:
+        _parsed[row.id] = template
+        while len(_parsed) > 512:
+            _parsed.popitem(last=False)
+    return template
+
+
+def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template, dict]:
+    template = parsed_template(row)
     try:
         values = resolve_parameters(template, parameters)
         for step in template.steps:

@@ -40,6 +40,8 @@ _START = re.compile(r"to start at (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})")
 _OFFSET = re.compile(r"^([+-])(\d{2})(\d{2})$")
 TEST_SCRIPT = "#!/bin/sh\ntrue\n"
 OFFSET_TTL_S = 3600.0
+#: answers kept before old ones are pruned (one per cluster and job shape in use)
+MAX_ENTRIES = 10_000
 
 
 class WaitSettings(BaseSettings):
@@ -167,7 +169,15 @@ class WaitCache:
         with self._lock:
             self._answers[key] = answer
             self._inflight.pop(key, None)
+            if len(self._answers) > MAX_ENTRIES:
+                self._prune()
         return answer
+
+    def _prune(self) -> None:
+        """Forget answers too old to be served (called with the lock held, when the cache grew large)."""
+        now = time.monotonic()
+        for key in [k for k, a in self._answers.items() if now - a.fetched > self.settings.wait_stale_s]:
+            del self._answers[key]
 
     def _ask(self, cluster_id: str, conn: ClusterConnector, shape: Shape) -> WaitAnswer:
         offset = self._offset(cluster_id, conn)
