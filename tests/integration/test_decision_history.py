@@ -5,7 +5,7 @@ Shows: an org admin imports an SWF trace (the start of KTH-SP2) and a real ``sac
 cluster alpha; a bad line is refused with its line number and nothing is stored; a file sent twice adds
 nothing; plain members cannot import and anonymous callers get 401; another organization sees none of it,
 and its estimates stay on template defaults while acme's learn from the imported history; right-sizing never
-goes below the template's minimums.
+goes below the template's minimums; deleting an organization deletes its imported history.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from heroes_service.clusters.models import Cluster
 from heroes_service.decision.estimates import clear_cache, estimate
 from heroes_service.decision.service_models import REGISTRY
 from heroes_service.workflows.templates import parse_template
-from service_support import DEMO_PASSWORDS, database_url, service  # noqa: F401 (fixtures)
+from heroes_service.decision.service_history import HistoryJob
+from service_support import (DEMO_PASSWORDS, database_url, drop_tenant, make_tenant, root_api,  # noqa: F401
+                             service)
 
 pytestmark = pytest.mark.integration
 IMPORT = "/organization/admin/decision/history"
@@ -170,3 +172,16 @@ def test_right_sizing_never_goes_below_the_template_minimums(service, users):
         est = _estimate(service, "acme", "alice", cluster)
         assert est.run_limit_s >= 90 * 60 and est.memory_mb >= 1536 and est.cores >= 2, est
         assert est.run_limit_s <= 14400 and est.memory_mb <= 2048
+
+
+def test_deleting_an_organization_deletes_its_imported_history(service, root_api, kth_text):
+    tenant = make_tenant(service, root_api, "h")
+    try:
+        r = post_file(tenant.apis["org_admin"], kth_text, format="swf", cluster=CLUSTER)
+        assert r.status_code == 201 and r.json()["imported"] > 0, r.text
+    finally:
+        drop_tenant(root_api, tenant)
+    assert REGISTRY.wait_idle(600)  # the refit the import started is done before the database goes
+    with service.client.app_ref.state.sessions() as session:
+        left = session.query(HistoryJob).filter(HistoryJob.organization == tenant.name).count()
+    assert left == 0

@@ -4,7 +4,8 @@
 an SWF trace or a ``sacct -P`` dump. Every line is validated first; any bad line answers 422 naming it (and up
 to 50 others in ``errors``) and nothing is stored. A job already imported for that cluster and format (same
 job id and submit time) is skipped, so sending a file twice adds nothing. Imported history belongs to the
-importing organization: only its estimates learn from it and only its members see its counts.
+importing organization: only its estimates learn from it and only its members see its counts; deleting the
+organization deletes it.
 
 ``GET /organization/decision/history/summary``: jobs per cluster and per template the caller may see
 (imports of their organization; the gateway's finished steps: their own, or the organization's for an admin).
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -28,9 +29,20 @@ from ..decision import service_history as sh
 from ..decision.imports import HistoryFileError, ImportResult, read_history
 from ..decision.service_models import REGISTRY
 from ..errors import ApiError, Forbidden, Invalid
+from ..identity import lifecycle
 from ..store import get_session
 
 log = logging.getLogger("heroes_service.decision")
+
+
+def _organization_deleted(session: Session, org) -> None:
+    """Deleting an organization deletes its imported history (a new organization of the same name starts
+    with none) and forgets its models."""
+    session.execute(delete(sh.HistoryJob).where(sh.HistoryJob.organization == org.name))
+    REGISTRY.forget_organization(org.name)
+
+
+lifecycle.register_deleted(_organization_deleted)
 
 
 @asynccontextmanager

@@ -600,6 +600,13 @@ class Registry:
             with self._lock:
                 self._pending.discard(key)
 
+    def forget_organization(self, organization: str) -> None:
+        """Drop an organization's models (it was deleted: its history is gone with it)."""
+        with self._lock:
+            for key in [k for k in self._models if k[1] == organization]:
+                self._models.pop(key, None)
+                self._checked.pop(key, None)
+
     def forget(self) -> None:
         with self._lock:
             self._models.clear()
