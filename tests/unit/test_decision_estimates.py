@@ -144,6 +144,22 @@ def test_energy_is_per_job_largest_step_not_the_sum_of_overlapping_steps(session
     assert frame["energy_j"][0] == pytest.approx(200.0 * 100 * 1.05)
 
 
+def test_an_imported_sacct_dump_tells_the_steps_peak_memory_without_counting_them_twice(sessions):
+    with sessions() as session:
+        add_runs(session, [100, 100, 100, 100])
+        for k, used in enumerate((300.0, 350.0, 400.0, 380.0)):
+            session.add(sh.HistoryJob(organization="acme", batch="b", source="sacct", cluster="alpha",
+                                      job_id=str(1000 + k), submit=T0.timestamp() + 600 * k, wait_s=0.0, run_s=100.0,
+                                      used_mem_mb=used, imported_by="alice"))
+        session.add(sh.HistoryJob(organization="acme", batch="b", source="sacct", cluster="beta", job_id="1000",
+                                  submit=T0.timestamp(), run_s=50.0, used_mem_mb=9.0, imported_by="alice"))
+        session.commit()
+        frame = sh.load(session, "acme")
+        est = fresh_estimate(session, user(), template(), {}, cluster())
+    assert len(frame) == 5 and frame.template.count("sim/run") == 4   # beta's job 1000 is another job
+    assert est.memory_mb == math.ceil(400.0 * E.MEMORY_HEADROOM) and est.requested["memory_mb"] == 1024
+
+
 def test_right_sizing_never_goes_below_the_templates_minimums(sessions):
     tpl = template(min_time_minutes=30, min_memory_mb=900, min_cores=2)
     with sessions() as session:

@@ -30,12 +30,13 @@ import numpy as np
 
 from ..workflows.templates import Step, Template
 from .features import JobView
-from .service_models import REGISTRY, OrgModels, StepRuns, conformal_margin, user_features
+from .service_models import MEMORY_QUANTILE, REGISTRY, OrgModels, StepRuns, conformal_margin, user_features
 
 NO_HISTORY_CONFIDENCE = 0.2
 ORG_HISTORY_MIN = 20          # jobs of the organization before its history predicts a never-run template
 SMALL_SAMPLE_MARGIN = math.log(1.25)   # limit headroom over the longest run while a step has few runs
 MEMORY_HEADROOM = 1.1
+STEP_MEMORY_MIN = 3           # measured peaks of a step before they right-size its memory
 #: EAR's memory-bound classification (classification_limits.h): CPI >= 0.8 and >= 100 GB/s per node
 CPI_MEM_BOUND, GBS_MEM_BOUND = 0.8, 100.0
 #: a cluster enrolled without a power profile: a plain node's figures, marked estimated like any profile
@@ -197,7 +198,10 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     limit_s = _round_up(max(min(limit_s, requested["time_limit_s"]), low["time_limit_s"]), 60.0)
     run_s = min(run_s, limit_s) if basis == "history" else run_s
     memory = requested["memory_mb"]
-    if models is not None and models.memory is not None:
+    step_upper = _step_memory_upper(runs) if runs is not None else math.nan
+    if step_upper == step_upper:
+        memory = min(memory, step_upper * MEMORY_HEADROOM)
+    elif models is not None and models.memory is not None:
         upper = models.memory_upper(requested["memory_mb"], cpus, nodes, requested["time_limit_s"], cluster.name,
                                     name, username)
         if upper == upper:
@@ -213,6 +217,17 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     return _StepResult(step.name, float(run_s), float(limit_s), memory, int(cores), nodes,
                        float(power * nodes * run_s * pue), energy_estimated, round(float(confidence), 3), basis, n,
                        requested, cpi, gbs)
+
+
+def _step_memory_upper(runs: StepRuns) -> float:
+    """Upper quantile of the step's measured peak memory per node (any cluster: memory hardly depends on
+    it); NaN with fewer than STEP_MEMORY_MIN measurements."""
+    used = runs.used_mem[~np.isnan(runs.used_mem)] if runs.used_mem is not None else np.zeros(0)
+    if len(used) < STEP_MEMORY_MIN:
+        return math.nan
+    if len(used) < 20:
+        return float(used.max())
+    return conformal_margin(used, 1 - MEMORY_QUANTILE)
 
 
 def _round_up(x: float, unit: float) -> float:

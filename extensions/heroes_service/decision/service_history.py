@@ -189,9 +189,16 @@ def _requested_from_template(session: Session, cache: dict, inst: wf.WorkflowIns
 
 
 def load(session: Session, organization: str) -> HistoryFrame:
-    """Every finished job of ``organization`` (imports and the gateway's steps), oldest finish first."""
+    """Every finished job of ``organization`` (imports and the gateway's steps), oldest finish first.
+
+    A gateway step that also appears in an imported ``sacct`` dump of the same cluster (same Slurm job id) is
+    counted once, as the step, taking its peak memory (MaxRSS) and energy from the dump: the service itself
+    never learns a step's memory use otherwise.
+    """
     energy = _energy_by_job(session, organization)
-    rows: list[tuple] = []
+    steps = _service_rows(session, organization, energy)
+    by_job = {(r[13], r[-1]): r for r in steps if r[-1]}
+    rows: list[list] = []
     h = HistoryJob
     query = (select(h.submit, h.wait_s, h.run_s, h.req_time_s, h.req_mem_mb, h.used_mem_mb, h.cores, h.nodes,
                     h.energy_j, h.username, h.cluster, h.source, h.state, h.job_id)
@@ -200,11 +207,32 @@ def load(session: Session, organization: str) -> HistoryFrame:
          job_id) in session.execute(query):
         if run is None:
             continue
+        step = by_job.get((cluster, job_id)) if source == "sacct" else None
+        if step is not None:  # the gateway's own job: enrich the step instead of counting it twice
+            if used_mem is not None:
+                step[5] = used_mem
+            if energy_j is not None and not step[9] == step[9]:
+                step[9] = energy_j
+            continue
         measured = energy.get((cluster, job_id)) if source == "sacct" else None
         e, cpi, gbs = measured if measured else (energy_j if energy_j is not None else math.nan, math.nan, math.nan)
         finish = submit + (wait or 0.0) + run
-        rows.append((submit, finish, run, req_time, req_mem, used_mem, cores, math.nan, nodes, e, cpi, gbs,
-                     user, cluster, "", source, state, None))
+        rows.append([submit, finish, run, req_time, req_mem, used_mem, cores, math.nan, nodes, e, cpi, gbs,
+                     user, cluster, "", source, state, None, ""])
+    rows += steps
+    rows.sort(key=lambda r: r[1])
+    num = {name: np.array([float("nan") if r[i] is None else float(r[i]) for r in rows], dtype=np.float64)
+           for i, name in enumerate(COLUMNS)}
+    n = len(COLUMNS)
+    return HistoryFrame(num, user=[r[n] or "" for r in rows], cluster=[r[n + 1] or "" for r in rows],
+                        template=[r[n + 2] for r in rows], source=[r[n + 3] for r in rows],
+                        state=[r[n + 4] or "" for r in rows], params=[r[n + 5] for r in rows])
+
+
+def _service_rows(session: Session, organization: str, energy: dict) -> list[list]:
+    """The organization's finished steps as frame rows (COLUMNS, then user, cluster, template, source, state,
+    parameters, Slurm job id)."""
+    rows: list[list] = []
     templates: dict = {}
     for step, inst in session.execute(_finished_steps_query(organization)):
         start, end = _epoch(step.started_at), _epoch(step.ended_at)
@@ -215,17 +243,11 @@ def load(session: Session, organization: str) -> HistoryFrame:
         measured = energy.get((inst.cluster_name, str(step.job_id))) if step.job_id else None
         e, cpi, gbs = measured if measured else (math.nan, math.nan, math.nan)
         submit = _epoch(step.submitted_at) if step.submitted_at else start
-        rows.append((min(submit, start), end, end - start, req.get("req_time", math.nan),
+        rows.append([min(submit, start), end, end - start, req.get("req_time", math.nan),
                      req.get("req_mem", math.nan), math.nan, tasks * per_task, per_task, req.get("nodes", math.nan),
                      e, cpi, gbs, inst.username, inst.cluster_name, f"{inst.template_name}/{step.name}", "service",
-                     step.state, dict(inst.parameters or {})))
-    rows.sort(key=lambda r: r[1])
-    num = {name: np.array([float("nan") if r[i] is None else float(r[i]) for r in rows], dtype=np.float64)
-           for i, name in enumerate(COLUMNS)}
-    n = len(COLUMNS)
-    return HistoryFrame(num, user=[r[n] or "" for r in rows], cluster=[r[n + 1] or "" for r in rows],
-                        template=[r[n + 2] for r in rows], source=[r[n + 3] for r in rows],
-                        state=[r[n + 4] or "" for r in rows], params=[r[n + 5] for r in rows])
+                     step.state, dict(inst.parameters or {}), str(step.job_id or "")])
+    return rows
 
 
 def organizations_with_history(session: Session) -> list[str]:

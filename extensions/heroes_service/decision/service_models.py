@@ -139,6 +139,7 @@ class StepRuns:
     mem_gbs_per_node: np.ndarray
     params: list[dict]
     req_time: np.ndarray
+    used_mem: np.ndarray | None = None    # peak memory per node (MiB), NaN where no sacct dump told it
     user_last: np.ndarray | None = None   # each run's user's previous run of this step (log s), NaN if none
     user_med: np.ndarray | None = None    # median of that user's last USER_RECENT runs before it
     recent: dict | None = None            # user -> their last USER_RECENT log runs (for a new estimate)
@@ -390,7 +391,7 @@ def _step_runs(frame: sh.HistoryFrame) -> dict[str, StepRuns]:
             cluster=[frame.cluster[i] for i in idx], log_run=log_run, nodes=nodes,
             cpus=frame["cpus"][ix], power_per_node=power, cpi=frame["cpi"][ix],
             mem_gbs_per_node=frame["mem_gbs"][ix] / nodes, params=[frame.params[i] or {} for i in idx],
-            req_time=frame["req_time"][ix], user_last=user_last, user_med=user_med, recent=recent)
+            req_time=frame["req_time"][ix], used_mem=frame["used_mem"][ix], user_last=user_last, user_med=user_med, recent=recent)
     return out
 
 
@@ -495,14 +496,13 @@ def _checked_fast(runtime: RuntimePredictor, X: np.ndarray, req: np.ndarray) -> 
 
 def _fit_memory(frame: sh.HistoryFrame, users: Codes, clusters: Codes, templates: Codes):
     used = frame["used_mem"]
-    nodes = np.where(frame["nodes"] > 0, frame["nodes"], 1.0)
     ok = np.flatnonzero(used > 0)
     if len(ok) < MEMORY_MODEL_MIN:
         return None, 0
     X = np.array([_memory_row(frame["req_mem"][i], frame["cpus"][i], frame["nodes"][i], frame["req_time"][i],
                               clusters.get(frame.cluster[i]), templates.get(frame.template[i]),
                               users.get(frame.user[i])) for i in ok])
-    y = np.log(used[ok] / nodes[ok])
+    y = np.log(used[ok])  # peak memory is per node already (MaxRSS of a node's task)
     model = _fit_hgb(X, y, loss="quantile", quantile=MEMORY_QUANTILE, max_iter=60)
     forest = FlatForest.from_models([model])
     if not np.isclose(forest.predict_row(X[0])[0], model.predict(X[:1])[0], atol=1e-6):
