@@ -241,6 +241,22 @@ def test_another_organizations_history_is_never_used(sessions):
     assert theirs.basis == "history" and theirs.history_jobs == 3
 
 
+def test_summary_counts_imports_for_members_and_steps_for_their_owner(sessions):
+    with sessions() as session:
+        add_runs(session, [100, 100], username="bob")
+        add_runs(session, [100], username="amy", first_job=2000)
+        add_runs(session, [100], org="globex", username="carol", first_job=3000)
+        session.add(sh.HistoryJob(organization="acme", batch="b", source="swf", cluster="kth", job_id="1",
+                                  submit=1.0, run_s=5.0, imported_by="alice"))
+        session.commit()
+        bob = sh.summary(session, "acme", "bob")
+        admin = sh.summary(session, "acme", None)
+    assert bob["jobs"] == 3 and admin["jobs"] == 4
+    assert {c["cluster"]: c["jobs"] for c in admin["clusters"]} == {"alpha": 3, "kth": 1}
+    assert bob["templates"] == [{"template": "sim", "jobs": 2, "steps": {"run": 2}, "clusters": {"alpha": 2}}]
+    assert admin["clusters"][1]["imported"]["swf"]["jobs"] == 1
+
+
 def test_history_growth_rules():
     old = sh.HistoryCounts(imported=1000, steps=5, energy=0)
     assert not sm._stale(old, sh.HistoryCounts(1100, 5, 0))
