@@ -246,14 +246,13 @@ def update_figure(fig, answer: dict) -> None:
         fig.data[0].customdata = [[c["cluster"]] for c in points]
         fig.data[1].x = [x for x, f in zip(xs, front) if f]
         fig.data[1].y = [y for y, f in zip(ys, front) if f]
-        fig.data[1].marker.size = [s + 10 for s, f in zip(sizes, front) if f]
+        fig.data[1].marker.size = [max(s, 22) + 12 for s, f in zip(sizes, front) if f]  # a ring around the star
         fig.data[2].x = [xs[i] for i in chosen]
         fig.data[2].y = [ys[i] for i in chosen]
         fig.data[2].text = [points[i]["cluster"] for i in chosen]
         fig.layout.title.text = (f"{answer.get('policy', '')}: chosen {answer['choice']}" if answer.get("choice")
                                  else f"{answer.get('policy', '')}: no cluster chosen")
-        fig.layout.yaxis.title.text = ("cost (" + ", ".join(currencies) + ")" if len(currencies) == 1
-                                       else "cost (" + (" / ".join(currencies) or "no price") + ")")
+        fig.layout.yaxis.title.text = "cost (" + (" / ".join(currencies) or "no price") + ")"
 
 
 # --- the app ----------------------------------------------------------------------------------------------
@@ -298,10 +297,10 @@ class DecisionApp:
         self.cpu_freq = _css(widgets.HTML(""), "heroes-decision-cpufreq")
         self.history = _css(widgets.HTML(""), "heroes-decision-history")
         self.figure = None
+        self.live = False  # the figure becomes a FigureWidget on display()
         self.plot_box = _css(widgets.VBox([]), "heroes-decision-plot")
         try:
-            self.figure = as_widget(new_figure())
-            self.plot_box.children = [self._show(self.figure)]
+            self.figure = new_figure()
         except ImportError as exc:  # no plotly in this kernel: tables only
             self.plot_box.children = [widgets.HTML(f"<i>plot unavailable ({html.escape(str(exc))})</i>")]
         hint = widgets.HTML("<small>0 = no deadline / no budget. The deadline counts from now; the budget is "
@@ -309,7 +308,7 @@ class DecisionApp:
         inputs = widgets.VBox([self.template, self.about, self.form, self.policy, self.policy_about,
                                widgets.HBox([self.deadline, self.budget, self.currency]), hint, self.clusters,
                                self.decide_button])
-        self.widget = _css(widgets.VBox([widgets.HTML("<h3>Where should it run? Time, energy and cost</h3>"),
+        self.widget = _css(widgets.VBox([widgets.HTML("<h3>Time, energy and cost per cluster</h3>"),
                                          inputs, self.status, self.choice, self.table, self.plot_box,
                                          self.rightsizing, self.cpu_freq, self.history]), "heroes-decision-app")
         self.template.observe(self._template_chosen, names="value")
@@ -322,8 +321,19 @@ class DecisionApp:
     def display(self):
         from IPython.display import display
 
+        self.go_live()
         display(self.widget)
         return self
+
+    def go_live(self) -> None:
+        """Turn the figure into a FigureWidget now, with what it shows so far as its initial state: a
+        FigureWidget's changes made before its view exists (the first decision, taken while the app is built)
+        never reach the browser, so the widget is made only when it is about to be shown."""
+        if self.figure is None or self.live:
+            return
+        self.figure = as_widget(self.figure)
+        self.plot_box.children = [self._show(self.figure)]
+        self.live = True
 
     def report(self, text: str, error: bool = False) -> None:
         self.status.value = _msg(text, error)
@@ -439,7 +449,7 @@ class DecisionApp:
                               + "</small></p>") if history else ""
         if self.figure is not None:
             update_figure(self.figure, answer)
-            if not isinstance(self.figure, widgets.DOMWidget):  # a static figure is drawn again
+            if self.live and not isinstance(self.figure, widgets.DOMWidget):  # a static figure is drawn again
                 self.plot_box.children = [self._show(self.figure)]
 
     @staticmethod

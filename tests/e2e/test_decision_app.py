@@ -110,6 +110,7 @@ def choose_policy(page, title: str, cluster: str, policy: str) -> dict:
         "data-cluster", cluster, timeout=UPDATE_MS)
     expect(page.locator(".heroes-decision-plot .gtitle")).to_have_text(f"{policy}: chosen {cluster}",
                                                                       timeout=UPDATE_MS)
+    expect(page.locator(".heroes-decision-plot .ytitle")).to_have_text("cost (EUR)")
     return plot_data(page)
 
 

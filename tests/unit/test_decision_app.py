@@ -259,3 +259,14 @@ def test_submit_works_without_the_decision_api(client, api):
     app.accept_rightsizing.value = True  # hidden and stale: never sent
     assert app.submit(wait=True) == "i1"
     assert "accept_rightsizing" not in api.submitted[-1]
+
+
+def test_the_figure_is_made_live_on_display_with_what_it_shows_so_far(client):
+    """A FigureWidget's changes before its view exists are lost, so the app builds it when it is shown."""
+    app = DecisionApp(client)
+    assert app.plot_box.children == () and not app.live
+    app.go_live()
+    assert app.live and len(app.plot_box.children) == 1
+    assert list(trace(app.figure, "chosen").text) == ["alpha"]  # the decision taken before display is kept
+    app.policy.value = "performance"
+    assert list(trace(app.figure, "chosen").text) == ["beta"] and len(app.plot_box.children) == 1
