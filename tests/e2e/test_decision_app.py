@@ -1,5 +1,6 @@
-"""Browser test of the Decision & cost app (notebooks/decision.ipynb rendered by Voila in bob's own server):
-bob opens it for a template, switches the policy, and sees the choice and the Pareto plot change.
+"""Browser tests of the Decision & cost app (notebooks/decision.ipynb rendered by Voila in bob's own server):
+bob opens it for a template, switches the policy, and sees the choice and the Pareto plot change; and of the
+right-sizing shown inline in the Submit app: bob accepts it and the service applies it to his submission.
 
 Real stack end to end: Keycloak login, the hub, bob's kernel calling the hub's HEROES service with his token,
 the decision API estimating on the real Slurm clusters. alice (acme's org admin) sets the scene through the
@@ -15,7 +16,9 @@ when the server goes away under it.
 """
 from __future__ import annotations
 
+import re
 import secrets
+import time
 from pathlib import Path
 
 import httpx
@@ -157,3 +160,63 @@ def test_bob_switches_policy_and_sees_the_choice_and_plot_change(page, hub, scen
                 raise
             print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
             page = page.context.new_page()
+
+
+def wait_final(hub, headers: dict, instance_id: str, timeout: float = 240.0) -> dict:
+    """The instance once it has ended (so the fixture may remove its cluster)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = httpx.get(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=headers,
+                         timeout=30).json()
+        if body["state"] in ("COMPLETED", "FAILED", "CANCELLED") or time.monotonic() > deadline:
+            return body
+        time.sleep(2)
+
+
+def accept_rightsizing_in_submit(page, hub, scene) -> str:
+    """Submit app: pick the template and the cheap cluster, see the recommendation, accept it, submit."""
+    template, cheap = scene["template"], scene["cheap"]
+    hub.ensure_server("bob")
+    url = f"{hub.url}/user/bob/voila/render/submit.ipynb"
+    page.goto(url, timeout=hub.spawn_timeout_ms)
+    if page.url.startswith(hub.realm_url):
+        hub.submit_keycloak_login(page, "bob", "bob-pass")
+        page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
+    expect(page.locator(".heroes-submit-template select")).to_be_visible(timeout=90_000)
+    page.locator(".heroes-submit-template select").select_option(label=f"{template['title']} (v{template['version']})")
+    advice = page.locator(".heroes-submit-rightsizing")
+    expect(advice).to_contain_text("auto would choose", timeout=UPDATE_MS)  # cluster "auto" first
+    page.locator(".heroes-submit-cluster select").select_option(label=f"{cheap} (charliecloud, speed 1)")
+    expect(advice).to_contain_text(f"on {cheap}:", timeout=UPDATE_MS)
+    expect(advice).to_contain_text("Right-sizing (no history yet")
+    expect(advice).to_contain_text("time limit 25 min (template 25 min), memory 256 MiB")
+    page.locator(".heroes-submit-rightsizing-accept input").check()
+    page.locator(".heroes-submit-label input").fill(f"e2e rightsizing {secrets.token_hex(3)}")
+    page.locator(".heroes-submit-button").click()
+    status = page.locator(".heroes-submit-status")
+    expect(status).to_contain_text(f"submitted to {cheap}", timeout=60_000)
+    return re.search(r"instance ([0-9a-f-]{32,36}) submitted", status.inner_text()).group(1)
+
+
+def test_bob_accepts_the_rightsizing_inline_in_the_submit_app(page, hub, scene):
+    bob = bearer(hub, "bob", "bob-pass")
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            instance_id = accept_rightsizing_in_submit(page, hub, scene)
+            break
+        except (AssertionError, PlaywrightError) as exc:
+            if attempt == ATTEMPTS:
+                raise
+            print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
+            page = page.context.new_page()
+    try:
+        body = httpx.get(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=bob,
+                         timeout=30).json()
+        # the service applied what bob accepted: each step's --time/--mem, said in the instance's events
+        accepted = [e["detail"] for e in body["events"] if "right-sizing accepted" in e["detail"]]
+        assert accepted and "solve: --time 15->15 min, --mem 256->256M" in accepted[0], body["events"]
+        assert body["cluster"] == scene["cheap"], body
+    finally:
+        httpx.delete(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=bob, timeout=60)
+        final = wait_final(hub, bob, instance_id)
+        assert final["state"] in ("COMPLETED", "FAILED", "CANCELLED"), final["state"]
