@@ -29,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
+import psutil  # noqa: E402
+
 from heroes_dev import settings as settings_module  # noqa: E402
 from heroes_dev.components import keycloak as kc  # noqa: E402
 from heroes_dev.components.jupyterhub import admin_token  # noqa: E402
@@ -140,17 +142,20 @@ def main() -> None:
                 return time.perf_counter() - start, r.status_code
 
             sessions = [bob] + [login(service, "bob") for _ in range(args.clients - 1)]
+            server = psutil.Process(service.proc.pid)
+            cpu_before = sum(server.cpu_times()[:2])
             began = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
                 results = list(pool.map(one, range(args.requests)))
             elapsed = time.perf_counter() - began
+            cpu_ms = (sum(server.cpu_times()[:2]) - cpu_before) * 1000 / args.requests
             latencies = [t for t, _ in results]
             errors = sum(1 for _, s in results if s != 200)
             print(f"decide x {args.requests} ({args.clients} client(s), 3 clusters, {stored}-job history) in "
                   f"{elapsed:.1f} s: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms (goal <= 50 ms), "
                   f"mean {statistics.mean(latencies) * 1000:.1f} ms, errors {errors}; machine load average "
-                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; service CPU {cpu_ms:.1f} ms per decide")
             for name in CLUSTERS:
                 cid = next(c["id"] for c in alice.get(service.url("/organization/admin/cluster/"), timeout=30).json()
                            if c["name"] == name)

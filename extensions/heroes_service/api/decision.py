@@ -16,25 +16,23 @@ import threading
 from collections import OrderedDict
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends
+import anyio
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..auth import Principal, require_role
+from ..auth import Principal, check, current_principal
 from ..clusters.models import clusters_of
-from .clusters import _bind_identity
 from ..decision.placement import Constraints, decide
 from ..decision.policies import DEFAULT_POLICY, POLICIES
 from ..errors import Conflict, Invalid, NotFound
-from ..store import get_session
 from ..workflows import models as m
 from ..workflows.templates import Template, TemplateError, resolve_parameters
+from .clusters import _bind_identity  # cluster logins via the app's Keycloak client, the CA of its state dir
 
 log = logging.getLogger("heroes_service.decision")
-any_user = require_role("user")
-# cluster logins through the app's Keycloak client and the CA of the app's state dir, as the cluster routes do
-router = APIRouter(tags=["decision"], dependencies=[Depends(_bind_identity)])
+router = APIRouter(tags=["decision"])
 
 PolicyName = Literal["performance", "energy", "cost", "balanced"]
 
@@ -172,29 +170,44 @@ def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template
 
 
 # --- routes ---------------------------------------------------------------------------------------------
+async def user(principal: Principal = Depends(current_principal)) -> Principal:
+    """Any user (the access middleware enforced it already); async, so no trip through the thread pool."""
+    check("user", principal)
+    return principal
+
+
 @router.get("/organization/decision/policies", response_model=PoliciesOut,
             summary="Placement policies and their weights (time, energy, cost)")
-def list_policies(principal: Principal = Depends(any_user)):
+async def list_policies(principal: Principal = Depends(user)):
     return PoliciesOut(policies=[PolicyOut(**p.as_dict()) for p in POLICIES.values()], default=DEFAULT_POLICY)
 
 
 @router.post("/organization/decision/decide", response_model=DecisionOut,
              summary="Where to run a template: every cluster's predicted wait, run, energy, cost; the choice and why")
-def decide_route(body: DecideIn = Body(...), principal: Principal = Depends(any_user),
-                 session: Session = Depends(get_session)):
+async def decide_route(request: Request, body: DecideIn = Body(...), principal: Principal = Depends(user)):
+    """The work (database, estimates, Slurm's plans) runs in ONE worker thread: under load every extra hop
+    through the thread pool (sync dependencies, a session dependency) adds its own scheduling delay."""
     if principal.organization is None:
         raise Conflict("you belong to no organization, so no cluster or template is yours to place",
                        rule="organization-member")
-    row = find_template(session, principal, body.template, body.version)
-    template, values = template_values(row, body.parameters)
-    clusters = clusters_of(session, principal.organization)
-    if body.clusters is not None:
-        known = {c.name for c in clusters}
-        unknown = sorted(set(body.clusters) - known)
-        if unknown:
-            raise NotFound(f"cluster(s) {', '.join(repr(u[:63]) for u in unknown[:10])} not found among your "
-                           "organization's clusters")
-        clusters = [c for c in clusters if c.name in set(body.clusters)]
-    constraints = Constraints(policy=body.policy, deadline_s=body.deadline_s, budget=body.budget,
-                              currency=body.currency)
-    return decide(session, principal, template, values, clusters, constraints)
+    return await anyio.to_thread.run_sync(_decide, request, body, principal)
+
+
+def _decide(request: Request, body: DecideIn, principal: Principal) -> dict:
+    _bind_identity(request)
+    with request.app.state.sessions() as session:
+        row = find_template(session, principal, body.template, body.version)
+        template, values = template_values(row, body.parameters)
+        clusters = clusters_of(session, principal.organization)
+        if body.clusters is not None:
+            known = {c.name for c in clusters}
+            unknown = sorted(set(body.clusters) - known)
+            if unknown:
+                raise NotFound(f"cluster(s) {', '.join(repr(u[:63]) for u in unknown[:10])} not found among your "
+                               "organization's clusters")
+            clusters = [c for c in clusters if c.name in set(body.clusters)]
+        constraints = Constraints(policy=body.policy, deadline_s=body.deadline_s, budget=body.budget,
+                                  currency=body.currency)
+        decision = decide(session, principal, template, values, clusters, constraints)
+        session.rollback()  # read only
+        return decision
