@@ -162,10 +162,9 @@ def rightsizing_html(rs: dict | None, history: dict | None = None) -> str:
     runs = rs.get("history_jobs", (history or {}).get("jobs", 0))
     basis = ("learnt from " + f"{runs} finished run{'s' if runs != 1 else ''}" if rs.get("basis") == "history"
              else "no history yet: the template's own values")
-    note = rs.get("note") or (history or {}).get("note") or ""
+    note = rs.get("note") or (history or {}).get("note") or basis  # the service's own words where it gives some
     return ("<h4>Right-sizing</h4><table class='heroes-decision-rs-table'><tr><th></th><th>template asks</th>"
-            f"<th>recommended</th></tr>{body}</table><p><small>{html.escape(basis)}"
-            + (f" — {html.escape(note)}" if note else "") + "</small></p>")
+            f"<th>recommended</th></tr>{body}</table><p><small>{html.escape(note)}</small></p>")
 
 
 def _mib(value) -> str:
@@ -443,9 +442,9 @@ class DecisionApp:
         self.rightsizing.value = rightsizing_html(answer.get("rightsizing"), answer.get("history"))
         self.cpu_freq.value = cpu_freq_html(candidates, answer.get("choice"))
         history = answer.get("history") or {}
-        self.history.value = (f"<p><small>history: {history.get('jobs', 0)} finished run(s), basis "
-                              f"{html.escape(str(history.get('basis', '')))}"
-                              + (f" — {html.escape(history['note'])}" if history.get("note") else "")
+        self.history.value = (f"<p><small>estimates learnt from {history.get('jobs', 0)} finished run(s)"
+                              + (" (none yet: the template's own requests)"
+                                 if history.get("basis") == "template-defaults" else "")
                               + "</small></p>") if history else ""
         if self.figure is not None:
             update_figure(self.figure, answer)

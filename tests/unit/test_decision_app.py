@@ -149,7 +149,8 @@ def test_opening_decides_for_the_first_template_under_the_default_policy(client,
     assert "4 cluster(s) compared under policy balanced" in app.status.value
     assert "meets" not in table and "within" not in table  # no deadline or budget asked: no vacuous status
     assert "10.0 min" in app.rightsizing.value and "60.0 min" in app.rightsizing.value  # recommended vs asked
-    assert "512 MiB" in app.rightsizing.value and "42 finished runs" in app.rightsizing.value
+    assert "512 MiB" in app.rightsizing.value and "upper quantile of 42 runs" in app.rightsizing.value
+    assert "learnt from 42 finished run(s)" in app.history.value
     assert "alpha: --cpu-freq=2000000 (2.00 GHz): about 12 % less energy" in app.cpu_freq.value
     assert "cost" in app.policy_about.value or "a bit of all" in app.policy_about.value
 
@@ -229,6 +230,7 @@ def test_helpers():
     assert non_dominated(pts) == [True, True, False, True, True]
     assert candidates_table_html([], None).startswith("<p><i>no cluster")
     assert "no history yet" in rightsizing_html({"basis": "template-defaults", "requested": {}})
+    assert "42 finished runs" in rightsizing_html({"basis": "history", "history_jobs": 42, "requested": {}})
 
 
 # --- the Submit app's inline right-sizing -------------------------------------------------------------------
