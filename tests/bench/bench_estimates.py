@@ -1,6 +1,6 @@
 """Benchmark of ``decision.estimates.estimate`` with a 30,000-job history (goal: <= 5 ms per call).
 
-Run: .venv/bin/python tests/bench/bench_estimates.py [trace.swf]
+Run: .venv/bin/python tests/bench/bench_estimates.py [trace.swf] [--quality]
 
 The KTH-SP2 trace (28,489 jobs; its first jobs repeated after its end, under new user ids, to reach 30,000)
 is imported into a fresh SQLite database exactly as the import route stores it, with 1,000 finished runs of
@@ -9,6 +9,7 @@ are built (cheap part in the caller, fitting on the background thread) and ``est
 the two-step template on alpha (its own runs: per-step models) and beta (never ran there: runs scaled by
 speed) for many different users and parameter values. Prints p50/p99 with the
 per-minute memo bypassed (every call computes) and with it (repeated questions), plus the build times.
+``--quality`` also measures the right-sizing on the trace's later jobs (see ``holdout_quality``).
 """
 from __future__ import annotations
 
@@ -173,5 +174,77 @@ def main(path: str = str(shared_data_dir() / "KTH-SP2-1996.swf")) -> None:
         engine.dispose()
 
 
+def holdout_quality(path: str, share: float = 0.7, flush: int = 250) -> None:
+    """Right-sizing quality on the trace's later jobs, as the service would have answered them.
+
+    The first ``share`` of the trace (by submit time) is imported; then every later job is estimated (its own
+    request as a one-step template, its user) at its submit time, and jobs that finished before it are
+    imported ``flush`` at a time, each batch followed by the service's refresh (feature state at once,
+    a refit once the history grew by 20 %). Metrics as in ``heroes decision evaluate``."""
+    result = read_history(Path(path).read_text(), "swf")
+    jobs = sorted(result.jobs, key=lambda j: j.submit)
+    cut = int(len(jobs) * share)
+    later = jobs[cut:]
+    test = [j for j in later if j.run_s > 0 and j.req_time_s == j.req_time_s]
+    by_finish = sorted(later, key=lambda j: j.submit + (j.wait_s if j.wait_s == j.wait_s else 0) + j.run_s)
+    batch = type(result)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{Path(tmp) / 'quality.db'}")
+        migrate(engine)
+        sessions = session_factory(engine)
+        admin = Principal(username="admin", organization="quality", roles=frozenset({"org-admin"}))
+        with sessions() as session:
+            _store(session, admin, "swf", "alpha", batch(jobs=jobs[:cut], lines=cut))
+            session.commit()
+        alpha = Cluster(id="q", name="alpha", organization="quality", relative_speed=1.0, energy_profile={})
+        templates: dict[tuple[int, int], object] = {}
+        limits, points, runs, reqs = [], [], [], []
+        done, buffer, refreshes = 0, [], 0
+        began = time.perf_counter()
+        with sessions() as session:
+            REGISTRY.get(session, "quality")
+            REGISTRY.wait_idle(1800)
+            for job in test:
+                while done < len(by_finish) and _finish(by_finish[done]) < job.submit:
+                    buffer.append(by_finish[done])
+                    done += 1
+                if len(buffer) >= flush:
+                    _store(session, admin, "swf", "alpha", batch(jobs=buffer, lines=len(buffer)))
+                    session.commit()
+                    REGISTRY.refresh(session, "quality")
+                    REGISTRY.wait_idle(1800)
+                    buffer, refreshes = [], refreshes + 1
+                minutes = min(max(int(np.ceil(job.req_time_s / 60)), 1), 7 * 24 * 60)
+                tasks = int(min(max(job.cores if job.cores == job.cores else 1, 1), 4096))
+                key = (minutes, tasks)
+                if key not in templates:
+                    templates[key] = parse_template({"name": "job", "steps": [{
+                        "name": "run", "command": ["x"], "resources": {"time_minutes": minutes, "tasks": tasks}}]})
+                est = estimates.estimate(session, Principal(username=job.username, organization="quality"),
+                                         templates[key], {}, alpha)
+                limits.append(est.run_limit_s)
+                points.append(est.run_s)
+                runs.append(job.run_s)
+                reqs.append(minutes * 60.0)
+        engine.dispose()
+    limit, point, run, req = (np.array(x) for x in (limits, points, runs, reqs))
+
+    def acc(a):
+        return float(np.mean(np.minimum(a, run) / np.maximum(a, run)))
+
+    print(f"hold-out: {len(test)} later jobs after {cut} imported, {refreshes} refreshes of {flush} finished jobs "
+          f"({time.perf_counter() - began:.0f} s): point accuracy {acc(point):.3f} (requests {acc(req):.3f}); "
+          f"limit kill share {np.mean(limit < run):.3f} (requests {np.mean(req < run):.3f}), limit accuracy "
+          f"{acc(limit):.3f} = {acc(limit) / acc(req):.2f}x the requests', mean limit/request "
+          f"{np.mean(limit / req):.2f}")
+
+
+def _finish(job) -> float:
+    return job.submit + (job.wait_s if job.wait_s == job.wait_s else 0.0) + job.run_s
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = [a for a in sys.argv[1:] if a != "--quality"]
+    main(*args)
+    if "--quality" in sys.argv:
+        holdout_quality(*(args or [str(shared_data_dir() / "KTH-SP2-1996.swf")]))

@@ -258,12 +258,29 @@ def test_summary_counts_imports_for_members_and_steps_for_their_owner(sessions):
 
 
 def test_history_growth_rules():
-    old = sh.HistoryCounts(imported=1000, steps=5, energy=0)
-    assert not sm._stale(old, sh.HistoryCounts(1100, 5, 0))
-    assert sm._stale(old, sh.HistoryCounts(1200, 5, 0))
-    assert sm._stale(old, sh.HistoryCounts(1000, 6, 0))
-    assert sm._stale(old, sh.HistoryCounts(1000, 5, 1))
-    assert sm._stale(old, sh.HistoryCounts(900, 5, 0))
+    fitted = sh.HistoryCounts(imported=1000, steps=5, energy=10)
+    assert not sm._stale(fitted, sh.HistoryCounts(1100, 5, 10))               # +10 %: state refresh only
+    assert not sm._stale(fitted, sh.HistoryCounts(1000, 6, 11))               # one more step: idem
+    assert sm._stale(fitted, sh.HistoryCounts(1000, 6, 11), fitted_age_s=sm.REFIT_EVERY_S)
+    assert not sm._stale(fitted, fitted, fitted_age_s=10 * sm.REFIT_EVERY_S)  # nothing new: never
+    assert sm._stale(fitted, sh.HistoryCounts(1201, 5, 10))                   # +20 %
+    assert sm._stale(fitted, sh.HistoryCounts(1000, 5, 12))                   # energy +20 %
+    assert sm._stale(fitted, sh.HistoryCounts(900, 5, 10))                    # deletions
+    assert sm._stale(sh.HistoryCounts(0, 0, 0), sh.HistoryCounts(0, 1, 0))    # the first job
+
+
+def test_a_finished_step_reaches_the_estimates_before_the_next_refit(sessions):
+    with sessions() as session:
+        add_runs(session, [100.0] * 40)
+        sm.REGISTRY.get(session, "acme")
+        assert sm.REGISTRY.wait_idle(300)
+        before = sm.REGISTRY.peek(session, "acme")
+        add_runs(session, [100.0], first_job=5000, start_minute=1000)
+        sm.REGISTRY.refresh(session, "acme")
+        assert sm.REGISTRY.wait_idle(300)
+        after = sm.REGISTRY.peek(session, "acme")
+    assert after is not before and after.steps["sim/run"].n == 41
+    assert after.runtime is before.runtime and after.fit_counts == before.fit_counts  # carried over, not refit
 
 
 def test_requested_resources_are_read_from_rendered_options():

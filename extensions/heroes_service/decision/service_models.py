@@ -16,8 +16,10 @@ Three levels of knowledge, best first:
 Storage: models live in memory only (nothing is written, so nothing is ever unpickled) and are rebuilt after a
 restart on first use. The first use builds the cheap part synchronously (history, features state, statistics,
 no fitting); fitting always happens on a background thread and the fitted models replace the old ones
-atomically. A refit is scheduled when the history grew by ``REFIT_GROWTH`` or a new gateway step (or energy
-record) finished, checked at most every ``CHECK_EVERY_S`` seconds, and at once after an import.
+atomically. The history is checked at most every ``CHECK_EVERY_S`` seconds (and at once after an import): any
+change rebuilds the history and feature state (cheap; the fitted parts are carried over, so a finished job
+shows in its user's features at once), and a refit follows when the history grew by ``REFIT_GROWTH`` since the
+last fit (or anything changed and the last fit is older than ``REFIT_EVERY_S``).
 
 Speed: scikit-learn's per-call overhead (input validation, OpenMP thread pools) costs milliseconds for one row,
 so predictions walk the fitted trees ourselves (:class:`FlatForest`: every tree of every model at once, one
@@ -45,6 +47,7 @@ from .predictor import LimitCalibrator, RuntimePredictor, candidate_matrix, log_
 log = logging.getLogger("heroes_service.decision")
 
 REFIT_GROWTH = 0.2
+REFIT_EVERY_S = 600.0        # a fit older than this is redone as soon as anything changed
 CHECK_EVERY_S = 30.0
 TEMPLATE_MODEL_MIN = 30      # runs of one template step before it gets its own regression model
 MEMORY_MODEL_MIN = 50        # jobs with a measured peak memory before the memory model is fitted
@@ -311,6 +314,8 @@ class OrgModels:
     energy: FlatForest | None = None
     energy_n: int = 0
     measured_by_cluster: dict[str, int] = field(default_factory=dict)   # jobs with measured energy
+    fit_counts: sh.HistoryCounts | None = None   # the history the fitted parts learnt from
+    fitted_at: float = field(default_factory=time.monotonic)
     fitted: bool = False
     built_at: float = field(default_factory=time.monotonic)
     version: int = 0
@@ -416,11 +421,14 @@ def user_features(runs: StepRuns, user: str) -> tuple[float, float]:
     return mine[-1], float(np.median(mine))
 
 
-def build_light(session: Session, organization: str) -> OrgModels:
-    """History, feature state and statistics; no fitting (fast enough to run inside a first request)."""
+def build_light(session: Session, organization: str, codes: tuple[Codes, Codes, Codes] | None = None) -> OrgModels:
+    """History, feature state and statistics; no fitting (fast enough to run inside a first request).
+
+    ``codes`` are the previous models' (users, clusters, templates) codes, kept so that fitted models that
+    take codes as inputs stay valid; names seen for the first time get new codes."""
     c = sh.counts(session, organization)
     frame = sh.load(session, organization)
-    users, clusters, templates = Codes(), Codes(), Codes()
+    users, clusters, templates = codes or (Codes(), Codes(), Codes())
     trace = as_trace(frame, users, clusters, templates)
     state = HistoryState()
     finish = trace.finish
@@ -474,8 +482,25 @@ def fit(light: OrgModels) -> OrgModels:
     return OrgModels(counts=light.counts, frame=frame, state=light.state, users=users, clusters=clusters,
                      templates=templates, steps=steps, runtime=runtime, fast=fast, calibrator=calibrator,
                      memory=memory, memory_n=memory_n, energy=energy, energy_n=energy_n,
-                     measured_by_cluster=light.measured_by_cluster, fitted=True, version=light.version + 1,
+                     measured_by_cluster=light.measured_by_cluster, fit_counts=light.counts, fitted=True,
+                     version=light.version + 1,
                      speeds=light.speeds)
+
+
+def carry_over(fitted: OrgModels, light: OrgModels) -> OrgModels:
+    """The new history and feature state with the fitted parts kept (a cheap refresh between refits: a finished
+    job shows in its user's features at once, without waiting for the next fit)."""
+    for name, runs in light.steps.items():
+        old = fitted.steps.get(name)
+        if old is not None and old.model is not None:
+            runs.model = old.model
+    return OrgModels(counts=light.counts, frame=light.frame, state=light.state, users=light.users,
+                     clusters=light.clusters, templates=light.templates, steps=light.steps, runtime=fitted.runtime,
+                     fast=fitted.fast, calibrator=fitted.calibrator, speeds=light.speeds, memory=fitted.memory,
+                     memory_n=fitted.memory_n, energy=fitted.energy, energy_n=fitted.energy_n,
+                     measured_by_cluster=light.measured_by_cluster, fit_counts=fitted.fit_counts,
+                     fitted_at=fitted.fitted_at, fitted=True,
+                     version=fitted.version + 1)
 
 
 def _checked_fast(runtime: RuntimePredictor, X: np.ndarray, req: np.ndarray) -> FastRuntime | None:
@@ -560,7 +585,7 @@ class Registry:
         return self._models.get(self.key(session, organization))
 
     def refresh(self, session: Session, organization: str) -> None:
-        """History changed (an import): rebuild in the background, whatever the growth."""
+        """History changed (an import): look at it now rather than at the next periodic check."""
         key = self.key(session, organization)
         self._checked[key] = time.monotonic()
         self._schedule(key, session.get_bind(), force=True)
@@ -587,13 +612,21 @@ class Registry:
                 return
             with Session(bind=bind) as session:
                 current = self._models.get(key)
-                if not force and current is not None and not _stale(current.counts, sh.counts(session, key[1])):
-                    return
-                light = build_light(session, key[1])
-            light.version = current.version + 1 if current is not None else 0
-            if self._models.get(key) is None:  # nothing to answer with yet: the unfitted models meanwhile
-                self._models[key] = light
-            self._models[key] = fit(light)  # the old models answer until this line swaps them
+                now = sh.counts(session, key[1])
+                if not force and current is not None and now == current.counts:
+                    return  # nothing new
+                codes = (current.users, current.clusters, current.templates) if current is not None else None
+                light = build_light(session, key[1], codes)
+            if current is None or not current.fitted:
+                light.version = current.version + 1 if current is not None else 0
+                self._models[key] = light  # answer from the new history while fitting
+                self._models[key] = fit(light)
+            elif _stale(current.fit_counts or current.counts, now, time.monotonic() - current.fitted_at):
+                light.version = current.version + 1
+                self._models[key] = carry_over(current, light)  # new history at once...
+                self._models[key] = fit(light)                  # ...and the refit replaces it when done
+            else:
+                self._models[key] = carry_over(current, light)
         except Exception:
             log.exception("decision models for %s could not be rebuilt; the previous ones stay", key[1])
         finally:
@@ -613,13 +646,17 @@ class Registry:
             self._checked.clear()
 
 
-def _stale(old: sh.HistoryCounts, new: sh.HistoryCounts) -> bool:
-    """New finished gateway steps or energy records always count; imports once they grew by REFIT_GROWTH."""
-    if new.steps != old.steps or new.energy != old.energy:
+def _stale(fitted: sh.HistoryCounts, now: sh.HistoryCounts, fitted_age_s: float = 0.0) -> bool:
+    """Whether to refit: the jobs (or the measured-energy records) grew by REFIT_GROWTH since the last fit, some
+    were deleted, or anything changed and the fit is older than REFIT_EVERY_S (a big organization's slow
+    trickle of finished steps still reaches the models, without a refit per step)."""
+    if now.imported < fitted.imported or now.steps < fitted.steps or now.energy < fitted.energy:
         return True
-    if new.imported < old.imported:
+    if now.total - fitted.total >= max(1.0, REFIT_GROWTH * fitted.total):
         return True
-    return new.imported - old.imported >= max(1, REFIT_GROWTH * max(old.imported, 1))
+    if now.energy - fitted.energy >= max(1.0, REFIT_GROWTH * fitted.energy):
+        return True
+    return now != fitted and fitted_age_s >= REFIT_EVERY_S
 
 
 REGISTRY = Registry()
