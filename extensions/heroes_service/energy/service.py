@@ -15,8 +15,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import queue
 import re
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -327,7 +329,7 @@ def _row_tuples(records, stamp):
     return zip(*[_column_values(records, name, stamp) for name in RECORD_COLUMNS])
 
 
-def _insert_records(session: Session, records) -> None:
+def _insert_records(session: Session, records, bulk_cache: bool = True) -> None:
     """Bulk insert on the request's transaction: PostgreSQL COPY, SQLite executemany of prepared tuples
     (the ORM's per-row bookkeeping would cost minutes for a million rows). ``ingested_at`` is bound the way
     SQLAlchemy stores it for each dialect."""
@@ -342,7 +344,7 @@ def _insert_records(session: Session, records) -> None:
     sql = (f"INSERT INTO {EnergyRecord.__tablename__} ({', '.join(RECORD_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(RECORD_COLUMNS))})")
     rows = _row_tuples(records, stamp)
-    with _sqlite_bulk_cache(connection, dialect.name == "sqlite" and len(records) > BATCH_ROWS):
+    with _sqlite_bulk_cache(connection, bulk_cache and dialect.name == "sqlite" and len(records) > BATCH_ROWS):
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             connection.exec_driver_sql(sql, batch)
 
@@ -400,11 +402,107 @@ def _new_samples(session: Session, samples: list[dict]) -> list[dict]:
     return [s for s in samples if (s["cluster"], s["job_id"], s["step_id"], s["node"]) not in stored]
 
 
+#: uploads of application files this large in all are parsed and stored in overlapping chunks
+PIPELINE_MIN_BYTES = 64 * 1024 * 1024
+PIPELINE_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+class _SlowPath(Exception):
+    """A chunk needs the exact row reader (or a concurrent request stored the same rows): the pipeline's
+    savepoint is rolled back and the request is ingested the plain way."""
+
+
+def _chunks(content: bytes, size: int):
+    """The file as pieces of about ``size`` bytes cut at line ends, each with the header line first."""
+    cut = content.find(b"\n") + 1
+    header = content[:cut]
+    while 0 < cut < len(content):
+        end = content.find(b"\n", cut + size)
+        end = len(content) if end < 0 else end + 1
+        yield header + content[cut:end]
+        cut = end
+
+
+def _ingest_pipelined(session: Session, principal: Principal, owner: Owner, uploads: list[Upload]) -> dict:
+    """Large uploads: a storing thread inserts chunk k while this one parses chunk k+1 (pandas' tokenizer and
+    SQLite's step / PostgreSQL's COPY leave the GIL), all in one savepoint, so nothing is stored unless every
+    chunk was valid. Any chunk the fast path will not take raises :class:`_SlowPath` (the plain path then
+    names file, line and column). The session is used under a lock: the storing thread holds it per chunk."""
+    from heroes_energy import table
+
+    _, sample_rows = _read([up for up in uploads if _is_samples(up.content)])
+    sample_dicts = _samples(sample_rows, owner)
+    lock = threading.Lock()
+    work: queue.Queue = queue.Queue(maxsize=2)
+    outcome: dict = {"stored": 0, "error": None}
+
+    def store() -> None:
+        while (records := work.get()) is not None:
+            if outcome["error"] is None:
+                try:
+                    with lock:
+                        new = _new_only(session, records)
+                        if len(new):
+                            _insert_records(session, new, bulk_cache=False)
+                    outcome["stored"] += len(new)
+                except BaseException as exc:  # noqa: BLE001 - handed to the request's thread
+                    outcome["error"] = exc
+
+    rows, steps = 0, []
+    try:
+        with session.begin_nested():
+            with _sqlite_bulk_cache(session.connection(), session.get_bind().dialect.name == "sqlite"):
+                worker = threading.Thread(target=store, name="energy-ingest", daemon=True)
+                worker.start()
+                try:
+                    for up in uploads:
+                        if _is_samples(up.content):
+                            continue
+                        for chunk in _chunks(up.content, PIPELINE_CHUNK_BYTES):
+                            frame = table._fast_frame_bytes(up.name, chunk)
+                            if frame is None:
+                                raise _SlowPath()
+                            frame = frame.drop_duplicates(subset=["job_id", "step_id", "app_id", "node"],
+                                                          ignore_index=True)
+                            with lock:
+                                records = _records(frame, owner, principal, session)
+                            rows += len(records)
+                            steps.append(records[["cluster", "job_id", "step_id"]].drop_duplicates())
+                            if outcome["error"] is not None:
+                                break
+                            work.put(records)
+                finally:
+                    work.put(None)
+                    worker.join()
+                if outcome["error"] is not None:
+                    raise outcome["error"]
+                new_samples = _new_samples(session, sample_dicts)
+                if new_samples:
+                    session.execute(insert(EnergySample), new_samples)
+    except IntegrityError:
+        raise _SlowPath() from None  # a concurrent request stored some of the same rows
+    import pandas as pd
+
+    step_count = len(pd.concat(steps).drop_duplicates()) if steps else 0
+    return _result(uploads, owner, rows, outcome["stored"], len(new_samples), step_count)
+
+
+def _result(uploads, owner: Owner, rows: int, stored: int, samples_stored: int, steps: int) -> dict:
+    return {"files": len(uploads), "rows": rows, "stored": stored, "duplicates": rows - stored,
+            "samples_stored": samples_stored, "steps": steps, "organization": owner.organization,
+            "user": owner.username, "cluster": owner.cluster, "instance_id": owner.instance_id}
+
+
 def ingest(session: Session, principal: Principal, uploads: list[Upload], *, cluster: str = "",
            instance_id: str = "", user: str = "") -> dict:
     """Validate every file, then store every new row in one transaction (or nothing)."""
     _check_uploads(uploads)
     owner = _owner(session, principal, cluster.strip(), instance_id.strip(), user.strip())
+    if sum(len(up.content) for up in uploads if not _is_samples(up.content)) >= PIPELINE_MIN_BYTES:
+        try:
+            return _ingest_pipelined(session, principal, owner, uploads)
+        except _SlowPath:
+            pass
     frame, sample_rows = _read(uploads)
     records = _records(frame, owner, principal, session) if frame is not None and len(frame) else None
     sample_dicts = _samples(sample_rows, owner)
@@ -426,9 +524,7 @@ def ingest(session: Session, principal: Principal, uploads: list[Upload], *, clu
     total = 0 if records is None else len(records)
     stored = 0 if new is None else len(new)
     steps = 0 if records is None else len(records.drop_duplicates(["cluster", "job_id", "step_id"]))
-    return {"files": len(uploads), "rows": total, "stored": stored, "duplicates": total - stored,
-            "samples_stored": len(new_samples), "steps": steps, "organization": owner.organization,
-            "user": owner.username, "cluster": owner.cluster, "instance_id": owner.instance_id}
+    return _result(uploads, owner, total, stored, len(new_samples), steps)
 
 
 # --- queries -----------------------------------------------------------------------------------------------
