@@ -9,10 +9,15 @@ template it takes the best knowledge available (see :mod:`.service_models`):
 * else the template's own requests (``basis="template-defaults"``, confidence 0.2).
 
 The job's run time is the longest chain of dependent steps; the recommended limit, memory and cores never go
-below the template's minimums (``Resources.min_*``) nor above what the template asks. Energy comes from the
-step's measured energy records on that cluster (``energy_estimated=False``) or else from the cluster's power
-profile (``idle_watts_per_node + watts_per_core x cores + watts_per_gpu x gpus``, ``energy_estimated=True``);
-either way it is multiplied by the site's PUE so clusters compare on the same footing.
+below the template's minimums (``Resources.min_*``) nor above what the template asks. Memory comes from the
+step's measured peaks (imported ``sacct`` MaxRSS of its jobs) or the organization's peak-memory model, else the
+request. Energy comes from the step's measured energy records on that cluster, else from the organization's
+learnt power model for that cluster (both ``energy_estimated=False``), else from the cluster's power profile
+(``idle_watts_per_node + watts_per_core x cores + watts_per_gpu x gpus``, ``energy_estimated=True``); either
+way it is multiplied by the site's PUE so clusters compare on the same footing.
+
+Multi-step templates: ``run_s`` and ``run_limit_s`` follow the critical path; ``memory_mb``, ``cores`` and
+``nodes`` are the largest step's; ``steps`` holds every step's own figures.
 
 Fast: a dictionary lookup for the organization's models, a feature row and one flat tree walk; answers are
 also memoised for a minute per (models version, template, parameters, cluster, user).
