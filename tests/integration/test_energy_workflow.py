@@ -34,6 +34,9 @@ ENERGY_TEMPLATE = {
     "steps": [
         {"name": "burn", "command": ["python3", "burn.py"], "energy": True},
         {"name": "plain", "depends_on": ["burn"], "command": ["true"]},
+        # srun starts one collector per task: only the node's first task measures (one record per node)
+        {"name": "fan", "depends_on": ["burn"], "energy": True, "resources": {"nodes": 1, "tasks": 2},
+         "command": ["python3", "-c", "import time; time.sleep(2)"]},
     ],
     "outputs": ["outputs/*"],
 }
@@ -84,8 +87,12 @@ def test_a_finished_steps_energy_is_ingested_for_its_owner(wf):
     assert not os.path.exists(f"{work}/.heroes/energy-plain")  # energy: false -> not wrapped
     assert any("energy ingested from 2 file(s): 1 node record(s)" in e for e in events_of(body, "burn")), body["events"]
     assert events_of(body, "plain") == []
+    fan = steps["fan"]
+    assert sorted(os.listdir(f"{work}/.heroes/energy-fan")) == [
+        f"heroes.{fan['job_id']}.0.{fan['nodes']}.csv", f"heroes.{fan['job_id']}.0.{fan['nodes']}.samples.csv"]
+    assert any("energy ingested from 2 file(s): 1 node record(s)" in e for e in events_of(body, "fan"))
 
-    r = bob.get("/organization/decision/energy/steps", params={"instance_id": iid})
+    r = bob.get("/organization/decision/energy/steps", params={"instance_id": iid, "job_id": steps["burn"]["job_id"]})
     assert r.status_code == 200, r.text
     [row] = r.json()["steps"]
     assert (row["cluster"], row["job_id"], row["step_id"]) == ("alpha", int(steps["burn"]["job_id"]), 0)
@@ -107,7 +114,8 @@ def test_a_finished_steps_energy_is_ingested_for_its_owner(wf):
     body = bob.get(f"/organization/workflow/instance/{iid}").json()
     assert "0 node record(s), 0 sample(s) stored, 1 already known" in events_of(body, "burn")[-1]
     r = bob.get("/organization/decision/energy/steps", params={"instance_id": iid})
-    assert len(r.json()["steps"]) == 1 and r.json()["steps"][0]["nodes"] == 1
+    assert sorted(s["job_id"] for s in r.json()["steps"]) == sorted(int(steps[n]["job_id"]) for n in ("burn", "fan"))
+    assert {s["nodes"] for s in r.json()["steps"]} == {1}
 
 
 def test_a_refused_energy_file_does_not_fail_the_workflow(wf):
