@@ -9,7 +9,7 @@ import pytest
 from heroes_energy import columns as C
 from heroes_energy.reader import aggregate, read_files
 from heroes_energy.synthetic import ear_row_values, write_eacct_file
-from heroes_energy.table import _fast_frame, aggregate_table, read_table
+from heroes_energy.table import _fast_frame, aggregate_table, read_contents, read_table
 
 FIELDS = ["energy_j", "dc_power_w", "time_s", "cpi", "mem_gbs", "avg_cpufreq_khz", "pck_power_w",
           "gpu_power_w", "gpu_freq_khz", "gpu_util_perc", "max_node_power_w", "io_mbs", "cpu_gflops"]
@@ -85,3 +85,20 @@ def test_malformed_file_gives_the_row_readers_errors(tmp_path):
     assert table is None
     assert [(e.file, e.line, e.column) for e in errors] == [(str(bad), 3, "MEM_GBS")]
     assert errors == read_files([str(good), str(bad)])[1]
+
+
+def test_contents_in_memory_read_like_files_and_errors_carry_the_given_name(tmp_path):
+    good = tmp_path / "good.csv"
+    write_eacct_file(str(good), 6)
+    from_file, _ = read_table([str(good)])
+    from_memory, errors = read_contents([("upload.csv", good.read_bytes())])
+    assert errors == [] and set(from_memory["file"]) == {"upload.csv"}
+    assert from_memory.drop(columns="file").equals(from_file.drop(columns="file"))
+    lines = good.read_text().splitlines()
+    names = lines[0].split(";")
+    for literal, line in (("inf", 4), ("1e999", 5), ("nan", 6)):  # parsed as numbers by pandas, or left as text
+        fields = lines[line - 1].split(";")
+        fields[names.index("CPI")] = literal
+        broken = lines[:line - 1] + [";".join(fields)] + lines[line:]
+        table, errors = read_contents([("upload.csv", ("\n".join(broken) + "\n").encode())])
+        assert table is None and [(e.file, e.line, e.column) for e in errors] == [("upload.csv", line, "CPI")], literal
