@@ -41,12 +41,17 @@ ENERGY_TEMPLATE = {
     "outputs": ["outputs/*"],
 }
 
-#: the step writes a file the reader refuses (comma-separated) next to the collector's own files
+#: one step writes a file the reader refuses (comma-separated) next to the collector's own files, another more
+#: bytes than the engine fetches back (ENERGY_MAX_FILE_BYTES below)
 BROKEN_TEMPLATE = {
     "name": "energy-broken",
     "container": {"runtime": "cluster", "image": "python3"},
-    "steps": [{"name": "spoil", "energy": True, "command": [
-        "python3", "-c", "open('.heroes/energy-spoil/zz-broken.csv', 'w').write('JOBID,STEPID\\n1,2\\n')"]}],
+    "steps": [
+        {"name": "spoil", "energy": True, "command": [
+            "python3", "-c", "open('.heroes/energy-spoil/zz-broken.csv', 'w').write('JOBID,STEPID\\n1,2\\n')"]},
+        {"name": "bloat", "energy": True, "command": [
+            "python3", "-c", "open('.heroes/energy-bloat/zz-big.csv', 'w').write('x' * 2_000_000)"]},
+    ],
 }
 
 
@@ -54,9 +59,11 @@ BROKEN_TEMPLATE = {
 def energy_hook():
     """Before the module's service starts (autouse fixtures come first): the embedded stack's energy hook."""
     os.environ["HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND"] = json.dumps(list(STAGED_COLLECTOR_COMMAND))
+    os.environ["HEROES_SERVICE_WORKFLOWS_ENERGY_MAX_FILE_BYTES"] = str(1024 * 1024)
     get_workflow_settings.cache_clear()
     yield
     os.environ.pop("HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND", None)
+    os.environ.pop("HEROES_SERVICE_WORKFLOWS_ENERGY_MAX_FILE_BYTES", None)
     get_workflow_settings.cache_clear()
 
 
@@ -118,7 +125,7 @@ def test_a_finished_steps_energy_is_ingested_for_its_owner(wf):
     assert {s["nodes"] for s in r.json()["steps"]} == {1}
 
 
-def test_a_refused_energy_file_does_not_fail_the_workflow(wf):
+def test_a_refused_or_oversized_energy_file_does_not_fail_the_workflow(wf):
     alice, bob = wf["apis"]["alice"], wf["apis"]["bob"]
     publish(alice, BROKEN_TEMPLATE)
     r = bob.post("/organization/workflow/submit", json={"template": "energy-broken", "cluster": "alpha"})
@@ -129,6 +136,9 @@ def test_a_refused_energy_file_does_not_fail_the_workflow(wf):
     [event] = events_of(body, "spoil")
     assert event.startswith("energy not ingested: zz-broken.csv, line 1") and "';'-separated" in event, event
     assert "nothing was stored" in event
+    [event] = events_of(body, "bloat")
+    assert event.startswith("energy not ingested: cannot fetch the step's files: 3 file(s) of ") and \
+        "more than the 100 files or 1048576 bytes" in event, event
     # all-or-nothing: the collector's valid file of the same step was not stored either
     r = bob.get("/organization/decision/energy/steps", params={"instance_id": iid})
     assert r.status_code == 200 and r.json()["steps"] == []

@@ -36,8 +36,8 @@ class WorkflowSettings(BaseSettings):
                     "into the instance dir. When set, each finished step's files in {energy_dir} are ingested "
                     "for the instance's owner. Empty: steps run unwrapped.")
     energy_max_file_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Largest energy file of a step fetched back for ingestion; a larger "
-                                               "one is not ingested (an event says so).")
+        64 * 1024 * 1024, ge=1024, description="Most bytes of a step's energy files (in all) fetched back for "
+                                               "ingestion; larger ones are not ingested (an event says so).")
     submit_wait_s: float = Field(
         120.0, gt=0, description="How long POST /submit waits for staging + sbatch before answering with the "
                                  "instance still in progress (the driver goes on in the background).")

@@ -625,10 +625,11 @@ class WorkflowEngine:
         """Fetch the files the collector wrote for ``step`` and ingest them for the instance's owner; the
         outcome is an event of the step. Energy is a by-product: a missing or refused file never fails the
         workflow (ingestion skips rows already stored, so a re-run after a crash adds nothing)."""
-        from ..energy.service import ingest_for_owner
+        from ..energy.service import MAX_FILES, ingest_for_owner
 
         try:
-            files = fetch_energy_files(conn, f"{work_dir}/{energy_dir(step)}", self.settings.energy_max_file_bytes)
+            files = fetch_energy_files(conn, f"{work_dir}/{energy_dir(step)}", self.settings.energy_max_file_bytes,
+                                       MAX_FILES)
         except (ClusterError, OSError, ValueError) as exc:
             self._energy_event(instance_id, step, f"energy not ingested: cannot fetch the step's files: "
                                                   f"{api_error_text(exc)}")
@@ -653,8 +654,9 @@ class WorkflowEngine:
     def _energy_event(self, instance_id: str, step: str, detail: str) -> None:
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
-            session.add(_event(inst, step, detail))
-            session.commit()
+            if inst is not None:  # deleted meanwhile: nothing to record on
+                session.add(_event(inst, step, detail))
+                session.commit()
 
 
 def _event(inst: m.WorkflowInstance, step: str, detail: str) -> m.WorkflowEvent:
@@ -678,22 +680,30 @@ def collector_zipapp() -> bytes:
     return buffer.getvalue()
 
 
-def fetch_energy_files(conn: ClusterConnector, folder: str, max_bytes: int) -> dict[str, bytes]:
-    """The ``*.csv`` files of a step's energy folder (name -> content); {} when the folder is absent.
-    ValueError for a file over ``max_bytes`` (fetched whole, so the bound matters)."""
-    files: dict[str, bytes] = {}
+def fetch_energy_files(conn: ClusterConnector, folder: str, max_bytes: int, max_files: int = 100) -> dict[str, bytes]:
+    """The regular ``*.csv`` files of a step's energy folder (name -> content; symlinks are not followed); {}
+    when the folder is absent. The step writes that folder, so ValueError when the files exceed ``max_bytes``
+    in all or ``max_files`` in number: everything is held in memory for the ingestion."""
     with conn.sftp() as sftp:
         try:
             entries = sftp.listdir_attr(folder)
         except FileNotFoundError:
             return {}
-        for entry in sorted(entries, key=lambda e: e.filename):
-            if not entry.filename.endswith(".csv") or not stat.S_ISREG(entry.st_mode or 0):
-                continue
-            if (entry.st_size or 0) > max_bytes:
-                raise ValueError(f"{entry.filename} has {entry.st_size} bytes, more than the {max_bytes} fetched")
+        chosen = sorted((e for e in entries if e.filename.endswith(".csv") and stat.S_ISREG(e.st_mode or 0)),
+                        key=lambda e: e.filename)
+        total = sum(e.st_size or 0 for e in chosen)
+        if len(chosen) > max_files or total > max_bytes:
+            raise ValueError(f"{len(chosen)} file(s) of {total} bytes in all, more than the {max_files} files or "
+                             f"{max_bytes} bytes fetched for ingestion")
+        files: dict[str, bytes] = {}
+        for entry in chosen:
             with sftp.open(f"{folder}/{entry.filename}", "rb") as handle:
-                files[entry.filename] = handle.read(max_bytes + 1)[:max_bytes]
+                handle.prefetch(entry.st_size)
+                data = handle.read(max_bytes + 1)
+            max_bytes -= len(data)
+            if max_bytes < 0:
+                raise ValueError(f"{entry.filename} grew past the {total} bytes listed while it was read")
+            files[entry.filename] = data
     return files
 
 
