@@ -9,6 +9,7 @@ their own job ids only).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -17,11 +18,14 @@ import pytest
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_dev.components.slurm import slurm_conf_path
+from heroes_dev.settings import shared_data_dir
+from heroes_service.decision import catalog as catalogs
 from heroes_service.decision.wait import wait_cache
 from workflow_support import publish, wait_final, wait_state, wf  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
+AWS_CATALOG = "aws-ec2-ondemand-2022-11-22.json"
 PRICES = {
     "alpha": {"price_model": {"currency": "EUR", "per_core_hour": 0.10, "per_kwh": 0.30},
               "energy_profile": {"idle_watts_per_node": 40, "watts_per_core": 15, "pue": 1.3,
@@ -128,6 +132,40 @@ def test_cost_policy_picks_the_cheaper_cluster(placed):
     assert usd["choice"] is None and not any(c["within_budget"] for c in usd["candidates"])
 
 
+def test_cloud_price_model_from_a_real_catalog(placed, monkeypatch):
+    """A third cluster (alpha's login node again) priced as AWS hpc6a.48xlarge nodes in us-east-2, from the real
+    2022 catalog in the shared data (a service reads catalogs only from its configured folders, by name)."""
+    alice, bob, stack = placed["apis"]["alice"], placed["apis"]["bob"], placed["stack"]
+    monkeypatch.setenv("HEROES_SERVICE_DECISION_CATALOG_DIRS", json.dumps([str(shared_data_dir())]))
+    catalogs.get_catalog_settings.cache_clear()
+    base = {"name": "alpha-cloud", "host": stack.host, "port": ssh_port(stack, "alpha"),
+            "host_key_fingerprint": host_key_fingerprint(stack, "alpha"), "work_dir": "heroes-work/{login}",
+            "container_runtime": "none"}
+    cloud = {"kind": "cloud", "catalog": AWS_CATALOG, "instance_type": "hpc6a.48xlarge", "region": "us-east-2"}
+    try:
+        for bad in ({**cloud, "instance_type": "hpc6a.96xlarge"}, {**cloud, "region": "us-east-1"},
+                    {**cloud, "catalog": "../../etc/passwd"}, {**cloud, "currency": "EUR"}):
+            r = alice.post("/organization/admin/cluster/", json={**base, "price_model": bad})
+            assert r.status_code == 422, (bad, r.text)
+        r = alice.post("/organization/admin/cluster/", json={**base, "price_model": cloud})
+        assert r.status_code == 201, r.text
+        cluster_id = r.json()["id"]
+        assert r.json()["price_model"]["currency"] == "USD"
+        try:
+            rows = by_cluster(decide(bob, policy="cost", currency="EUR"))
+            row = rows["alpha-cloud"]
+            assert row["eligible"] and row["currency"] == "USD" and row["cost_kind"] == "cloud"
+            assert row["cost"] == pytest.approx(2.88 * max(row["run_s"], 60) / 3600, rel=1e-3)
+            assert "hpc6a.48xlarge" in row["cost_note"]
+            only_usd = decide(bob, policy="cost", clusters=["alpha-cloud"])
+            assert only_usd["choice"] == "alpha-cloud" and "USD" in only_usd["reason"]
+        finally:
+            assert alice.delete(f"/organization/admin/cluster/{cluster_id}").status_code == 204
+    finally:
+        monkeypatch.delenv("HEROES_SERVICE_DECISION_CATALOG_DIRS")
+        catalogs.get_catalog_settings.cache_clear()
+
+
 def test_deadline_no_cluster_can_meet_is_reported(placed):
     decision = decide(placed["apis"]["bob"], policy="performance", deadline_s=1)
     assert decision["choice"] is None
@@ -224,7 +262,7 @@ def test_tenant_isolation(placed):
 
 def test_performance_policy_avoids_a_full_cluster(placed):
     """Last: it fills alpha for the rest of the module (cancelled at the end)."""
-    bob, stack = placed["apis"]["bob"], placed["stack"]
+    bob = placed["apis"]["bob"]
     wait_cache().clear()
     idle = decide(bob, policy="performance")
     rows = by_cluster(idle)
