@@ -93,6 +93,15 @@ def test_no_history_gives_template_defaults_and_profile_energy(sessions):
     assert est.memory_bound is None and est.cpi is None and "no history" in est.note
 
 
+def test_without_history_a_faster_cluster_is_expected_to_finish_sooner(sessions):
+    with sessions() as session:
+        fast = fresh_estimate(session, user(), template(), {"size": 3}, cluster("beta", speed=2.0))
+        slow = fresh_estimate(session, user(), template(), {"size": 3}, cluster("gamma", speed=0.5))
+    assert fast.basis == slow.basis == "template-defaults"
+    assert fast.run_s == 1800.0 and fast.run_limit_s == 3600.0  # the limit stays the request
+    assert slow.run_s == 3600.0  # never guessed longer than the request
+
+
 def test_a_cluster_without_power_profile_gets_a_default_node(sessions):
     with sessions() as session:
         est = fresh_estimate(session, user(), template(), {}, cluster(profile={}))

@@ -194,7 +194,10 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     elif models is not None and len(models.frame) >= ORG_HISTORY_MIN:
         learnt = _from_org_history(models, username, name, cluster, requested, cpus)
     if learnt is None:
-        run_s, limit_s, confidence, basis, n = requested["time_limit_s"], requested["time_limit_s"], \
+        # no run to learn from: the request, shortened on a cluster faster than the reference (relative
+        # speed > 1) so that the performance policy still prefers it; never longer than the request
+        speed = max(float(cluster.relative_speed or 1.0), 1.0)
+        run_s, limit_s, confidence, basis, n = requested["time_limit_s"] / speed, requested["time_limit_s"], \
             NO_HISTORY_CONFIDENCE, "template-defaults", 0
         power, cpi, gbs = None, None, None
     else:
