@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import time
 
@@ -19,6 +20,8 @@ import pytest
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_dev.components.slurm import slurm_conf_path
 from heroes_dev.settings import shared_data_dir
+from heroes_energy import columns as C
+from heroes_energy import synthetic
 from heroes_service.decision import catalog as catalogs
 from heroes_service.decision.wait import wait_cache
 from workflow_support import publish, wait_final, wait_state, wf  # noqa: F401 (fixture)
@@ -208,6 +211,53 @@ def test_rightsizing_never_goes_below_the_template_minimum(placed):
     limit_min, req_mem = sacct_fields(placed["stack"], "beta", body["steps"][0]["job_id"], "TimelimitRaw,ReqMem")
     assert int(limit_min) == 3, limit_min
     assert req_mem.endswith("M") and 200 <= int(req_mem.rstrip("Mn")) <= 512, req_mem
+
+
+def memory_bound_ear_csv(instance: dict, node: str) -> str:
+    """HEROES-plugin EAR rows for an instance's steps, measured memory-bound (CPI 2.5, 150 GB/s: EAR's limits
+    are CPI >= 0.8 and >= 100 GB/s), as EAR would have written them on that cluster."""
+    rng = random.Random(7)
+    layout = C.heroes_app_columns()
+    lines = [C.SEP.join(layout)]
+    for step in instance["steps"]:
+        values = synthetic.ear_row_values(int(step["job_id"]), 0, node, rng, num_gpus=1)
+        values.update(dict(zip(C.HEROES_ID_COLUMNS, (instance["id"], PROBE["name"], "bob", "acme", "org"))))
+        values.update({"MAX_POWER_W": "300.0", **{name: "0.1" for name in C.PHASE_COLUMNS},
+                       "CPI": "2.500000", "MEM_GBS": "150.000000", "TIME_SEC": "1.000000",
+                       "DC_NODE_POWER_W": "200.000000"})
+        lines.append(C.SEP.join(values[name] for name in layout))
+    return "\n".join(lines) + "\n"
+
+
+def test_memory_bound_history_gets_cpu_frequency_advice(placed):
+    """The probe's finished runs on beta get EAR records saying memory-bound: the estimate says so and every
+    candidate gets lower-frequency advice within EAR's 5 % slowdown (alpha: one of its offered frequencies)."""
+    bob = placed["apis"]["bob"]
+    done = [i for i in bob.get("/organization/workflow/instance").json()
+            if i["template_name"] == PROBE["name"] and i["cluster"] == "beta" and i["state"] == "COMPLETED"]
+    assert done, "the right-sizing test's runs are the history here"
+    for summary in done:
+        inst = bob.get(f"/organization/workflow/instance/{summary['id']}").json()
+        r = bob.post("/organization/decision/ingest_ear_files", params={"cluster": "beta", "instance_id": inst["id"]},
+                     json={"files": [{"name": f"{inst['id']}.csv", "content": memory_bound_ear_csv(inst, "beta-n1")}]})
+        assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 90
+    while True:  # the estimates refit in the background when the history changes
+        rows = by_cluster(decide(bob, policy="energy", parameters={"seconds": 1}))
+        if all(r["cpu_freq"] for r in rows.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    for name, row in rows.items():
+        advice = row["cpu_freq"]
+        assert advice, (name, row)
+        assert 0 < advice["slowdown_pct"] <= 5.0 and advice["saving_pct"] > 0, advice
+    assert rows["alpha"]["cpu_freq"]["recommended_khz"] in PRICES["alpha"]["energy_profile"]["cpu_freqs_khz"]
+    assert rows["alpha"]["cpu_freq"]["recommended_khz"] < 2_400_000
+    # accepting the advice is submitting with it (checked against the cluster's frequencies, then applied)
+    r = bob.post("/organization/workflow/submit", json={"template": PROBE["name"], "cluster": "alpha",
+                                                         "cpu_freq_khz": rows["alpha"]["cpu_freq"]["recommended_khz"]})
+    assert r.status_code == 201, r.text
+    assert wait_final(bob, [r.json()["id"]], timeout=240)[r.json()["id"]]["state"] == "COMPLETED"
 
 
 def test_cpu_frequency_is_validated_and_applied(placed):
