@@ -280,7 +280,7 @@ def _accepted_options(session: Session, principal: Principal, body: SubmitIn, te
             step_options.append(f"--cpu-freq={body.cpu_freq_khz}")
         events.append(f"--cpu-freq={body.cpu_freq_khz} kHz applied to every step (accepted by the user)")
     if body.accept_rightsizing:
-        recommendation = (decision or {}).get("rightsizing") if decision else None
+        recommendation = decision.get("rightsizing") if decision else None  # auto: the chosen cluster's
         if recommendation is None:
             est = placement.estimate_for(session, principal, template, values, cluster)
             recommendation = placement.rightsizing(template, est)
