@@ -48,7 +48,7 @@ class WaitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEROES_SERVICE_DECISION_", extra="ignore")
 
     wait_cache_s: float = Field(30.0, ge=0, description="Seconds a queue-wait answer of Slurm is fresh.")
-    wait_stale_s: float = Field(600.0, ge=0, description="Seconds an older answer is still served while a "
+    wait_stale_s: float = Field(120.0, ge=0, description="Seconds an older answer is still served while a "
                                                          "background refresh asks Slurm again.")
     wait_timeout_s: float = Field(20.0, gt=0, description="Longest wait for one sbatch --test-only.")
 
