@@ -29,6 +29,10 @@ def _row(name: str, m: dict) -> str:
     return f"  {name:<22} accuracy {m['mean_accuracy']:.3f}   MAE {m['mae_s']:>8.0f} s   under-predicted {m['under_share']:6.1%}"
 
 
+def _price(value) -> str:
+    return "request only" if value is None else f"{value:.2f}"
+
+
 def render(result: dict) -> str:
     """Human-readable summary of :func:`evaluate` output."""
     p = result["predictor"]
@@ -47,7 +51,9 @@ def render(result: dict) -> str:
         f"({lim['accuracy_vs_request']:.2f}x the request's)   limit/request {lim['limit_over_request']:.3f}",
         f"  unclipped               kill {free['kill_share']:6.1%}   accuracy {free['mean_accuracy']:.3f}   "
         f"limit/request {free['limit_over_request']:.3f}",
-        f"  (the user's requests themselves kill {result['baselines']['user_request']['kill_share']:.1%})",
+        f"  (the user's requests themselves kill {result['baselines']['user_request']['kill_share']:.1%}; "
+        f"median kill price {_price(result['protocol'].get('limit_kill_price_median'))}, "
+        f"{result['protocol'].get('limit_by_fallback_share', 0):.1%} of limits from the warm-up margin)",
         f"time: {result['timing']['total_s']:.1f} s total, {result['timing']['fit_s']:.1f} s fitting "
         f"({result['protocol']['retrains']} retrains)",
     ]

@@ -1,7 +1,12 @@
 """Benchmark of the decision module's prediction core (run: .venv/bin/python tests/bench/bench_decision.py [trace]).
 
-Prints: training time on 30,000 jobs, the full online evaluate wall time, and the p99 latency of predicting
-one job (features from the live history state + the model), as the service does per request.
+Prints: training time on 30,000 jobs (candidate regressors + the outcome distribution behind the limit), the
+full online evaluate wall time and its metrics, and the p99 latency of predicting one job (features from the live
+history state + the model + the limit choice), as the service does per request.
+
+``--synthetic PATH`` first writes a synthetic SWF trace with user habits unlike KTH's (exact requesters, padders,
+queue-maximum requesters, users who often fail at once, drifting and noisy users) and evaluates it too, and
+``--halves`` evaluates each half of the trace on its own: the predictor must not be tuned to one trace.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from heroes_service.decision.evaluate import evaluate
 from heroes_service.decision.features import HistoryState, job_view, sweep
 from heroes_service.decision.history import Trace, read_swf
 from heroes_service.decision.model_store import load_predictor, save_predictor
-from heroes_service.decision.predictor import LimitCalibrator, RuntimePredictor, log_request
+from heroes_service.decision.predictor import LAMBDAS, LimitChooser, RuntimePredictor
 
 TRACE = str(shared_data_dir() / "KTH-SP2-1996.swf")
 N_TRAIN = 30000
@@ -33,6 +38,76 @@ def thirty_thousand(trace: Trace) -> Trace:
     return Trace(cols, dict(trace.header))
 
 
+def report(name: str, trace: Trace) -> dict:
+    """Evaluate one trace and print the goals' numbers."""
+    began = time.perf_counter()
+    out = evaluate(trace)
+    p, base = out["predictor"], out["baselines"]
+    print(f"evaluate {name} ({out['jobs']} jobs, {out['protocol']['retrains']} retrains): "
+          f"{time.perf_counter() - began:.1f} s wall ({out['timing']['fit_s']:.1f} s fitting)")
+    print(f"  point accuracy {p['point']['mean_accuracy']:.3f} (request {base['user_request']['mean_accuracy']:.3f}, "
+          f"last two {base['last_two']['mean_accuracy']:.3f}); limit kill {p['limit']['kill_share']:.3f} "
+          f"(requests alone {base['user_request']['kill_share']:.3f}), accuracy {p['limit']['mean_accuracy']:.3f} "
+          f"= {p['limit']['accuracy_vs_request']:.2f}x the request's")
+    return out
+
+
+def halves(trace: Trace) -> tuple[Trace, Trace]:
+    """The first and second half of a trace by submit order, each a trace of its own (the second starts empty)."""
+    mid = len(trace) // 2
+    first = trace.head(mid)
+    second = Trace({k: v[mid:].copy() for k, v in trace.columns.items()}, dict(trace.header))
+    return first, second
+
+
+def synthetic_swf(path: str, n_jobs: int = 24000, n_users: int = 120, seed: int = 7,
+                  max_runtime: int = 172800) -> str:
+    """Write an SWF trace whose users behave unlike KTH's (see the module doc); returns ``path``."""
+    rng = np.random.default_rng(seed)
+    queue_limits = np.array([1800, 4 * 3600, 12 * 3600, 48 * 3600])
+    users = []
+    for _ in range(n_users):
+        kind = str(rng.choice(["exact", "padded", "max_queue", "failing", "drifting", "noisy"],
+                              p=[0.15, 0.25, 0.2, 0.15, 0.1, 0.15]))
+        apps = [[float(np.exp(rng.uniform(np.log(30), np.log(100000)))), int(2 ** rng.integers(0, 9))]
+                for _ in range(int(rng.integers(1, 6)))]
+        sigma = {"exact": rng.uniform(0.005, 0.03), "noisy": rng.uniform(0.4, 0.8)}.get(kind, rng.uniform(0.02, 0.3))
+        users.append(dict(kind=kind, apps=apps, sigma=float(sigma), pad=float(rng.uniform(1.6, 5)),
+                          fail=float(rng.uniform(0.02, 0.6) if kind == "failing" else rng.uniform(0, 0.1)),
+                          rate=float(rng.lognormal(0, 1))))
+    rates = np.array([u["rate"] for u in users])
+    rates /= rates.sum()
+    t, lines = 0.0, []
+    for job in range(1, n_jobs + 1):
+        t += float(rng.exponential(900))
+        ui = int(rng.choice(n_users, p=rates))
+        u = users[ui]
+        ai = int(rng.integers(len(u["apps"])))
+        base, procs = u["apps"][ai]
+        if u["kind"] == "drifting":
+            u["apps"][ai][0] = base = base * float(np.exp(rng.normal(0.01, 0.05)))
+        run = base * float(np.exp(rng.normal(0, u["sigma"])))
+        if u["kind"] == "exact":
+            req = base * 1.15
+        elif u["kind"] == "max_queue":
+            req = float(queue_limits[min(np.searchsorted(queue_limits, base * 1.5), len(queue_limits) - 1)])
+        else:
+            req = base * u["pad"]
+        req = float(min(max(60.0, round(req / 60) * 60), max_runtime))
+        status = 1
+        if rng.random() < u["fail"]:
+            run, status = float(rng.uniform(1, min(120.0, req / 2))), 0
+        if run > req:   # killed at its limit, after a grace period
+            run, status = req + float(rng.uniform(0, 60)), 0
+        wait = round(float(rng.lognormal(np.log(60 + procs * 20), 1.5)))
+        lines.append(f"{job} {int(t)} {wait} {int(round(run))} {procs} -1 -1 {procs} {int(req)} -1 {status} {ui + 1} "
+                     f"{ui % 7 + 1} -1 1 -1 -1 -1")
+    with open(path, "w") as handle:
+        handle.write(f"; Version: 2.2\n; Computer: synthetic\n; MaxRuntime: {max_runtime}\n; MaxJobs: {n_jobs}\n")
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
 def main(path: str = TRACE) -> None:
     trace = read_swf(path)
     big = thirty_thousand(trace)
@@ -45,10 +120,7 @@ def main(path: str = TRACE) -> None:
     print(f"features for {len(big)} jobs: {featurise:.2f} s")
     print(f"training on {model.n_train} jobs: {train:.2f} s  (goal <= 30 s)")
 
-    began = time.perf_counter()
-    out = evaluate(trace)
-    print(f"evaluate {path.rsplit('/', 1)[-1]} ({out['jobs']} jobs, {out['protocol']['retrains']} retrains): "
-          f"{time.perf_counter() - began:.1f} s wall ({out['timing']['fit_s']:.1f} s fitting)")
+    report(path.rsplit("/", 1)[-1], trace)
 
     # single predictions through a loaded (pickle-free) model, with the history state of the whole trace
     import tempfile
@@ -60,17 +132,18 @@ def main(path: str = TRACE) -> None:
         if finish[j] == finish[j]:
             state.add_finished(job_view(trace, j), float(trace["run"][j]), float(trace["status"][j]),
                                float(finish[j]), was_submitted=False)
-    calibrator = LimitCalibrator()
+    chooser = LimitChooser()
     rng = np.random.default_rng(0)
+    options = np.log(np.linspace(0.05, 1.0, len(LAMBDAS)))
     for _ in range(500):
-        calibrator.observe(float(rng.normal(7, 1)), 0.5, 9.0, float(np.exp(rng.normal(7, 1.2))))
+        chooser.observe(options, float(rng.normal(-1.5, 1.2)))
     times = []
     for i in rng.integers(0, len(trace), 1000):
         job = job_view(trace, int(i))
         t0 = time.perf_counter()
         row = np.array([state.features(job)])
         pred = loaded.predict(row, np.array([job.req_time]))
-        calibrator.limit(float(pred.point_log[0]), float(pred.scale[0]), float(log_request(np.array([job.req_time]))[0]))
+        chooser.choose(pred.limit_offsets[0])
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1000
     print(f"single prediction (features + {len(loaded.models)} models + limit): p50 {np.percentile(ms, 50):.2f} ms, "
@@ -78,4 +151,15 @@ def main(path: str = TRACE) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if "--synthetic" in args:
+        target = args[args.index("--synthetic") + 1]
+        report("synthetic", read_swf(synthetic_swf(target)))
+        args = [a for a in args if a not in ("--synthetic", target)]
+    if "--halves" in args:
+        args.remove("--halves")
+        first, second = halves(read_swf(args[0] if args else TRACE))
+        report("first half", first)
+        report("second half", second)
+    else:
+        main(*args)

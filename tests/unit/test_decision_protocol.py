@@ -12,7 +12,7 @@ from heroes_service.decision.history import parse_swf_lines
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 SMALL = EvalConfig(retrain_every=60, calibration_window=300,
-                   predictor={"min_train": 30, "max_iter": 8})
+                   predictor={"min_train": 30, "max_iter": 8, "dist_iter": 8})
 
 
 def swf_line(job, submit, wait, run, procs, req, user, status=1, group=1):
@@ -119,5 +119,9 @@ def test_limit_never_above_request_on_every_job():
     trace = synthetic(seed=5)
     result = run_online(trace, SMALL)
     assert (result.limit <= trace["req_time"] + 1e-6).all()
+    # once enough jobs finished, limits come from the per-job choice (a kill price is in force)
+    priced = ~np.isnan(result.kill_price)
+    assert priced[-100:].all() and not priced[:50].any()
+    assert (result.limit[priced] > 0).all()
     # the unclipped limit may pass the request but never the longest limit the queue has granted so far
     assert (result.limit_free <= np.maximum.accumulate(trace["req_time"]) * (1 + 1e-9)).all()

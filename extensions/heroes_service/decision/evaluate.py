@@ -6,7 +6,8 @@ Protocol (what a live service would have known):
 - the features of a job come only from that history (see :mod:`.features`);
 - the model is retrained periodically on the jobs finished before the retraining moment: early on whenever
   the history has grown by half, later every ``retrain_every`` submissions;
-- the limit's margin is recalibrated from the finished jobs' out-of-sample residuals.
+- the limit's kill price is recalibrated from the finished jobs' realised outcomes: each finished job tells,
+  for every price, whether the limit it got offered at its submission would have killed it.
 
 Metrics cover jobs with a known run time > 0 and a known request > 0 (others are predicted but excluded and
 counted). Accuracy per job is min(P/R, R/P); the limit "kills" a job when it is below the real run time.
@@ -23,7 +24,7 @@ import numpy as np
 
 from .features import sweep
 from .history import Trace, read_swf
-from .predictor import LimitCalibrator, RuntimePredictor, log_request
+from .predictor import LAMBDAS, LimitCalibrator, LimitChooser, RuntimePredictor, log_request
 
 
 @dataclass
@@ -71,6 +72,7 @@ class OnlineRun:
     seen_until: np.ndarray | None = None       # latest finish in the features' history, per job
     observed_at: np.ndarray | None = None      # job index at whose submission the calibrator learnt each job
     fit_s: float = 0.0
+    kill_price: np.ndarray | None = None       # the lambda in force for each job's limit (NaN: fallback limit)
 
 
 def _next_retrain(i: int, n_train: int, every: int, min_train: int) -> int:
@@ -90,6 +92,9 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
     req_log = log_request(req)
     predictor = RuntimePredictor(**config.predictor)
     calibrator = LimitCalibrator(config.target_kill, config.calibration_window)
+    chooser = LimitChooser(config.target_kill, config.calibration_window)
+    offsets = np.full((n, len(LAMBDAS)), np.nan)
+    kill_price = np.full(n, np.nan)
     point_log = np.full(n, np.nan)
     scale = np.full(n, np.nan)
     limit = np.full(n, np.nan)
@@ -127,16 +132,32 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
             predicted_to = i
         if i >= predicted_to:
             end = min(next_fit, n)
-            pred = predictor.predict(X[i:end], req[i:end])
+            pred = predictor.predict(X[i:end], req[i:end], np.exp(cap_log[i:end]))
             point_log[i:end], scale[i:end] = pred.point_log, pred.scale
+            if pred.limit_offsets is not None:
+                offsets[i:end] = pred.limit_offsets
             predicted_to = end
         while observed < n_known and fin_sorted[observed] < now:
             j = by_finish[observed]
             calibrator.observe(point_log[j], scale[j], req_log[j], run[j])
+            if run[j] > 0:
+                chooser.observe(offsets[j], math.log(run[j]) - req_log[j])
             observed_at[j] = i
             observed += 1
         limit[i], limit_free[i] = calibrator.limit(point_log[i], scale[i], req_log[i], cap_log[i])
-    return OnlineRun(np.exp(point_log), limit, limit_free, sw.last_two, fits, sw.seen_until, observed_at, fit_s)
+        chosen = chooser.choose(offsets[i])
+        if chosen == chosen:
+            limit[i] = _limit_seconds(chosen, req[i], cap_log[i])
+            kill_price[i] = LAMBDAS[chooser.lambda_index()]
+    return OnlineRun(np.exp(point_log), limit, limit_free, sw.last_two, fits, sw.seen_until, observed_at, fit_s,
+                     kill_price)
+
+
+def _limit_seconds(offset: float, request: float, cap_log: float) -> float:
+    """request * exp(offset), and exactly the ceiling (request or queue cap) when the offset reaches it, so a
+    job that runs precisely its request is not counted killed by a rounding error."""
+    ceiling = min(request, math.exp(cap_log)) if cap_log == cap_log else request
+    return min(request * math.exp(offset), ceiling)
 
 
 def _header_max_runtime(trace: Trace) -> float:
@@ -179,7 +200,8 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
             "retrains": len(result.fits),
             "retrain_every_jobs": (config or EvalConfig()).retrain_every,
             "target_kill_share": (config or EvalConfig()).target_kill,
-            "limit_default": "clipped: never above the job's request",
+            "limit_default": "clipped: never above the job's request; per job, the candidate limit maximising "
+                             "expected accuracy - lambda * P(kill), lambda set online from finished jobs",
             "limit_unclipped": "may exceed the request, capped at MaxRuntime or the longest request seen so far",
         },
         "timing": {
@@ -188,6 +210,11 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
             "largest_fit_jobs": max((f[2] for f in result.fits), default=0),
         },
     }
+    priced = result.kill_price[usable]
+    priced = priced[~np.isnan(priced)]
+    median_price = float(np.median(priced)) if len(priced) else math.nan
+    out["protocol"]["limit_kill_price_median"] = median_price if math.isfinite(median_price) else None
+    out["protocol"]["limit_by_fallback_share"] = float(np.mean(np.isnan(result.kill_price[usable])))
     base = out["baselines"]["user_request"]["mean_accuracy"]
     out["predictor"]["limit"]["accuracy_vs_request"] = out["predictor"]["limit"]["mean_accuracy"] / base
     return out

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .predictor import N_CANDIDATES, RuntimePredictor
+from .predictor import BIN_SAMPLES, N_CANDIDATES, RatioDistribution, RuntimePredictor
 
 FORMAT = "heroes-runtime-predictor"
-VERSION = 1
+VERSION = 2   # 2: more candidate guesses, and the outcome distribution behind the time limit (retrain v1 files)
 
 
 class ModelStoreError(Exception):
@@ -61,11 +61,15 @@ class PortableEnsemble:
             raise ModelStoreError("a tree root points outside the tree")
 
     @classmethod
-    def from_sklearn(cls, model) -> "PortableEnsemble":
-        """Flatten a fitted HistGradientBoostingRegressor (numeric features only, single output)."""
+    def from_sklearn(cls, model, output: int | None = None) -> "PortableEnsemble":
+        """Flatten a fitted histogram gradient-boosting model (numeric features only).
+
+        ``output=None``: a single-output model (a regressor). ``output=k``: the raw score of the k-th tree of
+        every iteration, i.e. one class of a multiclass classifier (or the logit of a binary one, k=0).
+        """
         parts, roots, offset = [], [], 0
         for iteration in model._predictors:
-            for tree in iteration:
+            for tree in (iteration if output is None else [iteration[output]]):
                 nodes = tree.nodes
                 if np.any(nodes["is_categorical"]):
                     raise ModelStoreError("categorical splits are not supported by the portable format")
@@ -78,7 +82,7 @@ class PortableEnsemble:
                               left, right, leaf, nodes["value"]))
                 offset += len(nodes)
         arrays = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(7)]
-        baseline = float(np.ravel(model._baseline_prediction)[0])
+        baseline = float(np.ravel(model._baseline_prediction)[0 if output is None else output])
         return cls(baseline, np.array(roots, dtype=np.int64), *arrays)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -111,8 +115,9 @@ def save_predictor(predictor: RuntimePredictor, path: str | Path, extra: dict | 
         "format": FORMAT, "version": VERSION, "n_train": predictor.n_train,
         "params": {k: getattr(predictor, k) for k in ("max_iter", "learning_rate", "max_leaf_nodes",
                                                       "min_samples_leaf", "min_train", "max_train", "seed",
-                                                      "n_threads")},
-        "models": [], "extra": extra or {},
+                                                      "n_threads", "dist_iter", "dist_learning_rate",
+                                                      "dist_leaf_nodes", "dist_min_leaf")},
+        "models": [], "extra": extra or {}, "distribution": None,
     }
     arrays: dict[str, np.ndarray] = {"columns": predictor.columns.astype(np.int64)}
     for k, model in enumerate(predictor.models):
@@ -122,6 +127,8 @@ def save_predictor(predictor: RuntimePredictor, path: str | Path, extra: dict | 
         ensemble = model if isinstance(model, PortableEnsemble) else PortableEnsemble.from_sklearn(model)
         meta["models"].append({"kind": "trees", "baseline": ensemble.baseline})
         arrays.update(ensemble.arrays(f"m{k}_"))
+    if predictor.distribution is not None:
+        meta["distribution"] = _distribution_parts(predictor.distribution, arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -147,10 +154,11 @@ def load_predictor(path: str | Path) -> tuple[RuntimePredictor, dict]:
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise ModelStoreError(f"{path}: missing or damaged header") from exc
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ModelStoreError(f"{path}: not a {FORMAT} v{VERSION} file")
+        raise ModelStoreError(f"{path}: not a {FORMAT} v{VERSION} file (older versions must be retrained)")
     if len(meta.get("models", [])) not in (0, N_CANDIDATES):
         raise ModelStoreError(f"{path}: expected {N_CANDIDATES} candidate models")
-    predictor = RuntimePredictor(**meta["params"])
+    known = set(RuntimePredictor().__dict__)
+    predictor = RuntimePredictor(**{k: v for k, v in meta["params"].items() if k in known})
     predictor.n_train = int(meta["n_train"])
     predictor.columns = data["columns"].astype(np.int64)
     models: list = []
@@ -167,4 +175,56 @@ def load_predictor(path: str | Path) -> tuple[RuntimePredictor, dict]:
         except KeyError as exc:
             raise ModelStoreError(f"{path}: model {k} is incomplete") from exc
     predictor.models = models
+    if meta.get("distribution"):
+        predictor.distribution = _load_distribution(meta["distribution"], data, path)
     return predictor, meta.get("extra", {})
+
+
+def _distribution_parts(dist: RatioDistribution, arrays: dict) -> dict:
+    """JSON description of the outcome distribution; its tree and sample arrays go into ``arrays``."""
+    arrays["d_edges"] = dist.edges.astype(np.float64)
+    arrays["d_samples"] = dist.samples.astype(np.float64)
+    bins = []
+    for b, model in enumerate(dist.class_models):
+        if isinstance(model, float):
+            bins.append({"kind": "absent"} if model == -math.inf else {"kind": "constant", "value": model})
+            continue
+        bins.append({"kind": "trees", "baseline": model.baseline})
+        arrays.update(model.arrays(f"d{b}_"))
+    params = {k: getattr(dist, k) for k in ("max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf",
+                                            "seed")}
+    return {"bins": bins, "params": params}
+
+
+def _load_distribution(spec: dict, data: dict, path: Path) -> RatioDistribution:
+    try:
+        edges, samples = data["d_edges"].astype(np.float64), data["d_samples"].astype(np.float64)
+    except KeyError as exc:
+        raise ModelStoreError(f"{path}: outcome distribution is incomplete") from exc
+    bins = spec.get("bins", [])
+    if (edges.ndim != 1 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0)
+            or samples.shape != (len(edges) + 1, BIN_SAMPLES) or not np.all(np.isfinite(samples))
+            or len(bins) != len(edges) + 1):
+        raise ModelStoreError(f"{path}: outcome distribution has inconsistent shapes")
+    dist = RatioDistribution(edges, **spec.get("params", {}))
+    dist.samples = samples
+    models: list = []
+    for b, part in enumerate(bins):
+        if part["kind"] == "absent":
+            models.append(-math.inf)
+        elif part["kind"] == "constant":
+            value = float(part["value"])
+            if not math.isfinite(value):
+                raise ModelStoreError(f"{path}: non-finite constant in the outcome distribution")
+            models.append(value)
+        else:
+            try:
+                fields = {f: data[f"d{b}_{f}"] for f in PortableEnsemble.FIELDS}
+                models.append(PortableEnsemble(part["baseline"], data[f"d{b}_roots"], **fields))
+            except KeyError as exc:
+                raise ModelStoreError(f"{path}: outcome bin {b} is incomplete") from exc
+    if all(m == -math.inf for m in models if isinstance(m, float)) and not any(
+            not isinstance(m, float) for m in models):
+        raise ModelStoreError(f"{path}: outcome distribution has no bin")
+    dist.class_models = models
+    return dist

@@ -8,11 +8,19 @@ averaging them. So for every candidate guess a gradient-boosted regressor learns
 will have for a job with these features, and the predictor answers with the candidate of highest expected
 accuracy. Learning "how good is each guess" is generic: it adapts to whatever habits a trace's users have.
 
-Time limit (a calibrated upper quantile). The limit is ``point * exp(t * scale)``: ``scale`` is this job's
-uncertainty (how much the candidates disagree, weighted by their expected accuracy) and ``t`` is set online
-by split-conformal calibration on the most recent finished jobs so that the share of jobs the limit would
-have killed stays at the target. The default limit is never above the job's request (what a scheduler
-accepts); the unclipped variant is computed too, for clusters that allow extending a request.
+Time limit (a per-job risk choice). A point prediction is wrong half the time, so the limit needs a picture
+of the whole outcome: :class:`RatioDistribution` learns, per job, the probability that the run ends in each
+bin of log(run / request) (a multiclass boosted classifier; each bin keeps the residuals it saw, so the
+distribution inside a bin is the empirical one). For every candidate limit ``request * exp(c)`` (``c <= 0``,
+a fine grid, the request itself included) that gives the expected accuracy ``E[min(L/R, R/L)]`` and the
+probability of killing the job ``P(R > L)``. The limit maximises ``E[accuracy] - lambda * P(kill)``: a job
+that usually fails at once but sometimes runs long keeps its request, a job that reliably repeats gets a
+tight limit. ``lambda`` prices a kill; :class:`LimitChooser` sets it online from the realised outcomes of
+recently finished jobs (for each lambda of a grid it knows which limit each job would have received and
+whether that limit would have killed it), taking the most accurate lambda whose realised kill share stays at
+the target. Jobs that outrun their own request are killed whatever we choose and use up budget first; a
+killed job still scores limit/run. :class:`LimitCalibrator` (a conformal margin ``point * exp(t * scale)``) is
+kept for the unclipped limit and for callers that only hold a point and a scale.
 """
 from __future__ import annotations
 
@@ -23,18 +31,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from .features import FEATURE_NAMES
 
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
-# The guesses the predictor chooses among (feature columns holding a log run time); the request is the last.
+# The guesses the predictor chooses among (log run times: feature columns, or simple combinations of them
+# in DERIVED); the request is the last.
 CANDIDATES = ("s_last1", "s_med", "s_max", "u_last1", "u_last2", "u_mean2", "u_med", "u_ratio_pred", "u_max",
-              "e_last1", "g_med", "gl_med", "r_last1", "r_med", "p_last1", "p_med", "u_last1_scaled")
+              "e_last1", "g_med", "gl_med", "r_last1", "r_med", "p_last1", "p_med", "u_last1_scaled",
+              "u_last3", "u_min", "u_geo2", "u_ratio1_pred", "gl_ratio_pred")
+DERIVED = {
+    "u_geo2": lambda X, req_log: 0.5 * (X[:, _F["u_last1"]] + X[:, _F["u_last2"]]),   # geometric mean of last 2
+    "u_ratio1_pred": lambda X, req_log: X[:, _F["u_ratio1"]] + req_log,   # last run/request ratio, this request
+    "gl_ratio_pred": lambda X, req_log: X[:, _F["gl_ratio_med"]] + req_log,   # everyone's recent ratio
+}
 N_CANDIDATES = len(CANDIDATES) + 1
 SCALE_FLOOR = 0.05  # log units: even a perfectly regular job gets a few percent of margin
+
+RARE_CANDIDATE = 0.01   # known for fewer than 1 % of the training jobs: not worth a model
+NEVER = -1.0            # the score of a candidate that is never chosen (real scores are accuracies >= 0)
+
+# Bins of log(run / request) for the outcome distribution: finer near 0 (jobs that use their whole request)
+# and wide in the early-failure tail; the last bin holds the jobs that outran their request.
+RATIO_EDGES = np.array([-6.0, -4.5, -3.5, -2.5, -1.8, -1.2, -0.8, -0.5, -0.3, -0.15, -0.05, 0.02])
+BIN_SAMPLES = 200   # quantiles kept per bin: the empirical shape of the outcome inside a bin
+# Candidate limits as log(limit / request): a 5 % grid below the request (the request itself is always added).
+OFFSET_GRID = np.round(np.arange(-12.0, -0.0249, 0.05), 10)
+# Prices of a kill, in units of accuracy; the last (infinite) one always answers the request.
+LAMBDAS = np.concatenate([np.geomspace(0.1, 200.0, 28), [np.inf]])
 
 
 def log_request(req_time: np.ndarray) -> np.ndarray:
@@ -46,6 +73,11 @@ def log_request(req_time: np.ndarray) -> np.ndarray:
     return out
 
 
+def candidate_guesses(X: np.ndarray, req_log: np.ndarray) -> list[np.ndarray]:
+    """Each candidate's raw guess (log s; NaN where the history does not provide it), in CANDIDATES order."""
+    return [DERIVED[name](X, req_log) if name in DERIVED else X[:, _F[name]] for name in CANDIDATES]
+
+
 def candidate_matrix(X: np.ndarray, req_log: np.ndarray) -> np.ndarray:
     """(n, N_CANDIDATES) log run-time guesses, each capped at the request.
 
@@ -53,8 +85,7 @@ def candidate_matrix(X: np.ndarray, req_log: np.ndarray) -> np.ndarray:
     unknown too, to the global recent median, and failing all history to one hour (a neutral default only
     used for the very first jobs of an empty history).
     """
-    cols = [X[:, _F[name]] for name in CANDIDATES]
-    C = np.stack(cols + [req_log], axis=1)
+    C = np.stack(candidate_guesses(X, req_log) + [req_log], axis=1)
     fallback = np.where(np.isnan(req_log), X[:, _F["gl_med"]], req_log)
     fallback = np.where(np.isnan(fallback), math.log(3600.0), fallback)
     C = np.where(np.isnan(C), fallback[:, None], C)
@@ -67,7 +98,7 @@ def _heuristic_choice(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     order = [CANDIDATES.index(n) for n in ("s_last1", "u_ratio_pred", "u_last1")]
     out = C[:, -1].copy()
     for k in reversed(order):
-        known = ~np.isnan(X[:, _F[CANDIDATES[k]]])
+        known = ~np.isnan(X[:, _F[CANDIDATES[k]]])   # these three are plain feature columns
         out = np.where(known, C[:, k], out)
     return out
 
@@ -104,6 +135,8 @@ class Prediction:
     point_log: np.ndarray
     scale: np.ndarray
     scores: np.ndarray | None = None
+    limit_offsets: np.ndarray | None = None   # (n, len(LAMBDAS)) log(limit/request) per kill price; NaN rows
+                                              # where the request is unknown (see :class:`LimitChooser`)
 
     @property
     def point_s(self) -> np.ndarray:
@@ -113,8 +146,10 @@ class Prediction:
 class RuntimePredictor:
     """Chooses, per job, the history-based guess with the highest expected accuracy (see module doc)."""
 
-    def __init__(self, max_iter: int = 60, learning_rate: float = 0.15, max_leaf_nodes: int = 31,
-                 min_samples_leaf: int = 20, min_train: int = 200, max_train: int = 60000, seed: int = 0, n_threads: int = 1):
+    def __init__(self, max_iter: int = 60, learning_rate: float = 0.15, max_leaf_nodes: int = 15,
+                 min_samples_leaf: int = 50, min_train: int = 200, max_train: int = 60000, seed: int = 0,
+                 n_threads: int = 1, dist_iter: int = 40, dist_learning_rate: float = 0.15,
+                 dist_leaf_nodes: int = 15, dist_min_leaf: int = 40):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
@@ -123,6 +158,11 @@ class RuntimePredictor:
         self.max_train = max_train
         self.seed = seed
         self.n_threads = n_threads
+        self.dist_iter = dist_iter
+        self.dist_learning_rate = dist_learning_rate
+        self.dist_leaf_nodes = dist_leaf_nodes
+        self.dist_min_leaf = dist_min_leaf
+        self.distribution: RatioDistribution | None = None   # outcome model for the time limit
         self.models: list = []          # one regressor (or portable ensemble) per candidate, or a constant
         self.columns = np.zeros(0, dtype=np.int64)
         self.n_train = 0
@@ -146,6 +186,7 @@ class RuntimePredictor:
             X, req_time, run = X[-self.max_train:], req_time[-self.max_train:], run[-self.max_train:]
         self.n_train = len(run)
         self.models = []
+        self.distribution = None
         if self.n_train < self.min_train:
             return self
         req_log = log_request(req_time)
@@ -154,12 +195,26 @@ class RuntimePredictor:
         self.columns = usable_columns(D)
         Dc = D[:, self.columns]
         acc = np.exp(-np.abs(C - np.log(np.maximum(run, 1.0))[:, None]))
+        rare = [k for k, guess in enumerate(candidate_guesses(X, req_log)) if np.mean(~np.isnan(guess)) < RARE_CANDIDATE]
         with _quiet_threads(self.n_threads):
-            self._fit_candidates(Dc, acc)
+            self._fit_candidates(Dc, acc, skip=rare)
+            ratio = np.log(np.maximum(run, 1.0)) - req_log
+            known = ~np.isnan(ratio)
+            if known.sum() >= self.min_train:
+                self.distribution = RatioDistribution(
+                    max_iter=self.dist_iter, learning_rate=self.dist_learning_rate,
+                    max_leaf_nodes=self.dist_leaf_nodes, min_samples_leaf=self.dist_min_leaf,
+                    seed=self.seed).fit(Dc[known], ratio[known])
         return self
 
-    def _fit_candidates(self, Dc: np.ndarray, acc: np.ndarray) -> None:
+    def _fit_candidates(self, Dc: np.ndarray, acc: np.ndarray, skip=()) -> None:
+        """One accuracy regressor per candidate. A candidate the history almost never provides (say, no
+        executable ids in the trace) would only repeat its fallback, the request: it gets a constant score
+        below any real one instead of a model, so it is never chosen and costs no fitting time."""
         for k in range(N_CANDIDATES):
+            if k in skip:
+                self.models.append(NEVER)
+                continue
             target = acc[:, k]
             if target.min() == target.max():
                 self.models.append(float(target[0]))
@@ -179,7 +234,11 @@ class RuntimePredictor:
                 out[:, k] = model if isinstance(model, float) else model.predict(Dc)
         return out
 
-    def predict(self, X: np.ndarray, req_time: np.ndarray) -> Prediction:
+    def predict(self, X: np.ndarray, req_time: np.ndarray, cap_time: np.ndarray | float | None = None) -> Prediction:
+        """Point, scale and (once fitted with enough jobs) the per-job limit options.
+
+        ``cap_time``: the longest limit the queue grants (seconds); limits never exceed it nor the request.
+        """
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         req_log = log_request(np.atleast_1d(req_time))
         C = candidate_matrix(X, req_log)
@@ -187,9 +246,196 @@ class RuntimePredictor:
             point = _heuristic_choice(X, C)
             spread = np.nanstd(C, axis=1)
             return Prediction(point, np.maximum(spread, SCALE_FLOOR), None)
-        S = self.scores(self.design(X, C, req_log))
+        D = self.design(X, C, req_log)
+        S = self.scores(D)
         point = C[np.arange(len(C)), S.argmax(axis=1)]
-        return Prediction(point, candidate_spread(C, S), S)
+        offsets = None
+        if self.distribution is not None:
+            cap_log = np.full(len(X), np.nan) if cap_time is None else log_request(
+                np.broadcast_to(np.asarray(cap_time, dtype=np.float64), (len(X),)))
+            ceiling = np.minimum(np.where(np.isnan(cap_log), 0.0, cap_log - req_log), 0.0)
+            ceiling = np.where(np.isnan(req_log), np.nan, ceiling)
+            with _quiet_threads(self.n_threads):
+                offsets = self.distribution.limit_offsets(D[:, self.columns], ceiling)
+        return Prediction(point, candidate_spread(C, S), S, offsets)
+
+
+class RatioDistribution:
+    """P(log(run / request) falls in each bin | job features), and the limit options that follow from it.
+
+    A multiclass boosted classifier gives the bin probabilities; each bin keeps :data:`BIN_SAMPLES`
+    quantiles of the ratios it saw in training, so expected accuracy and kill probability of a candidate
+    limit are exact mixtures of empirical shapes (a bin that mostly holds exact repeats of the request is
+    not smeared over its width). The classifier is converted to flat tree arrays right after fitting, so a
+    saved and loaded model computes with the very same code.
+    """
+
+    def __init__(self, edges: np.ndarray = RATIO_EDGES, max_iter: int = 40, learning_rate: float = 0.15,
+                 max_leaf_nodes: int = 15, min_samples_leaf: int = 40, seed: int = 0):
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.seed = seed
+        self.class_models: list = []   # per bin: a PortableEnsemble (raw score) or a float constant
+        self.samples = np.zeros((self.n_bins, BIN_SAMPLES))
+        self._curves: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+    def bins(self, ratio: np.ndarray) -> np.ndarray:
+        """Bin index of each log ratio: bin b holds edges[b-1] < r <= edges[b]."""
+        return np.searchsorted(self.edges, ratio, side="left")
+
+    def fit(self, D: np.ndarray, ratio: np.ndarray) -> "RatioDistribution":
+        from .model_store import PortableEnsemble
+
+        y = self.bins(ratio)
+        self.samples = self._bin_samples(ratio, y)
+        self._curves = None
+        present = np.unique(y)
+        models: list = [-math.inf] * self.n_bins   # never seen: probability 0
+        if len(present) == 1:
+            models[int(present[0])] = 0.0
+        else:
+            model = HistGradientBoostingClassifier(
+                max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf, early_stopping=False, random_state=self.seed).fit(D, y)
+            if len(present) == 2:   # one logistic tree per iteration: softmax([0, raw]) is the same sigmoid
+                models[int(model.classes_[0])] = 0.0
+                models[int(model.classes_[1])] = PortableEnsemble.from_sklearn(model, 0)
+            else:
+                for k, cls in enumerate(model.classes_):
+                    models[int(cls)] = PortableEnsemble.from_sklearn(model, k)
+        self.class_models = models
+        return self
+
+    def _bin_samples(self, ratio: np.ndarray, y: np.ndarray) -> np.ndarray:
+        out = np.empty((self.n_bins, BIN_SAMPLES))
+        levels = np.linspace(0.0, 1.0, BIN_SAMPLES)
+        for b in range(self.n_bins):
+            seen = ratio[y == b]
+            if len(seen):
+                out[b] = np.quantile(seen, levels)
+            else:   # a bin no job fell in (its probability is 0): its middle, for a well-defined curve
+                lo = self.edges[b - 1] if b > 0 else self.edges[0] - 1.0
+                hi = self.edges[b] if b < len(self.edges) else self.edges[-1] + 1.0
+                out[b] = 0.5 * (lo + hi)
+        return out
+
+    def proba(self, D: np.ndarray) -> np.ndarray:
+        """(n, n_bins) bin probabilities."""
+        raw = np.empty((len(D), self.n_bins))
+        for b, model in enumerate(self.class_models):
+            raw[:, b] = model if isinstance(model, float) else model.predict(D)
+        raw -= raw.max(axis=1, keepdims=True)
+        e = np.exp(raw)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per bin, on :data:`OFFSET_GRID`: expected accuracy of that limit and probability it kills."""
+        if self._curves is None:
+            diff = OFFSET_GRID[None, :, None] - self.samples[:, None, :]
+            accuracy = np.exp(-np.abs(diff)).mean(axis=2)
+            kill = (diff < 0).mean(axis=2)
+            self._curves = (accuracy, kill)
+        return self._curves
+
+    def _at(self, P: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected accuracy and kill probability of one limit per job (any offset, not only the grid)."""
+        diff = offset[:, None, None] - self.samples[None, :, :]
+        accuracy = (P * np.exp(-np.abs(diff)).mean(axis=2)).sum(axis=1)
+        kill = (P * (diff < 0).mean(axis=2)).sum(axis=1)
+        return accuracy, kill
+
+    def limit_offsets(self, D: np.ndarray, ceiling: np.ndarray, block: int = 1024) -> np.ndarray:
+        """(n, len(LAMBDAS)) chosen log(limit/request) for every kill price; the limit never passes ``ceiling``
+        (0 = the request, less when the queue's cap is lower). NaN rows where ``ceiling`` is NaN."""
+        out = np.full((len(D), len(LAMBDAS)), np.nan)
+        rows = np.flatnonzero(~np.isnan(ceiling))
+        for start in range(0, len(rows), block):   # blocks bound the (rows x bins x samples) temporaries
+            part = rows[start:start + block]
+            out[part] = self._choose(self.proba(D[part]), ceiling[part])
+        return out
+
+    def _choose(self, P: np.ndarray, top: np.ndarray) -> np.ndarray:
+        grid_acc, grid_kill = self.curves()
+        acc = P @ grid_acc
+        kill = P @ grid_kill
+        acc = np.where(OFFSET_GRID[None, :] < top[:, None] - 1e-9, acc, -np.inf)   # above the ceiling: not allowed
+        top_acc, top_kill = self._at(P, top)
+        acc = np.hstack([acc, top_acc[:, None]])
+        kill = np.hstack([kill, top_kill[:, None]])
+        offsets = np.append(OFFSET_GRID, np.nan)
+        chosen = np.empty((len(P), len(LAMBDAS)))
+        for j, lam in enumerate(LAMBDAS):
+            if lam == np.inf:
+                chosen[:, j] = top
+                continue
+            k = np.argmax(acc - lam * kill, axis=1)
+            chosen[:, j] = np.where(k == len(OFFSET_GRID), top, offsets[np.minimum(k, len(OFFSET_GRID) - 1)])
+        return chosen
+
+
+class LimitChooser:
+    """Online choice of the kill price ``lambda`` from what recently finished jobs really did.
+
+    For every finished job we know the limit each lambda would have given it (computed at its submission)
+    and its real run time, so for every lambda we know the kill share and mean accuracy it would have had on
+    the last ``window`` jobs. The chosen lambda is the most accurate one whose kill share is within the
+    target; when none is, the request (infinite price). No probability needs to be calibrated for this:
+    only realised outcomes count, so a model that is over-confident on one trace just gets a higher price.
+    """
+
+    def __init__(self, target_kill: float = 0.04, window: int = 3000, min_points: int = 200, refresh: int = 25):
+        self.target_kill = target_kill
+        self.window = window
+        self.min_points = min_points
+        self.refresh = refresh
+        self._killed = np.zeros((window, len(LAMBDAS)))
+        self._accuracy = np.zeros((window, len(LAMBDAS)))
+        self._n = 0          # jobs observed in all
+        self._since = 0
+        self._index = len(LAMBDAS) - 1
+
+    @property
+    def size(self) -> int:
+        return min(self._n, self.window)
+
+    def observe(self, offsets: np.ndarray | None, ratio: float) -> None:
+        """A job finished: ``offsets`` are its per-lambda limits (log of limit/request) from its submission,
+        ``ratio`` = log(run / request)."""
+        if offsets is None or ratio != ratio or np.isnan(offsets).any():
+            return
+        slot = self._n % self.window
+        self._killed[slot] = ratio > offsets + 1e-12
+        self._accuracy[slot] = np.exp(-np.abs(offsets - ratio))
+        self._n += 1
+        self._since += 1
+
+    def lambda_index(self) -> int:
+        """Index into :data:`LAMBDAS` in force now (the last, the request, until enough jobs finished)."""
+        if self.size < self.min_points:
+            return len(LAMBDAS) - 1
+        if self._since >= self.refresh or self._n == self.min_points:
+            self._since = 0
+            n = self.size
+            kill = self._killed[:n].mean(axis=0)
+            accuracy = self._accuracy[:n].mean(axis=0)
+            within = kill <= self.target_kill
+            within[-1] = True
+            self._index = int(np.argmax(np.where(within, accuracy, -np.inf)))
+        return self._index
+
+    def choose(self, offsets: np.ndarray | None) -> float:
+        """log(limit / request) for a job; NaN when there is no choice to make (no options or no data yet)."""
+        if offsets is None or self.size < self.min_points:
+            return math.nan
+        value = float(offsets[self.lambda_index()])
+        return value
 
 
 def candidate_spread(C: np.ndarray, S: np.ndarray) -> np.ndarray:

@@ -1,0 +1,97 @@
+"""The time limit: the outcome distribution behind it and the online choice of the kill price."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from heroes_service.decision.predictor import LAMBDAS, OFFSET_GRID, LimitChooser, RatioDistribution
+
+
+def two_kinds(n=1200, seed=0):
+    """Feature 0 says which kind a job is: kind 1 always dies after ~5 % of its request, kind 0 uses ~90 %."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 2, n).astype(np.float64)
+    noise = rng.normal(0, 0.02, n)
+    ratio = np.where(kind == 1, math.log(0.05), math.log(0.9)) + noise
+    D = np.column_stack([kind, rng.normal(size=n)])
+    return D, ratio
+
+
+def test_distribution_gives_each_kind_its_own_limit():
+    D, ratio = two_kinds()
+    dist = RatioDistribution(max_iter=20, min_samples_leaf=20).fit(D, ratio)
+    P = dist.proba(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    assert P.shape == (2, dist.n_bins)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    assert P[0, dist.bins(np.array([math.log(0.05)]))[0]] > 0.9
+    offsets = dist.limit_offsets(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([0.0, 0.0]))
+    assert offsets.shape == (2, len(LAMBDAS))
+    mid = int(np.searchsorted(LAMBDAS, 3.0))   # a moderate price for a kill
+    # the early-failing kind gets a limit far below its request but above what it runs
+    assert math.log(0.05) < offsets[0, mid] < math.log(0.2)
+    # the regular kind gets just above its 90 %, never above the request
+    assert math.log(0.9) < offsets[1, mid] <= 0.0
+    # the infinite price always answers the request; prices only ever raise a job's limit
+    assert (offsets[:, -1] == 0.0).all()
+    assert (np.diff(offsets, axis=1) >= -1e-12).all()
+
+
+def test_limit_respects_a_ceiling_below_the_request():
+    D, ratio = two_kinds()
+    dist = RatioDistribution(max_iter=10).fit(D, ratio)
+    ceiling = np.array([math.log(0.5), math.log(0.5), np.nan])
+    offsets = dist.limit_offsets(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]), ceiling)
+    assert (offsets[:2] <= math.log(0.5) + 1e-12).all()
+    assert np.isnan(offsets[2]).all()   # unknown request: no options
+
+
+def test_single_bin_history_is_a_constant_distribution():
+    D = np.zeros((300, 2))
+    dist = RatioDistribution().fit(D, np.full(300, -1.0))
+    P = dist.proba(D[:3])
+    assert P.max(axis=1).tolist() == [1.0, 1.0, 1.0]
+
+
+def offsets_of(n, rng):
+    """Per-price options that rise with the price (as the distribution's do), from 0.1 to 1 x request."""
+    base = np.log(np.linspace(0.1, 1.0, len(LAMBDAS)))
+    return np.broadcast_to(base, (n, len(LAMBDAS))).copy()
+
+
+def test_chooser_takes_the_most_accurate_price_within_the_kill_target():
+    rng = np.random.default_rng(3)
+    chooser = LimitChooser(target_kill=0.05, window=1000, min_points=100, refresh=10)
+    opts = offsets_of(1, rng)[0]
+    assert math.isnan(chooser.choose(opts))   # no finished job yet: no choice (caller keeps the request)
+    ratios = np.log(rng.uniform(0.05, 0.8, 1000))
+    for r in ratios:
+        chooser.observe(opts, float(r))
+    chosen = chooser.choose(opts)
+    kill = np.array([(ratios > o).mean() for o in opts])
+    accuracy = np.array([np.exp(-np.abs(o - ratios)).mean() for o in opts])
+    allowed = kill <= 0.05
+    assert chosen == opts[np.argmax(np.where(allowed, accuracy, -1))]
+    assert (ratios > chosen).mean() <= 0.05
+
+
+def test_chooser_falls_back_to_the_request_when_nothing_keeps_the_target():
+    chooser = LimitChooser(target_kill=0.01, window=500, min_points=50, refresh=5)
+    opts = np.log(np.linspace(0.1, 1.0, len(LAMBDAS)))
+    for _ in range(200):
+        chooser.observe(opts, 0.5)   # every job outran its request: every price kills all of them
+    assert chooser.choose(opts) == opts[-1]
+
+
+def test_chooser_ignores_jobs_without_options():
+    chooser = LimitChooser(min_points=1)
+    chooser.observe(None, -1.0)
+    chooser.observe(np.full(len(LAMBDAS), np.nan), -1.0)
+    chooser.observe(np.zeros(len(LAMBDAS)), float("nan"))
+    assert chooser.size == 0
+
+
+def test_grid_is_below_the_request():
+    assert OFFSET_GRID.max() < 0.0 and OFFSET_GRID.min() <= -10.0
+    assert LAMBDAS[-1] == np.inf and (np.diff(LAMBDAS) > 0).all()
