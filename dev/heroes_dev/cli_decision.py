@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--limit", type=int, default=None, help="only the first N jobs by submit time")
     ev.add_argument("--retrain-every", type=int, default=2000, help="retrain after this many submissions")
-    ev.add_argument("--target-kill", type=float, default=0.04,
+    ev.add_argument("--target-kill", type=float, default=0.045,
                     help="share of jobs the recommended limit may kill (calibrated online)")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -95,3 +95,17 @@ def test_chooser_ignores_jobs_without_options():
 def test_grid_is_below_the_request():
     assert OFFSET_GRID.max() < 0.0 and OFFSET_GRID.min() <= -10.0
     assert LAMBDAS[-1] == np.inf and (np.diff(LAMBDAS) > 0).all()
+
+
+def test_expected_accuracy_of_a_guess_matches_the_mixture():
+    D, ratio = two_kinds()
+    dist = RatioDistribution(max_iter=10).fit(D, ratio)
+    P = dist.proba(D[:4])
+    guesses = np.array([[-3.0, -0.1], [-0.5, 0.0], [-2.99, -1.0], [0.0, -6.0]])
+    exact = np.einsum("nb,nkb->nk", P, np.exp(-np.abs(guesses[:, :, None, None] - dist.samples[None, None]))
+                      .mean(axis=3))
+    np.testing.assert_allclose(dist.expected_accuracy(P, guesses), exact, atol=2e-3)
+    # a job of the early-failing kind is best guessed near its 5 %, one of the regular kind near its 90 %
+    kinds = dist.proba(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    both = dist.expected_accuracy(kinds, np.array([[math.log(0.05), math.log(0.9)]] * 2))
+    assert both[0, 0] > both[0, 1] and both[1, 1] > both[1, 0]

@@ -30,7 +30,7 @@ from .predictor import LAMBDAS, LimitCalibrator, LimitChooser, RuntimePredictor,
 @dataclass
 class EvalConfig:
     retrain_every: int = 2000
-    target_kill: float = 0.04
+    target_kill: float = 0.045
     calibration_window: int = 3000
     predictor: dict = field(default_factory=dict)
 

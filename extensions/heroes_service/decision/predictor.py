@@ -7,6 +7,8 @@ we care about, accuracy = min(P/R, R/P) = exp(-|log P - log R|), rewards hitting
 averaging them. So for every candidate guess a gradient-boosted regressor learns the accuracy that candidate
 will have for a job with these features, and the predictor answers with the candidate of highest expected
 accuracy. Learning "how good is each guess" is generic: it adapts to whatever habits a trace's users have.
+Once the outcome distribution below is fitted, each candidate's score is the 2:1 mean of its regressor's
+estimate and the expected accuracy the distribution implies for that guess (two models of one quantity).
 
 Time limit (a per-job risk choice). A point prediction is wrong half the time, so the limit needs a picture
 of the whole outcome: :class:`RatioDistribution` learns, per job, the probability that the run ends in each
@@ -42,10 +44,9 @@ _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 # in DERIVED); the request is the last.
 CANDIDATES = ("s_last1", "s_med", "s_max", "u_last1", "u_last2", "u_mean2", "u_med", "u_ratio_pred", "u_max",
               "e_last1", "g_med", "gl_med", "r_last1", "r_med", "p_last1", "p_med", "u_last1_scaled",
-              "u_last3", "u_min", "u_geo2", "u_ratio1_pred", "gl_ratio_pred")
+              "u_last3", "u_min", "u_geo2", "gl_ratio_pred")
 DERIVED = {
     "u_geo2": lambda X, req_log: 0.5 * (X[:, _F["u_last1"]] + X[:, _F["u_last2"]]),   # geometric mean of last 2
-    "u_ratio1_pred": lambda X, req_log: X[:, _F["u_ratio1"]] + req_log,   # last run/request ratio, this request
     "gl_ratio_pred": lambda X, req_log: X[:, _F["gl_ratio_med"]] + req_log,   # everyone's recent ratio
 }
 N_CANDIDATES = len(CANDIDATES) + 1
@@ -60,6 +61,7 @@ RATIO_EDGES = np.array([-6.0, -4.5, -3.5, -2.5, -1.8, -1.2, -0.8, -0.5, -0.3, -0
 BIN_SAMPLES = 200   # quantiles kept per bin: the empirical shape of the outcome inside a bin
 # Candidate limits as log(limit / request): a 5 % grid below the request (the request itself is always added).
 OFFSET_GRID = np.round(np.arange(-12.0, -0.0249, 0.05), 10)
+FINE_GRID = np.round(np.arange(-14.0, 2.0001, 0.01), 10)   # for the expected accuracy of a point guess
 # Prices of a kill, in units of accuracy; the last (infinite) one always answers the request.
 LAMBDAS = np.concatenate([np.geomspace(0.1, 200.0, 28), [np.inf]])
 
@@ -248,7 +250,6 @@ class RuntimePredictor:
             return Prediction(point, np.maximum(spread, SCALE_FLOOR), None)
         D = self.design(X, C, req_log)
         S = self.scores(D)
-        point = C[np.arange(len(C)), S.argmax(axis=1)]
         offsets = None
         if self.distribution is not None:
             cap_log = np.full(len(X), np.nan) if cap_time is None else log_request(
@@ -256,8 +257,26 @@ class RuntimePredictor:
             ceiling = np.minimum(np.where(np.isnan(cap_log), 0.0, cap_log - req_log), 0.0)
             ceiling = np.where(np.isnan(req_log), np.nan, ceiling)
             with _quiet_threads(self.n_threads):
-                offsets = self.distribution.limit_offsets(D[:, self.columns], ceiling)
+                P = self.distribution.proba(D[:, self.columns])
+            offsets = self.distribution.limit_offsets_from(P, ceiling)
+            S = self._blend(S, P, C, req_log)
+        point = C[np.arange(len(C)), S.argmax(axis=1)]
         return Prediction(point, candidate_spread(C, S), S, offsets)
+
+    def _blend(self, S: np.ndarray, P: np.ndarray, C: np.ndarray, req_log: np.ndarray) -> np.ndarray:
+        """Average the regressors' accuracy estimate of each candidate with the one the outcome distribution
+        implies (two different models of the same quantity: their mean errs less than either). Weights 2:1,
+        the regressors being specific to each candidate; rows without a request keep the regressors' scores."""
+        known = ~np.isnan(req_log)
+        if not known.any():
+            return S
+        implied = self.distribution.expected_accuracy(P[known], C[known] - req_log[known, None])
+        out = S.copy()
+        blended = (2.0 * S[known] + implied) / 3.0
+        never = np.array([isinstance(m, float) and m == NEVER for m in self.models])
+        blended[:, never] = NEVER
+        out[known] = blended
+        return out
 
 
 class RatioDistribution:
@@ -281,6 +300,7 @@ class RatioDistribution:
         self.class_models: list = []   # per bin: a PortableEnsemble (raw score) or a float constant
         self.samples = np.zeros((self.n_bins, BIN_SAMPLES))
         self._curves: tuple[np.ndarray, np.ndarray] | None = None
+        self._fine: np.ndarray | None = None
 
     @property
     def n_bins(self) -> int:
@@ -295,7 +315,7 @@ class RatioDistribution:
 
         y = self.bins(ratio)
         self.samples = self._bin_samples(ratio, y)
-        self._curves = None
+        self._curves = self._fine = None
         present = np.unique(y)
         models: list = [-math.inf] * self.n_bins   # never seen: probability 0
         if len(present) == 1:
@@ -351,14 +371,28 @@ class RatioDistribution:
         kill = (P * (diff < 0).mean(axis=2)).sum(axis=1)
         return accuracy, kill
 
-    def limit_offsets(self, D: np.ndarray, ceiling: np.ndarray, block: int = 1024) -> np.ndarray:
+    def limit_offsets(self, D: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
         """(n, len(LAMBDAS)) chosen log(limit/request) for every kill price; the limit never passes ``ceiling``
         (0 = the request, less when the queue's cap is lower). NaN rows where ``ceiling`` is NaN."""
-        out = np.full((len(D), len(LAMBDAS)), np.nan)
+        return self.limit_offsets_from(self.proba(D), ceiling)
+
+    def limit_offsets_from(self, P: np.ndarray, ceiling: np.ndarray, block: int = 1024) -> np.ndarray:
+        """:meth:`limit_offsets` from bin probabilities already computed."""
+        out = np.full((len(P), len(LAMBDAS)), np.nan)
         rows = np.flatnonzero(~np.isnan(ceiling))
         for start in range(0, len(rows), block):   # blocks bound the (rows x bins x samples) temporaries
             part = rows[start:start + block]
-            out[part] = self._choose(self.proba(D[part]), ceiling[part])
+            out[part] = self._choose(P[part], ceiling[part])
+        return out
+
+    def expected_accuracy(self, P: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """E[min(G/R, R/G)] of guesses ``request * exp(offsets)`` (any shape (n, k)), from a fine curve per bin."""
+        if self._fine is None:
+            diff = FINE_GRID[None, :, None] - self.samples[:, None, :]
+            self._fine = np.exp(-np.abs(diff)).mean(axis=2)
+        out = np.zeros(offsets.shape)
+        for b in range(self.n_bins):
+            out += P[:, b:b + 1] * np.interp(offsets, FINE_GRID, self._fine[b])
         return out
 
     def _choose(self, P: np.ndarray, top: np.ndarray) -> np.ndarray:
