@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import pwd
+import time
 
 import pytest
 
@@ -142,6 +143,38 @@ def test_a_refused_or_oversized_energy_file_does_not_fail_the_workflow(wf):
     # all-or-nothing: the collector's valid file of the same step was not stored either
     r = bob.get("/organization/decision/energy/steps", params={"instance_id": iid})
     assert r.status_code == 200 and r.json()["steps"] == []
+
+
+FAILING_TEMPLATE = {
+    "name": "energy-fails",
+    "container": {"runtime": "cluster", "image": "python3"},
+    "files": {"burn.py": BURN.replace("open('outputs/burned.txt', 'w').write(str(n))\n", "raise SystemExit(7)\n")},
+    "steps": [
+        {"name": "burn", "command": ["python3", "burn.py"], "energy": True},
+        {"name": "never", "depends_on": ["burn"], "energy": True, "command": ["true"]},
+    ],
+}
+
+
+def test_a_failed_steps_energy_is_ingested_too(wf):
+    """Energy spent by a run that failed is spent all the same: the failed step's record is ingested; the
+    dependent that never ran has none."""
+    alice, bob = wf["apis"]["alice"], wf["apis"]["bob"]
+    publish(alice, FAILING_TEMPLATE)
+    r = bob.post("/organization/workflow/submit", json={"template": "energy-fails", "cluster": "alpha"})
+    assert r.status_code == 201, r.text
+    iid = r.json()["id"]
+    body = wait_final(bob, [iid], timeout=240)[iid]
+    assert body["state"] == "FAILED" and body["exit_code"] == 7, body
+    steps = {s["name"]: s for s in body["steps"]}
+    deadline = time.monotonic() + 60  # ingested in the background once the instance is FAILED
+    while time.monotonic() < deadline and not events_of(body, "burn"):
+        time.sleep(1)
+        body = bob.get(f"/organization/workflow/instance/{iid}").json()
+    assert any("energy ingested from 2 file(s): 1 node record(s)" in e for e in events_of(body, "burn")), body["events"]
+    assert events_of(body, "never") == []
+    [row] = bob.get("/organization/decision/energy/steps", params={"instance_id": iid}).json()["steps"]
+    assert row["job_id"] == int(steps["burn"]["job_id"]) and row["time_s"] >= 3.5 and row["energy_j"] > 0
 
 
 def _work_dir(wf, iid: str) -> str:

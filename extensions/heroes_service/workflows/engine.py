@@ -521,6 +521,7 @@ class WorkflowEngine:
 
     def _evaluate(self, cluster: Cluster, stats: CycleStats) -> None:
         """Instance states from step states: failure (with log tail), completion (-> staging out), cancel."""
+        failed_instances: list[tuple[str, set[str]]] = []
         with self.sessions() as session:
             for inst in m.live_instances(session, cluster.id):
                 if inst.state in m.DRIVER_STATES or inst.state == m.STAGING_OUT or self.owned(inst.id):
@@ -548,6 +549,7 @@ class WorkflowEngine:
                     reason = f"step {first.name} {first.state.lower()} with exit code {first.exit_code}"
                     self._fail_instance(session, inst, reason, cancel_jobs=True)
                     stats.transitions += 1
+                    failed_instances.append((inst.id, {s.name for s in steps if s.started_at is not None}))
                     continue
                 if all(s.state == "COMPLETED" for s in steps):
                     stats.transitions += m.set_instance_state(session, inst, m.STAGING_OUT, "every step completed")
@@ -558,6 +560,9 @@ class WorkflowEngine:
                     m.RUNNING if any(s.state == "COMPLETED" for s in steps) else m.QUEUED)
                 stats.transitions += m.set_instance_state(session, inst, target, "")
             session.commit()
+        if self.settings.energy_command:
+            for instance_id, ran in failed_instances:  # a failed run's energy is spent all the same
+                self.pool.submit(self._ingest_ran_steps_energy, instance_id, ran)
 
     def _log_tail(self, cluster: Cluster, inst: m.WorkflowInstance, step: str) -> str:
         try:
@@ -620,6 +625,26 @@ class WorkflowEngine:
             session.commit()
 
     # --- energy of finished steps ----------------------------------------------------------------------
+    def _ingest_ran_steps_energy(self, instance_id: str, ran: set[str]) -> None:
+        """Energy of the steps of a FAILED instance that did start (the collector writes its record
+        whatever the step's exit status)."""
+        try:
+            with self.sessions() as session:
+                inst = session.get(m.WorkflowInstance, instance_id)
+                cluster = cluster_by_id(session, None, inst.cluster_id) if inst is not None else None
+                if cluster is None:
+                    return
+                session.expunge(cluster)
+                template = Template.model_validate(session.get(m.WorkflowTemplate, inst.template_id).spec)
+                work_dir, login = inst.work_dir, inst.cluster_login
+            conn = owner_connector(cluster, login)
+            for step in template.steps:
+                if step.energy and step.name in ran:
+                    self._ingest_step_energy(instance_id, conn, cluster.name, work_dir, step.name)
+        except Exception as exc:  # noqa: BLE001 - never let energy disturb the reconciler
+            log.warning("workflow %s: energy of the failed instance not ingested: %s", instance_id,
+                        api_error_text(exc))
+
     def _ingest_step_energy(self, instance_id: str, conn: ClusterConnector, cluster: str, work_dir: str,
                             step: str) -> None:
         """Fetch the files the collector wrote for ``step`` and ingest them for the instance's owner; the
