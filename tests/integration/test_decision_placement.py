@@ -62,10 +62,16 @@ def enroll(alice, stack, cluster: str) -> str:
 
 
 def sacct_fields(stack, cluster: str, job_id: str, fields: str) -> list[str]:
+    """The job's accounting fields, once slurmdbd has them all (its record can lag the job's end)."""
     env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, cluster)))
-    out = subprocess.run(["sacct", "--parsable2", "--noheader", "-X", "--allusers", "-j", job_id, "-o", fields],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return out.strip().splitlines()[0].split("|")
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(["sacct", "--parsable2", "--noheader", "-X", "--allusers", "-j", job_id, "-o", fields],
+                             env=env, capture_output=True, text=True, check=True).stdout
+        values = (out.strip().splitlines() or [""])[0].split("|")
+        if all(values) and len(values) == len(fields.split(",")) or time.monotonic() > deadline:
+            return values
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -316,8 +322,7 @@ def test_performance_policy_avoids_a_full_cluster(placed):
     wait_cache().clear()
     idle = decide(bob, policy="performance")
     rows = by_cluster(idle)
-    if rows["alpha"]["wait_s"] < 60 and rows["beta"]["wait_s"] < 60:
-        assert idle["choice"] == "alpha", idle    # both idle: the faster cluster finishes first
+    assert idle["choice"] == min(rows.values(), key=lambda r: (r["finish_s"], r["cluster"]))["cluster"], idle
     holds = []
     try:
         for _ in range(2):  # 2 nodes x 2 CPUs: two 2-CPU jobs of 60 minutes fill alpha
@@ -325,7 +330,7 @@ def test_performance_policy_avoids_a_full_cluster(placed):
             assert r.status_code == 201, r.text
             holds.append(r.json()["id"])
         for iid in holds:
-            wait_state(bob, iid, {"RUNNING"}, timeout=120)
+            wait_state(bob, iid, {"RUNNING"}, timeout=300)  # other work on alpha may hold the nodes a while
         wait_cache().clear()   # the 30 s cache would still hold alpha's idle plan
         full = decide(bob, policy="performance")
         rows = by_cluster(full)
