@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from heroes_dev.settings import shared_data_dir
+
 from heroes_service.auth import Principal
 from heroes_service.clusters.models import Cluster
 from heroes_service.decision import estimates as E
@@ -309,6 +311,25 @@ def test_the_flat_forest_predicts_exactly_what_scikit_learn_does():
     for row in X[:50]:
         expected = [m.predict(row[None, :])[0] for m in models]
         assert np.allclose(forest.predict_row(row), expected, atol=1e-9)
+
+
+def test_the_fast_runtime_walk_agrees_with_the_predictor_and_its_outcome_distribution():
+    """The service predicts one job per request with flat tree walks; they must give the predictor's own
+    answer, outcome-distribution blend included (else the service falls back to the slow path)."""
+    from heroes_service.decision.features import sweep
+    from heroes_service.decision.history import read_swf
+    from heroes_service.decision.predictor import RuntimePredictor
+
+    trace = read_swf(shared_data_dir() / "KTH-SP2-1996.swf").head(3000)
+    X, req, run = sweep(trace).X, trace["req_time"], trace["run"]
+    predictor = RuntimePredictor().fit(X[:2500], req[:2500], run[:2500])
+    assert predictor.fitted and predictor.distribution is not None
+    fast = sm._checked_fast(predictor, X[2500:2600], req[2500:2600])
+    assert fast is not None
+    slow = predictor.predict(X[2600:2700], req[2600:2700])
+    for i in range(100):
+        point, scale = fast.predict(X[2600 + i], float(req[2600 + i]))
+        assert point == pytest.approx(slow.point_log[i], abs=1e-6) and scale == pytest.approx(slow.scale[i], rel=1e-6)
 
 
 def test_conformal_margin_has_the_finite_sample_correction():

@@ -279,6 +279,13 @@ class FastRuntime:
         self.tree_index = [k for k, _ in trees]
         self.constants = np.array([m if isinstance(m, float) else 0.0 for m in predictor.models])
         self.forest = FlatForest.from_models([m for _, m in trees])
+        # the outcome distribution (when fitted) is blended into the candidate scores: walk it flat too
+        dist = predictor.distribution
+        classes = [(b, m) for b, m in enumerate(dist.class_models) if not isinstance(m, float)] if dist else []
+        self.class_index = [b for b, _ in classes]
+        self.class_constants = (np.array([m if isinstance(m, float) else 0.0 for m in dist.class_models])
+                                if dist else np.zeros(0))
+        self.class_forest = FlatForest([m for _, m in classes]) if classes else None
 
     def predict(self, x: np.ndarray, req_time: float) -> tuple[float, float]:
         p = self.predictor
@@ -288,10 +295,18 @@ class FastRuntime:
         D = p.design(X, C, req_log)[0, p.columns]
         scores = self.constants.copy()
         scores[self.tree_index] = self.forest.predict_row(D)
-        k = int(np.argmax(scores))
+        scores = scores[None, :]
+        if p.distribution is not None:
+            raw = self.class_constants.copy()
+            if self.class_forest is not None:
+                raw[self.class_index] = self.class_forest.predict_row(D)
+            raw -= raw.max()
+            e = np.exp(raw)
+            scores = p._blend(scores, (e / e.sum())[None, :], C, req_log)
+        k = int(np.argmax(scores[0]))
         from .predictor import candidate_spread
 
-        return float(C[0, k]), float(candidate_spread(C, scores[None, :])[0])
+        return float(C[0, k]), float(candidate_spread(C, scores)[0])
 
 
 @dataclass
