@@ -16,7 +16,8 @@ from heroes_service.clusters.connector import CommandResult
 from heroes_service.decision import catalog as catalogs
 from heroes_service.decision import frequency, placement, wait
 from heroes_service.decision.costs import Shape, job_cost
-from heroes_service.decision.placement import Constraints, FallbackEstimate, rightsized_steps, rightsizing
+from heroes_service.decision.estimates import Estimate
+from heroes_service.decision.placement import Constraints, rightsized_steps, rightsizing
 from heroes_service.decision.policies import POLICIES, scores
 from heroes_service.workflows.render import Context, accepted_options, render
 from heroes_service.workflows.templates import parse_template, resolve_parameters
@@ -205,16 +206,17 @@ FLOORED = parse_template({"name": "t", "steps": [
     {"name": "b", "command": ["true"], "depends_on": ["a"], "resources": {"time_minutes": 10, "memory_mb": 500}}]})
 
 
-def tiny_estimate(**extra) -> FallbackEstimate:
-    return FallbackEstimate(run_s=20, run_limit_s=60, memory_mb=10, cores=1, nodes=1, energy_j=1.0,
-                            energy_estimated=True, confidence=0.9, basis="history", history_jobs=50,
-                            requested={"time_limit_s": 2400, "memory_mb": 1000, "cores": 1, "nodes": 1}, **extra)
+def tiny_estimate(**extra) -> Estimate:
+    return Estimate(**{"run_s": 20, "run_limit_s": 60, "memory_mb": 10, "cores": 1, "nodes": 1, "energy_j": 1.0,
+                       "energy_estimated": True, "confidence": 0.9, "basis": "history", "history_jobs": 50,
+                       "requested": {"time_limit_s": 2400, "memory_mb": 1000, "cores": 1, "nodes": 1},
+                       "memory_bound": None, "cpi": None, "mem_gbs": None, **extra})
 
 
 def test_rightsizing_never_goes_below_the_template_minimum():
     sized = rightsizing(FLOORED, tiny_estimate())
     assert sized["time_limit_s"] == 300 and sized["memory_mb"] == 300 and sized["basis"] == "history"
-    big = rightsizing(FLOORED, FallbackEstimate(**{**tiny_estimate().__dict__, "run_limit_s": 9e9,
+    big = rightsizing(FLOORED, Estimate(**{**tiny_estimate().__dict__, "run_limit_s": 9e9,
                                                    "memory_mb": 9e9}))
     assert big["time_limit_s"] == 2400 and big["memory_mb"] == 1000    # never above the request either
     steps = rightsized_steps(FLOORED, {}, sized)

@@ -34,6 +34,7 @@ from ..errors import Conflict
 from ..workflows.templates import Template
 from . import frequency
 from .costs import Shape, job_cost
+from .estimates import Estimate, estimate
 from .policies import DEFAULT_POLICY, policy as policy_named, scores
 from .wait import wait_cache
 
@@ -91,27 +92,7 @@ def bill_shape(template: Template, values: dict) -> Shape:
 
 
 # --- estimates -------------------------------------------------------------------------------------------
-@dataclass
-class FallbackEstimate:
-    """The estimate contract's fields, from the template's own requests (no learnt model)."""
-
-    run_s: float
-    run_limit_s: float
-    memory_mb: float
-    cores: int
-    nodes: int
-    energy_j: float
-    energy_estimated: bool
-    confidence: float
-    basis: str
-    history_jobs: int
-    requested: dict
-    memory_bound: bool | None = None
-    cpi: float | None = None
-    mem_gbs: float | None = None
-
-
-def fallback_estimate(template: Template, values: dict, cluster: Cluster) -> FallbackEstimate:
+def fallback_estimate(template: Template, values: dict, cluster: Cluster) -> Estimate:
     """Template defaults: the requested time (faster clusters finish sooner by their relative speed), the
     requested memory, and the energy of the cluster's power profile over that time (at the facility meter:
     times the PUE, as the estimates module counts it)."""
@@ -126,19 +107,16 @@ def fallback_estimate(template: Template, values: dict, cluster: Cluster) -> Fal
         + shape.gpus * float(profile.get("watts_per_gpu") or 0.0)
     requested = {"time_limit_s": requested_s, "memory_mb": shape.memory_mb, "cores": shape.cpus_per_task,
                  "nodes": shape.nodes}
-    return FallbackEstimate(run_s=run_s, run_limit_s=requested_s, memory_mb=float(shape.memory_mb),
-                            cores=shape.cpus_per_task, nodes=shape.nodes,
-                            energy_j=watts * run_s * float(profile.get("pue") or 1.0),
-                            energy_estimated=True, confidence=0.2, basis="template-defaults", history_jobs=0,
-                            requested=requested)
+    return Estimate(run_s=run_s, run_limit_s=requested_s, memory_mb=float(shape.memory_mb),
+                    cores=shape.cpus_per_task, nodes=shape.nodes,
+                    energy_j=watts * run_s * float(profile.get("pue") or 1.0),
+                    energy_estimated=True, confidence=0.2, basis="template-defaults", history_jobs=0,
+                    requested=requested, memory_bound=None, cpi=None, mem_gbs=None,
+                    note="the estimates failed: the template's requests are used")
 
 
 def estimate_for(session: Session, principal, template: Template, values: dict, cluster: Cluster):
-    """The learnt estimate (``estimates.estimate``) when that module exists and answers, else the fallback."""
-    try:
-        from .estimates import estimate  # the estimates engineer's module (contract section 1)
-    except ImportError:
-        return fallback_estimate(template, values, cluster)
+    """The learnt estimate (``estimates.estimate``), or the template's requests when it fails."""
     try:
         return estimate(session, principal, template, values, cluster)
     except Exception:  # noqa: BLE001 - a model failure must not take placement down: say so, use the requests
