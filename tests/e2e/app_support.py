@@ -39,3 +39,19 @@ def open_app(page, hub, notebook: str, ready: str, username: str = "bob"):
         except (AssertionError, PlaywrightError):
             if attempt == ATTEMPTS:
                 raise
+
+
+def retried(page, scenario, *args, cleanup=None):
+    """Run ``scenario(page, *args)`` again on a fresh page when it fails: other sessions' tests stop the demo
+    users' servers at any moment. ``cleanup()`` undoes a failed attempt's partial work before the next one.
+    The last attempt's failure is raised; its result is returned."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return scenario(page, *args)
+        except (AssertionError, PlaywrightError) as exc:
+            if attempt == ATTEMPTS:
+                raise
+            print(f"attempt {attempt} failed, retrying: {' '.join(str(exc).split())[:1500]}")
+            page = page.context.new_page()
+            if cleanup is not None:
+                cleanup()

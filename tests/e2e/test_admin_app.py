@@ -8,15 +8,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from app_support import PREFIX, bearer
+
 pytestmark = pytest.mark.e2e
-PREFIX = "/services/heroes/api/v1"
-
-
-def bearer(hub, username: str, password: str) -> dict:
-    r = httpx.post(f"{hub.url}{PREFIX}/organization/auth/login", json={"username": username, "password": password},
-                   timeout=30)
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def test_alice_adds_bob_to_a_group_in_the_admin_app(page, hub):

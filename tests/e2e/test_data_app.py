@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from app_support import ATTEMPTS, PREFIX, bearer, open_app
+
+from app_support import PREFIX, bearer, open_app, retried
 
 pytestmark = pytest.mark.e2e
 DATA = f"{PREFIX}/organization/data"
@@ -44,17 +44,9 @@ def test_bob_uploads_previews_and_picks_a_csv(page, hub, tmp_path):
     assert r.status_code == 201, r.text
     template = r.json()
     try:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                upload_preview_pick(page, hub, bob, personal, csv_file, content, template)
-                break
-            except (AssertionError, PlaywrightError) as exc:
-                # other sessions' tests stop bob's server at any moment: start again from a fresh page
-                if attempt == ATTEMPTS:
-                    raise
-                print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
-                page = page.context.new_page()
-                httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
+        retried(page, upload_preview_pick, hub, bob, personal, csv_file, content, template,
+                cleanup=lambda: httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name},
+                                             headers=bob, timeout=30))
     finally:
         httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
         httpx.delete(f"{hub.url}{PREFIX}/organization/admin/workflow/template/{template['id']}", headers=alice,

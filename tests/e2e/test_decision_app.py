@@ -23,24 +23,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 
+from app_support import PREFIX, bearer, retried
+
 pytestmark = pytest.mark.e2e
-PREFIX = "/services/heroes/api/v1"
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/monte-carlo-pi.yaml"
-ATTEMPTS = 3
 #: the kernel asks the service again and plotly redraws: seconds on a busy 2-core machine
 UPDATE_MS = 60_000
-
-
-def bearer(hub, username: str, password: str) -> dict:
-    r = httpx.post(f"{hub.url}{PREFIX}/organization/auth/login", json={"username": username, "password": password},
-                   timeout=30)
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def enroll(api: httpx.Client, stack_settings, name: str, login_of: str, price: dict, power: dict,
@@ -151,15 +143,7 @@ def see_decisions(page, hub, scene) -> None:
 
 
 def test_bob_switches_policy_and_sees_the_choice_and_plot_change(page, hub, scene):
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            see_decisions(page, hub, scene)
-            break
-        except (AssertionError, PlaywrightError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
-            page = page.context.new_page()
+    retried(page, see_decisions, hub, scene)
 
 
 def wait_final(hub, headers: dict, instance_id: str, timeout: float = 240.0) -> dict:
@@ -200,15 +184,7 @@ def accept_rightsizing_in_submit(page, hub, scene) -> str:
 
 def test_bob_accepts_the_rightsizing_inline_in_the_submit_app(page, hub, scene):
     bob = bearer(hub, "bob", "bob-pass")
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            instance_id = accept_rightsizing_in_submit(page, hub, scene)
-            break
-        except (AssertionError, PlaywrightError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
-            page = page.context.new_page()
+    instance_id = retried(page, accept_rightsizing_in_submit, hub, scene)
     try:
         body = httpx.get(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=bob,
                          timeout=30).json()

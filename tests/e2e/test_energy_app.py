@@ -22,16 +22,15 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_energy import columns as C
 from heroes_energy import synthetic
 
+from app_support import PREFIX, bearer, retried
+
 pytestmark = pytest.mark.e2e
-PREFIX = "/services/heroes/api/v1"
-ATTEMPTS = 3
 
 BURN = ("import time\n"
         "end = time.time() + 10\n"
@@ -53,13 +52,6 @@ def energy_template(name: str) -> dict:
         ],
         "outputs": ["outputs/*"],
     }
-
-
-def bearer(hub, username: str, password: str) -> dict:
-    r = httpx.post(f"{hub.url}{PREFIX}/organization/auth/login", json={"username": username, "password": password},
-                   timeout=30)
-    r.raise_for_status()
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 def rapl_readable_by_users() -> bool:
@@ -164,15 +156,7 @@ def test_bob_sees_the_energy_of_his_finished_workflow(page, hub, energy_workflow
     estimated = not rapl_readable_by_users()
     assert {r["estimated"] for r in rows.values()} == {estimated}
     bob.close()
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            see_energy(page, hub, iid, steps, estimated)
-            break
-        except (AssertionError, PlaywrightError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            print(f"attempt {attempt} failed, retrying: {' '.join(str(exc).split())[:1500]}")
-            page = page.context.new_page()
+    retried(page, see_energy, hub, iid, steps, estimated)
 
 
 # --- files posted through the API (measured and estimated side by side) ---------------------------------
@@ -242,12 +226,4 @@ def test_bob_sees_his_steps_energy(page, hub):
                        {"name": "simulate-samples.csv", "content": sample_file(measured)}]})
     assert r.status_code == 201, r.text
     assert r.json()["stored"] == 4 and r.json()["instance_id"] == ""  # ids come from the files' HEROES columns
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            see_posted_energy(page, hub, instance, measured, guessed)
-            break
-        except (AssertionError, PlaywrightError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            print(f"attempt {attempt} failed, retrying: {str(exc)[:1500]}")
-            page = page.context.new_page()
+    retried(page, see_posted_energy, hub, instance, measured, guessed)
