@@ -5,8 +5,8 @@ package's ``main`` cluster): data in ``<state>/data/postgres/pgdata`` (owned by 
 0700), its socket in ``<state>/data/postgres/socket``, ``postgres -D`` in the foreground as ``postgres``
 on 127.0.0.1 (port ``HEROES_PORT_POSTGRES``, default 5432).
 
-``configure`` creates the role ``heroes`` (LOGIN, CREATEDB so tests can make throwaway databases) and the
-database ``heroes``. The role's password is generated at first start into ``<state>/etc/postgres/password``
+``configure`` creates the role ``heroes`` (LOGIN, CREATEDB and pg_signal_backend so tests can make and drop
+throwaway databases) and the database ``heroes``. The role's password is generated at first start into ``<state>/etc/postgres/password``
 (0600) and reaches PostgreSQL through psql's standard input, never through argv or a log.
 
 Other code imports ``database_url`` (SQLAlchemy URL, psycopg 3 driver) and ``password`` from here.
@@ -134,6 +134,9 @@ class PostgreSQL(Component):
         exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}';")
         verb = "ALTER" if exists == "1" else "CREATE"
         self.psql(f"{verb} ROLE {ROLE} WITH LOGIN CREATEDB PASSWORD '{secret}';")
+        # DROP DATABASE ... WITH (FORCE) of a throwaway database must also end an autovacuum worker busy
+        # on it (after a bulk load); those run under no role, so only pg_signal_backend may end them
+        self.psql(f"GRANT pg_signal_backend TO {ROLE};")
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';") != "1":
             self.psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE};")
             say(self.name, f"database {DATABASE} created (owner {ROLE})")
