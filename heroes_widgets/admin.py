@@ -11,14 +11,10 @@ import html
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
+from .ui import css as _css
 
 ORG = "/organization/admin"
 PLATFORM = "/heroes/admin/organizations/"
-
-
-def _css(widget, name: str):
-    widget.add_class(name)
-    return widget
 
 
 class AdminApp:

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .api_client import ApiClient, ApiError
+from .ui import css as _css, message as _msg
 
 CSV_PREVIEW_BYTES = 64 * 1024
 CSV_PREVIEW_ROWS = 10
@@ -30,12 +31,6 @@ TEXT_PREVIEW_BYTES = 4 * 1024
 INLINE_DOWNLOAD_BYTES = 20 * 1024 * 1024
 IMAGE_TYPES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "gif": "gif", "webp": "webp", "svg": "svg+xml"}
 CSV_TYPES = {"csv": ",", "tsv": "\t"}
-
-
-def _css(widget, *names: str):
-    for name in names:
-        widget.add_class(name)
-    return widget
 
 
 def human_size(n: int | None) -> str:
@@ -185,7 +180,7 @@ class InputPicker(widgets.VBox):
         self.browser.load_buckets()
 
     def _report(self, text: str, error: bool) -> None:
-        self.message.value = f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
+        self.message.value = _msg(text, error)
 
     def _clicked(self, change) -> None:
         entry = change["new"]

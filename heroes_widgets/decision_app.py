@@ -28,21 +28,12 @@ import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .submit_app import ParamField
+from .ui import css as _css, figure_widget as _figure_widget, message as _msg
 
 STYLE = {"description_width": "160px"}
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 #: marker sizes (px) of the least and the most energy-hungry candidate
 SIZE_MIN, SIZE_MAX = 14, 44
-
-
-def _css(widget, *names: str):
-    for name in names:
-        widget.add_class(name)
-    return widget
-
-
-def _msg(text: str, error: bool = False) -> str:
-    return f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
 
 
 # --- formatting -------------------------------------------------------------------------------------------
@@ -331,7 +322,7 @@ class DecisionApp:
         if self.figure is None or self.live:
             return
         self.figure = as_widget(self.figure)
-        self.plot_box.children = [self._show(self.figure)]
+        self.plot_box.children = [_figure_widget(self.figure)]
         self.live = True
 
     def report(self, text: str, error: bool = False) -> None:
@@ -449,16 +440,5 @@ class DecisionApp:
         if self.figure is not None:
             update_figure(self.figure, answer)
             if self.live and not isinstance(self.figure, widgets.DOMWidget):  # a static figure is drawn again
-                self.plot_box.children = [self._show(self.figure)]
+                self.plot_box.children = [_figure_widget(self.figure)]
 
-    @staticmethod
-    def _show(fig):
-        """A figure as a widget: FigureWidget as is, a static figure inside an Output (no anywidget)."""
-        if isinstance(fig, widgets.DOMWidget):
-            return fig
-        out = widgets.Output()
-        with out:
-            from IPython.display import display
-
-            display(fig)
-        return out

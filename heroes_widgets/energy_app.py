@@ -23,15 +23,10 @@ from types import SimpleNamespace
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
+from .ui import css as _css, figure_widget as _figure_widget
 
 STEP_COLUMNS = ("cluster", "instance_id", "template", "job_id", "step_id", "job_name", "username", "nodes",
                 "start_time", "time_s", "dc_power_w", "energy_j", "energy_kwh", "gflops_per_w", "estimated")
-
-
-def _css(widget, *names: str):
-    for name in names:
-        widget.add_class(name)
-    return widget
 
 
 def step_label(s: dict) -> str:
@@ -199,7 +194,7 @@ class EnergyApp:
             return
         fig = self.plots.energy_per_step(_summaries(self.steps), label=lambda s: s.label)
         self.figures["per_step"] = _as_widget(fig)
-        self.per_step_box.children = [self._show(self.figures["per_step"])]
+        self.per_step_box.children = [_figure_widget(self.figures["per_step"])]
 
     def show_comparison(self) -> None:
         if not self.plots or not self.steps:
@@ -208,7 +203,7 @@ class EnergyApp:
         fig = self.plots.cluster_comparison(_summaries(self.steps), cluster_of=lambda s: s.cluster,
                                             title="Mean energy per step: templates across clusters")
         self.figures["compare"] = _as_widget(fig)
-        self.compare_box.children = [self._show(self.figures["compare"])]
+        self.compare_box.children = [_figure_widget(self.figures["compare"])]
 
     def show_timeline(self) -> None:
         picked = self.step_pick.value
@@ -231,7 +226,7 @@ class EnergyApp:
             return
         fig = self.plots.power_timeline(timeline_samples(first), title=f"Power of {job_id}.{step_id} on {nodes[0]}")
         self.figures["timeline"] = _as_widget(fig)
-        self.timeline_box.children = [self._show(self.figures["timeline"])]
+        self.timeline_box.children = [_figure_widget(self.figures["timeline"])]
 
     def show_totals(self) -> None:
         f = self.filters()
@@ -248,14 +243,3 @@ class EnergyApp:
                              f"</th><th>steps</th><th>energy</th></tr>{rows}</table>" if groups
                              else "<p><i>no energy in this period</i></p>")
 
-    @staticmethod
-    def _show(fig):
-        """A figure as a widget: FigureWidget as is, a static figure inside an Output."""
-        if isinstance(fig, widgets.DOMWidget):
-            return fig
-        out = widgets.Output()
-        with out:
-            from IPython.display import display
-
-            display(fig)
-        return out

@@ -12,15 +12,10 @@ import threading
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
+from .ui import css as _css
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 COLORS = {"COMPLETED": "#060", "FAILED": "#b00", "CANCELLED": "#a60", "RUNNING": "#06c"}
-
-
-def _css(widget, *names: str):
-    for name in names:
-        widget.add_class(name)
-    return widget
 
 
 def _state(state: str) -> str:

@@ -23,19 +23,10 @@ import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .data_app import InputPicker
+from .ui import css as _css, message as _msg
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PROGRESS = ["NEW", "STAGING_IN", "SUBMITTING", "QUEUED", "RUNNING", "STAGING_OUT", "COMPLETED"]
-
-
-def _css(widget, *names: str):
-    for name in names:
-        widget.add_class(name)
-    return widget
-
-
-def _msg(text: str, error: bool = False) -> str:
-    return f"<span style='color:{'#b00' if error else '#060'}'>{html.escape(text)}</span>"
 
 
 def _limit(seconds) -> str:
