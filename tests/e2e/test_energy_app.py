@@ -28,7 +28,7 @@ from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_energy import columns as C
 from heroes_energy import synthetic
 
-from app_support import PREFIX, bearer, retried
+from app_support import PREFIX, bearer, open_app, retried
 
 pytestmark = pytest.mark.e2e
 
@@ -100,20 +100,18 @@ def run_to_completion(bob: httpx.Client, template: dict, timeout: float = 300) -
     raise AssertionError(f"instance {iid} did not finish in {timeout} s: {body['state']}")
 
 
-def see_energy(page, hub, instance: str, steps: dict, estimated: bool) -> None:
-    hub.ensure_server("bob")
-    url = f"{hub.url}/user/bob/voila/render/energy.ipynb"
-    page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
-    if page.url.startswith(hub.realm_url):
-        hub.submit_keycloak_login(page, "bob", "bob-pass")
-        page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
-    instance_box = page.locator(".heroes-energy-instance input")
-    expect(instance_box).to_be_visible(timeout=90_000)  # the kernel ran the notebook
+def show_instance(page, hub, instance: str):
+    """bob's Energy app showing one instance's two steps; the steps table."""
+    instance_box = open_app(page, hub, "energy.ipynb", ".heroes-energy-instance input")
     instance_box.fill(instance)
     page.locator(".heroes-energy-refresh").click()
     # the kernel re-reads the API and rebuilds three figures: seconds on a busy machine
     expect(page.locator(".heroes-energy-status")).to_contain_text("2 step(s)", timeout=60_000)
-    table = page.locator(".heroes-energy-steps")
+    return page.locator(".heroes-energy-steps")
+
+
+def see_energy(page, hub, instance: str, steps: dict, estimated: bool) -> None:
+    table = show_instance(page, hub, instance)
     for step in steps.values():
         expect(table).to_contain_text(f"alpha:{step['job_id']}.0")
     expect(table).to_contain_text(instance)
@@ -188,19 +186,7 @@ def sample_file(job: int) -> str:
 
 
 def see_posted_energy(page, hub, instance: str, measured: int, guessed: int) -> None:
-    hub.ensure_server("bob")
-    url = f"{hub.url}/user/bob/voila/render/energy.ipynb"
-    page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
-    if page.url.startswith(hub.realm_url):
-        hub.submit_keycloak_login(page, "bob", "bob-pass")
-        page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
-    instance_box = page.locator(".heroes-energy-instance input")
-    expect(instance_box).to_be_visible(timeout=90_000)  # the kernel ran the notebook
-    instance_box.fill(instance)
-    page.locator(".heroes-energy-refresh").click()
-    # the kernel re-reads the API and rebuilds three figures: seconds on a busy machine
-    expect(page.locator(".heroes-energy-status")).to_contain_text("2 step(s)", timeout=60_000)
-    table = page.locator(".heroes-energy-steps")
+    table = show_instance(page, hub, instance)
     expect(table).to_contain_text(f"alpha:{measured}.0")
     expect(table).to_contain_text(f"alpha:{guessed}.0")
     expect(table.locator("td.heroes-energy-estimated")).to_have_count(1)
