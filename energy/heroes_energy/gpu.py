@@ -4,6 +4,11 @@ Energy per GPU: the delta of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ, Volta 
 GPU has that counter and the delta is sane; otherwise power x time as EAR integrates it
 (``nvmlDeviceGetPowerUsage`` in mW). A negative counter delta (driver reload) falls back to
 power x time for that interval. Both are measurements, not estimates.
+
+The counter only moves every few tens of milliseconds (seen on an H200: a collector's last, 8 ms interval
+read a zero delta, which showed as 0 W at the end of every power timeline). A zero delta while the GPU
+draws power is therefore "no new reading yet": that interval is charged power x time, and the energy so
+charged is taken off the next counter delta, so the job's total stays the counter's.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ class _Device:
     name: str
     has_energy_counter: bool = True
     last_energy_mj: int | None = None
+    charged_ahead_mj: float = 0.0   # charged from power readings, not yet seen in the counter
 
 
 @dataclass
@@ -101,8 +107,7 @@ class NvmlSampler:
         energy_j, source = None, "none"
         if device.has_energy_counter:
             current = self._call("nvmlDeviceGetTotalEnergyConsumption", handle)
-            if current is not None and device.last_energy_mj is not None and current >= device.last_energy_mj:
-                energy_j, source = (current - device.last_energy_mj) / 1000.0, "counter"
+            energy_j, source = self._counter_energy(device, current, power_w, interval_s)
             device.last_energy_mj = current
         if energy_j is None and power_w is not None:
             energy_j, source = power_w * interval_s, "power_x_time"
@@ -121,6 +126,22 @@ class NvmlSampler:
             mem_clock_khz=mem_clock * 1000.0 if mem_clock is not None else None,
             energy_source=source,
         )
+
+    @staticmethod
+    def _counter_energy(device: _Device, current: int | None, power_w: float | None,
+                        interval_s: float) -> tuple[float | None, str]:
+        """Joules of this interval from the counter; (None, "none") when the counter cannot say."""
+        if current is None or device.last_energy_mj is None or current < device.last_energy_mj:
+            device.charged_ahead_mj = 0.0
+            return None, "none"
+        delta_mj = float(current - device.last_energy_mj)
+        if delta_mj == 0.0 and power_w:
+            charged = power_w * interval_s
+            device.charged_ahead_mj += charged * 1000.0
+            return charged, "power_x_time"
+        settled = min(delta_mj, device.charged_ahead_mj)
+        device.charged_ahead_mj -= settled
+        return (delta_mj - settled) / 1000.0, "counter"
 
     def close(self) -> None:
         """Shut NVML down (ignored when it was never initialised)."""

@@ -32,3 +32,38 @@ def test_real_gpu_reports_power_energy_and_clocks():
         assert gpu.energy_j is not None and gpu.energy_j > 0, gpu
         assert gpu.energy_source in ("counter", "power_x_time")
         assert gpu.sm_clock_khz and gpu.mem_used_mb is not None
+
+
+def test_a_very_short_interval_still_reads_the_power_the_gpu_draws():
+    """The energy counter moves every few tens of ms; an interval shorter than that must not read 0 W."""
+    sampler = _open_sampler()
+    try:
+        time.sleep(0.5)
+        sampler.sample(0.5)
+        short = sampler.sample(0.005)
+    finally:
+        sampler.close()
+    for gpu in short:
+        assert gpu.energy_j is not None and gpu.energy_j > 0, gpu
+        assert 0.2 < (gpu.energy_j / 0.005) / gpu.power_w < 5.0, gpu
+
+
+def test_collector_writes_gpu_energy_of_a_real_step(tmp_path):
+    """The collector around a 3 s command on a real GPU: the application row and every sample carry the
+    GPU's power (an idle GPU draws tens of watts), and the reader accepts the row."""
+    import csv
+    import subprocess
+    import sys
+
+    _open_sampler().close()
+    subprocess.run([sys.executable, "-m", "heroes_energy.collect", "--out", str(tmp_path), "--job-id", "7",
+                    "--step-id", "0", "--node", "gpu0", "--", "sleep", "3"], check=True, timeout=60)
+    from heroes_energy.reader import read_file
+
+    rows, errors = read_file(str(tmp_path / "heroes.7.0.gpu0.csv"))
+    assert not errors and len(rows) == 1
+    assert rows[0].gpu_power_w and all(w > 0 for w in rows[0].gpu_power_w)
+    with open(tmp_path / "heroes.7.0.gpu0.samples.csv", newline="") as fh:
+        samples = list(csv.DictReader(fh, delimiter=";"))
+    assert len(samples) >= 3
+    assert all(float(s["GPU_POWER_W"]) > 0 for s in samples), [s["GPU_POWER_W"] for s in samples]

@@ -107,6 +107,22 @@ def test_power_times_time_without_counter_and_after_a_driver_reload():
     assert again.energy_source == "counter" and again.energy_j == pytest.approx(200.0)
 
 
+def test_a_counter_that_has_not_ticked_yet_is_not_zero_watts():
+    """Seen on an H200: the collector's last interval lasted 8 ms, the counter had not moved, and the power
+    timeline ended at 0 W. That interval is charged power x time, and the next delta pays it back."""
+    gpu = a100()
+    gpu["energy_mj"] = [1_000_000, 1_000_000, 1_000_000 + 251_432]
+    gpu["power_mw"] = [250_000, 251_432]
+    sampler = NvmlSampler(nvml=FakeNvml([gpu])).open()
+    (stalled,) = sampler.sample(0.008)
+    assert stalled.energy_source == "power_x_time"
+    assert stalled.energy_j == pytest.approx(250.0 * 0.008)
+    (caught_up,) = sampler.sample(1.0)
+    assert caught_up.energy_source == "counter"
+    assert caught_up.energy_j == pytest.approx(251.432 - 2.0)    # the total stays the counter's
+    assert stalled.energy_j + caught_up.energy_j == pytest.approx(251.432)
+
+
 def test_nvml_missing_or_failing_is_reported_not_raised():
     class Broken(FakeNvml):
         def nvmlInit(self):
