@@ -185,3 +185,15 @@ def test_only_embedded_login_nodes_get_the_ca(monkeypatch, tmp_path):
     assert embedded.install_ca_if_embedded("10.0.0.1", 22, "ssh-ed25519 AAAA x") is None
     assert embedded.install_ca_if_embedded("127.0.0.1", 2221, "ssh-ed25519 AAAA x") == tmp_path / "f"
     assert os.path.getsize(tmp_path / "f") > 0
+
+
+def test_peak_memory_is_the_largest_maxrss_of_a_jobs_steps():
+    from heroes_service.clusters.slurm import parse_peak_memory, parse_size_mb
+
+    text = ("41|\n41.batch|310528K\n41.extern|0\n41.0|1.50G\n"
+            "42|\n42.batch|0\n42.extern|\n"      # too short to be sampled: no peak, not a peak of 0
+            "43.batch|2048\n"                     # a bare number is KiB
+            "garbage line\n|12K\n44.batch|lots\n")
+    assert parse_peak_memory(text) == {"41": 1536.0, "43": 2.0}
+    assert parse_size_mb("4G") == 4096.0 and parse_size_mb("512M") == 512.0 and parse_size_mb("1024k") == 1.0
+    assert parse_size_mb("") is None and parse_size_mb("12X") is None and parse_size_mb("-5K") is None

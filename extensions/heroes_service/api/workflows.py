@@ -153,6 +153,8 @@ class StepOut(BaseModel):
     nodes: str
     reason: str
     log_tail: str
+    max_rss_mb: float | None = Field(None, description="Peak memory of the step's job (largest MaxRSS of its "
+                                                       "Slurm steps, MiB), recorded when the instance ends.")
     submitted_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -221,7 +223,7 @@ def _summary(inst: m.WorkflowInstance) -> dict:
 def _instance_out(session: Session, inst: m.WorkflowInstance, events: bool = True) -> InstanceOut:
     steps = [StepOut(name=s.name, state=s.state, job_name=s.job_name, job_id=s.job_id, depends_on=s.depends_on,
                      exit_code=s.exit_code, nodes=s.nodes, reason=s.reason, log_tail=s.log_tail,
-                     submitted_at=s.submitted_at, started_at=s.started_at, ended_at=s.ended_at) for s in inst.steps]
+                     max_rss_mb=s.max_rss_mb, submitted_at=s.submitted_at, started_at=s.started_at, ended_at=s.ended_at) for s in inst.steps]
     rows = []
     if events:
         rows = [EventOut(at=e.at, step=e.step, from_state=e.from_state, to_state=e.to_state, detail=e.detail)

@@ -126,6 +126,34 @@ def parse_sacct(text: str) -> list[Job]:
     return jobs
 
 
+#: MiB per unit of Slurm's memory sizes (``convert_num_unit``: base 1024; a bare number is KiB)
+MIB_PER_UNIT = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMGTP]?)", flags=re.IGNORECASE)
+
+
+def parse_size_mb(text: str) -> float | None:
+    """``2048K``, ``1.50M``, ``4G`` (sacct's MaxRSS, ReqMem without its n/c suffix) in MiB; None when empty
+    or not a size."""
+    match = _SIZE.fullmatch((text or "").strip())
+    if not match:
+        return None
+    return float(match.group(1)) * MIB_PER_UNIT[(match.group(2) or "K").upper()]
+
+
+def parse_peak_memory(text: str) -> dict[str, float]:
+    """``sacct -o JobID,MaxRSS`` rows (allocation and steps: ``12``, ``12.batch``, ``12.0``, ``12.extern``)
+    -> job id -> the largest MaxRSS of its steps in MiB. Jobs whose steps all report nothing or 0 are left out:
+    a job too short for one accounting sample has no measured peak, not a peak of 0."""
+    peaks: dict[str, float] = {}
+    for line in text.splitlines():
+        job_step, _, rss = line.partition("|")
+        job_id = job_step.split(".", 1)[0].strip()
+        value = parse_size_mb(rss)
+        if job_id and value:
+            peaks[job_id] = max(peaks.get(job_id, 0.0), value)
+    return peaks
+
+
 def parse_version(text: str) -> str:
     """``slurm-wlm 22.05.8`` / ``slurm 23.11.4`` -> ``22.05.8``."""
     match = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
@@ -202,6 +230,14 @@ class SlurmClient:
         elif not job_ids:
             argv += ["--starttime", "now-7days"]
         return parse_sacct(self._run(argv).stdout)
+
+    def peak_memory(self, job_ids: list[str]) -> dict[str, float]:
+        """Largest MaxRSS (MiB) among each job's steps, from the accounting (jobacct_gather) records."""
+        if not job_ids:
+            return {}
+        argv = ["sacct", "--parsable2", "--noheader", "--allusers", "-o", "JobID,MaxRSS",
+                "-j", ",".join(str(j) for j in job_ids)]
+        return parse_peak_memory(self._run(argv).stdout)
 
     def submit(self, script: str, options: list[str] | tuple[str, ...] = ()) -> str:
         """``sbatch --parsable [options]`` with the batch script on stdin; returns the job id."""

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..clusters.slurm import parse_size_mb
+
 SWF_FIELD_COUNT = 18
 #: the documented column order of a header-less dump (``sacct -P -n -o ...``)
 SACCT_DEFAULT_COLUMNS = ("JobID", "User", "Submit", "Start", "End", "Elapsed", "Timelimit", "ReqMem", "MaxRSS",
@@ -27,7 +29,6 @@ FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT
                              "PREEMPTED", "DEADLINE", "BOOT_FAIL"})
 SWF_STATUS = {0: "FAILED", 1: "COMPLETED", 5: "CANCELLED"}
 MAX_ERRORS = 50
-MIB_PER_UNIT = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
 
 
 class HistoryFileError(ValueError):
@@ -179,11 +180,11 @@ def parse_memory_mb(text: str, cores: float = math.nan, nodes: float = math.nan)
     text = text.strip()
     if not text:
         return math.nan
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)([nc]?)", text, flags=re.IGNORECASE)
-    if not match:
+    suffix = text[-1].lower() if text[-1] in "ncNC" else ""
+    value = parse_size_mb(text[:-1] if suffix else text)
+    if value is None:
         raise ValueError(f"{text[:40]!r} is not a memory size")
-    value = float(match.group(1)) * MIB_PER_UNIT[(match.group(2) or "K").upper()]
-    if match.group(3).lower() == "c":
+    if suffix == "c":
         per_node = cores / nodes if cores == cores and nodes == nodes and nodes > 0 else 1.0
         value *= per_node
     return value

@@ -6,7 +6,8 @@ Two sources, one shape (:class:`HistoryFrame`, numpy columns, NaN = unknown):
   to the importing organization only (tenant isolation: every query below filters on the organization).
 * finished workflow steps of the organization's instances: requested time, memory and cores from the step's
   rendered sbatch options (or, if it has none, its template's resources for the instance's parameters),
-  used time from ``started_at``/``ended_at``, plus cluster, template, step, parameters and user.
+  used time from ``started_at``/``ended_at``, peak memory from the accounting's MaxRSS (recorded when the
+  instance ends), plus cluster, template, step, parameters and user.
 
 Either kind is joined with the energy records of the same ``(cluster, Slurm job id)``: energy (J), CPI and
 memory bandwidth (GB/s). A job's records can hold the batch step and its srun steps, which overlap in time,
@@ -192,8 +193,8 @@ def load(session: Session, organization: str) -> HistoryFrame:
     """Every finished job of ``organization`` (imports and the gateway's steps), oldest finish first.
 
     A gateway step that also appears in an imported ``sacct`` dump of the same cluster (same Slurm job id) is
-    counted once, as the step, taking its peak memory (MaxRSS) and energy from the dump: the service itself
-    never learns a step's memory use otherwise.
+    counted once, as the step; the dump fills in the peak memory (MaxRSS) and energy the step lacks (the
+    service records a step's peak when its instance ends, energy only for ``energy: true`` steps).
     """
     energy = _energy_by_job(session, organization)
     steps = _service_rows(session, organization, energy)
@@ -209,7 +210,7 @@ def load(session: Session, organization: str) -> HistoryFrame:
             continue
         step = by_job.get((cluster, job_id)) if source == "sacct" else None
         if step is not None:  # the gateway's own job: enrich the step instead of counting it twice
-            if used_mem is not None:
+            if used_mem is not None and not step[5] == step[5]:   # the step's own measurement first
                 step[5] = used_mem
             if energy_j is not None and not step[9] == step[9]:
                 step[9] = energy_j
@@ -244,10 +245,16 @@ def _service_rows(session: Session, organization: str, energy: dict) -> list[lis
         e, cpi, gbs = measured if measured else (math.nan, math.nan, math.nan)
         submit = _epoch(step.submitted_at) if step.submitted_at else start
         rows.append([min(submit, start), end, end - start, req.get("req_time", math.nan),
-                     req.get("req_mem", math.nan), math.nan, tasks * per_task, per_task, req.get("nodes", math.nan),
+                     req.get("req_mem", math.nan), _peak_per_node(step.max_rss_mb), tasks * per_task, per_task, req.get("nodes", math.nan),
                      e, cpi, gbs, inst.username, inst.cluster_name, f"{inst.template_name}/{step.name}", "service",
                      step.state, dict(inst.parameters or {}), str(step.job_id or "")])
     return rows
+
+
+def _peak_per_node(max_rss_mb: float | None) -> float:
+    """A step's peak memory as the history stores it (per node, MiB; NaN unknown). HEROES steps run one task
+    per node, so the largest task's MaxRSS is the node's."""
+    return float(max_rss_mb) if max_rss_mb else math.nan
 
 
 def organizations_with_history(session: Session) -> list[str]:

@@ -560,8 +560,9 @@ class WorkflowEngine:
                     m.RUNNING if any(s.state == "COMPLETED" for s in steps) else m.QUEUED)
                 stats.transitions += m.set_instance_state(session, inst, target, "")
             session.commit()
-        if self.settings.energy_command:
-            for instance_id, ran in failed_instances:  # a failed run's energy is spent all the same
+        for instance_id, ran in failed_instances:  # a failed run's energy and memory were spent all the same
+            self.pool.submit(self._record_peak_memory, instance_id)
+            if self.settings.energy_command:
                 self.pool.submit(self._ingest_ran_steps_energy, instance_id, ran)
 
     def _log_tail(self, cluster: Cluster, inst: m.WorkflowInstance, step: str) -> str:
@@ -617,6 +618,7 @@ class WorkflowEngine:
             for step in template.steps:
                 if step.energy:
                     self._ingest_step_energy(instance_id, conn, cluster.name, work_dir, step.name)
+        self._record_peak_memory(instance_id, cluster)
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
             inst.outputs = stored
@@ -624,7 +626,32 @@ class WorkflowEngine:
             m.set_instance_state(session, inst, m.COMPLETED, f"{len(stored)} file(s) staged to {bucket}/{prefix}")
             session.commit()
 
-    # --- energy of finished steps ----------------------------------------------------------------------
+    # --- what finished steps used ----------------------------------------------------------------------
+    def _record_peak_memory(self, instance_id: str, cluster: Cluster | None = None) -> None:
+        """Each step's peak memory (largest MaxRSS of its Slurm steps) from the accounting, with one ``sacct``
+        as the service account: the history right-sizing learns memory from. Read when the instance ends,
+        when the accounting of its jobs is settled; a failure is logged and leaves the peaks unknown."""
+        try:
+            with self.sessions() as session:
+                inst = session.get(m.WorkflowInstance, instance_id)
+                if inst is None:
+                    return
+                jobs = {s.job_id: s.id for s in inst.steps if s.job_id and s.started_at is not None}
+                if cluster is None:
+                    cluster = cluster_by_id(session, None, inst.cluster_id)
+                    session.expunge(cluster)
+            if not jobs:
+                return
+            peaks = SlurmClient(service_connector(cluster), timeout=60).peak_memory(list(jobs))
+            with self.sessions() as session:
+                for job_id, step_id in jobs.items():
+                    step = session.get(m.WorkflowStep, step_id)
+                    if step is not None and job_id in peaks:
+                        step.max_rss_mb = peaks[job_id]
+                session.commit()
+        except Exception as exc:  # noqa: BLE001 - a missing peak must never fail or stall the workflow
+            log.warning("workflow %s: peak memory of its steps not recorded: %s", instance_id, exc)
+
     def _ingest_ran_steps_energy(self, instance_id: str, ran: set[str]) -> None:
         """Energy of the steps of a FAILED instance that did start (the collector writes its record
         whatever the step's exit status)."""

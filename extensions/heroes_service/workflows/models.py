@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from ..store import Base
@@ -108,6 +108,9 @@ class WorkflowStep(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the largest MaxRSS of the job's Slurm steps (MiB), read from accounting when the instance ends; what
+    #: right-sizing learns memory from (NULL: not read, or the job was too short for one accounting sample)
+    max_rss_mb: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     instance: Mapped[WorkflowInstance] = relationship(back_populates="steps")
 
