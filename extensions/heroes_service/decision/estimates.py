@@ -10,7 +10,8 @@ template it takes the best knowledge available (see :mod:`.service_models`):
 
 The job's run time is the longest chain of dependent steps; the recommended limit, memory and cores never go
 below the template's minimums (``Resources.min_*``) nor above what the template asks. Memory comes from the
-step's measured peaks (imported ``sacct`` MaxRSS of its jobs) or the organization's peak-memory model, else the
+step's measured peaks (MaxRSS of its jobs: recorded when its instances end, or from imported ``sacct``
+dumps) or the organization's peak-memory model, else the
 request. Energy comes from the step's measured energy records on that cluster, else from the organization's
 learnt power model for that cluster (both ``energy_estimated=False``), else from the cluster's power profile
 (``idle_watts_per_node + watts_per_core x cores + watts_per_gpu x gpus``, ``energy_estimated=True``); either

@@ -142,7 +142,7 @@ class StepRuns:
     mem_gbs_per_node: np.ndarray
     params: list[dict]
     req_time: np.ndarray
-    used_mem: np.ndarray | None = None    # peak memory per node (MiB), NaN where no sacct dump told it
+    used_mem: np.ndarray | None = None    # peak memory per node (MiB), NaN where accounting had no sample
     user_last: np.ndarray | None = None   # each run's user's previous run of this step (log s), NaN if none
     user_med: np.ndarray | None = None    # median of that user's last USER_RECENT runs before it
     recent: dict | None = None            # user -> their last USER_RECENT log runs (for a new estimate)
