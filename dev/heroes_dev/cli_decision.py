@@ -19,13 +19,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"heroes decision evaluate: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         print(render(result))
     return 0
 
 
-def _row(name: str, m: dict) -> str:
+def _row(name: str, m: dict | None) -> str:
+    if m is None:
+        return f"  {name:<22} n/a"
     return f"  {name:<22} accuracy {m['mean_accuracy']:.3f}   MAE {m['mae_s']:>8.0f} s   under-predicted {m['under_share']:6.1%}"
 
 
@@ -36,9 +38,8 @@ def _price(value) -> str:
 def render(result: dict) -> str:
     """Human-readable summary of :func:`evaluate` output."""
     p = result["predictor"]
-    lim, free = p["limit"], p["limit_unclipped"]
     ex = result["excluded"]
-    lines = [
+    head = [
         f"trace {result.get('trace', '?')}: {result['jobs']} jobs evaluated "
         f"(excluded: {ex['unknown_or_zero_run_time']} unknown/zero run time, "
         f"{ex['unknown_request_time']} unknown request; {ex['malformed_lines_skipped']} malformed lines)",
@@ -46,6 +47,14 @@ def render(result: dict) -> str:
         _row("predictor", p["point"]),
         _row("user request", result["baselines"]["user_request"]),
         _row("last two (Tsafrir)", result["baselines"]["last_two"]),
+    ]
+    timing = (f"time: {result['timing']['total_s']:.1f} s total, {result['timing']['fit_s']:.1f} s fitting "
+              f"({result['protocol']['retrains']} retrains)")
+    lim, free = p["limit"], p["limit_unclipped"]
+    if lim is None:
+        return "\n".join(head + [f"recommended time limit: n/a ({result.get('not_applicable', 'no requests')})",
+                                 timing])
+    lines = head + [
         "recommended time limit:",
         f"  clipped to request      kill {lim['kill_share']:6.1%}   accuracy {lim['mean_accuracy']:.3f} "
         f"({lim['accuracy_vs_request']:.2f}x the request's)   limit/request {lim['limit_over_request']:.3f}",
@@ -54,8 +63,7 @@ def render(result: dict) -> str:
         f"  (the user's requests themselves kill {result['baselines']['user_request']['kill_share']:.1%}; "
         f"median kill price {_price(result['protocol'].get('limit_kill_price_median'))}, "
         f"{result['protocol'].get('limit_by_fallback_share', 0):.1%} of limits from the warm-up margin)",
-        f"time: {result['timing']['total_s']:.1f} s total, {result['timing']['fit_s']:.1f} s fitting "
-        f"({result['protocol']['retrains']} retrains)",
+        timing,
     ]
     return "\n".join(lines)
 

@@ -125,3 +125,50 @@ def test_limit_never_above_request_on_every_job():
     assert (result.limit[priced] > 0).all()
     # the unclipped limit may pass the request but never the longest limit the queue has granted so far
     assert (result.limit_free <= np.maximum.accumulate(trace["req_time"]) * (1 + 1e-9)).all()
+
+
+def _rewritten(trace_lines: list[str], field: int) -> list[str]:
+    """The same SWF lines with one field (0-based) unknown (-1), as some public traces state it."""
+    out = []
+    for line in trace_lines:
+        parts = line.split()
+        parts[field] = "-1"
+        out.append(" ".join(parts))
+    return out
+
+
+def _synthetic_lines(n=400, seed=3):
+    rng = np.random.default_rng(seed)
+    lines, t = [], 0
+    for job in range(1, n + 1):
+        t += int(rng.integers(1, 400))
+        user = int(rng.integers(1, 6))
+        run = int(max(1, 60 * user ** 1.5 * rng.lognormal(0, 0.3)))
+        lines.append(swf_line(job, t, 0, run, user, int(240 * user ** 1.5), user))
+    return lines
+
+
+def test_a_trace_without_requests_is_scored_on_its_points_and_says_what_is_not_applicable():
+    import json
+
+    trace = parse_swf_lines(_rewritten(_synthetic_lines(), 8))   # field 9: requested time
+    out = evaluate(trace, SMALL)
+    assert out["jobs"] == len(trace)
+    assert 0.0 < out["predictor"]["point"]["mean_accuracy"] <= 1.0
+    assert 0.0 < out["baselines"]["last_two"]["mean_accuracy"] <= 1.0   # scored on every job, first ones too
+    assert out["predictor"]["limit"] is None and out["baselines"]["user_request"] is None
+    assert "no requested time" in out["not_applicable"]
+    json.dumps(out, allow_nan=False)   # plain JSON: no NaN anywhere
+    from heroes_dev.cli_decision import render
+
+    text = render(out)
+    assert "user request           n/a" in text and "recommended time limit: n/a" in text
+
+
+def test_jobs_of_unknown_users_share_one_history():
+    """A NaN user key never matches itself: without the shared pseudo-user, such jobs would have no history."""
+    trace = parse_swf_lines(_rewritten([swf_line(1, 0, 0, 100, 4, 3600, 7), swf_line(2, 500, 0, 10, 4, 3600, 7)], 11))
+    X = sweep(trace).X
+    assert math.isnan(X[0, F["s_last1"]])
+    assert X[1, F["s_last1"]] == pytest.approx(math.log(100))   # the first job's run, same shape
+    assert X[1, F["u_n_log"]] == pytest.approx(math.log1p(1))

@@ -42,8 +42,10 @@ def accuracy(pred: np.ndarray, run: np.ndarray) -> np.ndarray:
     return np.minimum(pred, run) / np.maximum(pred, run)
 
 
-def point_metrics(pred: np.ndarray, run: np.ndarray) -> dict:
-    """Mean accuracy, mean absolute error (s), share under-predicted (pred < run)."""
+def point_metrics(pred: np.ndarray, run: np.ndarray) -> dict | None:
+    """Mean accuracy, mean absolute error (s), share under-predicted (pred < run); None without jobs."""
+    if len(run) == 0:
+        return None
     return {
         "mean_accuracy": float(np.mean(accuracy(pred, run))),
         "mae_s": float(np.mean(np.abs(pred - run))),
@@ -51,8 +53,10 @@ def point_metrics(pred: np.ndarray, run: np.ndarray) -> dict:
     }
 
 
-def limit_metrics(limit: np.ndarray, run: np.ndarray, request: np.ndarray) -> dict:
-    """Kill share (limit < run), mean accuracy of the limit, mean limit / request."""
+def limit_metrics(limit: np.ndarray, run: np.ndarray, request: np.ndarray) -> dict | None:
+    """Kill share (limit < run), mean accuracy of the limit, mean limit / request; None without jobs."""
+    if len(run) == 0:
+        return None
     return {
         "kill_share": float(np.mean(limit < run)),
         "mean_accuracy": float(np.mean(accuracy(limit, run))),
@@ -170,36 +174,46 @@ def _header_max_runtime(trace: Trace) -> float:
 
 
 def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
-    """Run the online protocol and compute the metrics for the predictor and the two baselines."""
+    """Run the online protocol and compute the metrics for the predictor and the two baselines.
+
+    Jobs count when their run time and request are known (> 0), as in the published baselines. A trace that
+    states no request at all (some public SWF traces do not) is still scored on its point predictions over
+    the jobs with a known run time; what needs a request (the user-request baseline, the limit) is null,
+    and ``not_applicable`` says why. The output is plain JSON: no NaN anywhere.
+    """
+    config = config or EvalConfig()
     began = time.perf_counter()
     result = run_online(trace, config)
     run, req = trace["run"], trace["req_time"]
     unknown_run = ~(run > 0)
     unknown_req = ~(req > 0)
     usable = ~unknown_run & ~unknown_req
+    no_requests = not usable.any()
+    if no_requests:
+        usable = ~unknown_run
     r, q = run[usable], req[usable]
     out = {
         "jobs": int(usable.sum()),
         "predictor": {
             "point": point_metrics(result.point[usable], r),
-            "limit": limit_metrics(result.limit[usable], r, q),
-            "limit_unclipped": limit_metrics(result.limit_free[usable], r, q),
+            "limit": None if no_requests else limit_metrics(result.limit[usable], r, q),
+            "limit_unclipped": None if no_requests else limit_metrics(result.limit_free[usable], r, q),
         },
         "baselines": {
-            "user_request": {**point_metrics(q, r), "kill_share": float(np.mean(q < r))},
+            "user_request": None if no_requests else {**point_metrics(q, r), "kill_share": float(np.mean(q < r))},
             "last_two": point_metrics(result.last_two[usable], r),
         },
         "excluded": {
             "total_in_trace": len(trace),
             "unknown_or_zero_run_time": int(unknown_run.sum()),
-            "unknown_request_time": int((unknown_req & ~unknown_run).sum()),
+            "unknown_request_time": 0 if no_requests else int((unknown_req & ~unknown_run).sum()),
             "malformed_lines_skipped": trace.skipped,
         },
         "protocol": {
             "history": "jobs finished (submit+wait+run) strictly before each submit",
             "retrains": len(result.fits),
-            "retrain_every_jobs": (config or EvalConfig()).retrain_every,
-            "target_kill_share": (config or EvalConfig()).target_kill,
+            "retrain_every_jobs": config.retrain_every,
+            "target_kill_share": config.target_kill,
             "limit_default": "clipped: never above the job's request; per job, the candidate limit maximising "
                              "expected accuracy - lambda * P(kill), lambda set online from finished jobs",
             "limit_unclipped": "may exceed the request, capped at MaxRuntime or the longest request seen so far",
@@ -210,13 +224,19 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
             "largest_fit_jobs": max((f[2] for f in result.fits), default=0),
         },
     }
+    if no_requests:
+        out["not_applicable"] = ("the trace states no requested time for any job with a known run time: the "
+                                 "user-request baseline and the time limit need one")
+        out["protocol"]["limit_kill_price_median"] = None
+        out["protocol"]["limit_by_fallback_share"] = None
+        return out
     priced = result.kill_price[usable]
     priced = priced[~np.isnan(priced)]
     median_price = float(np.median(priced)) if len(priced) else math.nan
     out["protocol"]["limit_kill_price_median"] = median_price if math.isfinite(median_price) else None
     out["protocol"]["limit_by_fallback_share"] = float(np.mean(np.isnan(result.kill_price[usable])))
     base = out["baselines"]["user_request"]["mean_accuracy"]
-    out["predictor"]["limit"]["accuracy_vs_request"] = out["predictor"]["limit"]["mean_accuracy"] / base
+    out["predictor"]["limit"]["accuracy_vs_request"] = out["predictor"]["limit"]["mean_accuracy"] / base if base else None
     return out
 
 

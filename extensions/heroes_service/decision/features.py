@@ -218,15 +218,20 @@ class HistoryState:
         ]
 
 
+UNKNOWN_USER = -1.0   # one key for every job whose user the trace does not state (a NaN key never matches)
+
+
 def job_view(trace: Trace, i: int) -> JobView:
-    """The submit-time view of row ``i``; falls back to allocated procs when requested procs are unknown."""
+    """The submit-time view of row ``i``; falls back to allocated procs when requested procs are unknown.
+    Jobs of unknown users share one pseudo-user, so their same-shape history still counts."""
     c = trace.columns
     procs = c["req_procs"][i]
     if procs != procs:
         procs = c["alloc_procs"][i]
+    user = float(c["user"][i])
     return JobView(
         submit=float(c["submit"][i]), req_time=float(c["req_time"][i]), req_procs=float(procs),
-        req_mem=float(c["req_mem"][i]), user=float(c["user"][i]), group=float(c["group"][i]),
+        req_mem=float(c["req_mem"][i]), user=user if user == user else UNKNOWN_USER, group=float(c["group"][i]),
         executable=float(c["executable"][i]), queue=float(c["queue"][i]),
     )
 
@@ -275,12 +280,16 @@ def sweep(trace: Trace) -> SweepResult:
 def _last_two(state: HistoryState, job: JobView) -> float:
     """Tsafrir's baseline: mean of the user's last two finished run times, never above the request.
 
-    One finished job: its run time; none: the request. NaN when neither is known.
+    One finished job: its run time; none (or a user the trace does not name): the request. Where the trace states no request either, the median
+    of the recent finished jobs (one hour before any finished): the same neutral default the predictor falls
+    back to, so both are scored on every job.
     """
-    u = state.users.get(job.user)
+    u = state.users.get(job.user) if job.user != UNKNOWN_USER else None   # nobody's "last two" but the user's
     req = job.req_time if job.req_time == job.req_time and job.req_time > 0 else NAN
     if u is None or not u.n:
-        return req
+        if req == req:
+            return req
+        return math.exp(_median(state.recent_runs)) if state.recent_runs else 3600.0
     runs = [math.exp(r) for r in list(u.runs)[-2:]]
     value = sum(runs) / len(runs)
     return min(value, req) if req == req else value
