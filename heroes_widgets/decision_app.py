@@ -154,8 +154,10 @@ def rightsizing_html(rs: dict | None, history: dict | None = None) -> str:
     basis = ("learnt from " + f"{runs} finished run{'s' if runs != 1 else ''}" if rs.get("basis") == "history"
              else "no history yet: the template's own values")
     note = rs.get("note") or (history or {}).get("note") or basis  # the service's own words where it gives some
+    warnings = "".join(f"<p class='heroes-decision-rs-warning' style='color:#a60'>&#9888; {html.escape(w)}</p>"
+                       for w in rs.get("warnings") or [])
     return ("<h4>Right-sizing</h4><table class='heroes-decision-rs-table'><tr><th></th><th>template asks</th>"
-            f"<th>recommended</th></tr>{body}</table><p><small>{html.escape(note)}</small></p>")
+            f"<th>recommended</th></tr>{body}</table><p><small>{html.escape(note)}</small></p>{warnings}")
 
 
 def _mib(value) -> str:

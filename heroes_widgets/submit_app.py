@@ -49,6 +49,8 @@ def advice_html(rs: dict | None, freq: dict, cluster: str | None, auto: bool) ->
                      f"(template {asked.get('memory_mb', '?')} MiB), cores <b>{rs.get('cores', '?')}</b>, "
                      f"nodes <b>{rs.get('nodes', '?')}</b>"
                      + (f" — {html.escape(rs['note'])}" if rs.get("note") else ""))
+        for warning in rs.get("warnings") or []:
+            parts.append(f"<span class='heroes-submit-limit-warning' style='color:#a60'>&#9888; {html.escape(warning)}</span>")
     if freq.get("recommended_khz"):
         parts.append(f"CPU frequency: --cpu-freq={int(freq['recommended_khz'])} saves about "
                      f"{freq.get('saving_pct', 0):.0f} % energy for about {freq.get('slowdown_pct', 0):.0f} % more "

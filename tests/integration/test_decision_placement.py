@@ -47,6 +47,9 @@ PROBE = {"name": "placement-probe", "container": {"runtime": "none"},
 FREQ = {"name": "placement-freq", "container": {"runtime": "none"},
         "steps": [{"name": "show", "command": ["sh", "-c", "echo cpu_freq_req=$SLURM_CPU_FREQ_REQ"],
                    "resources": {"memory_mb": 64, "time_minutes": 2}}]}
+OVERRUN = {"name": "placement-overrun", "container": {"runtime": "none"},
+           "steps": [{"name": "run", "command": ["sleep", "300"],
+                      "resources": {"cpus_per_task": 1, "memory_mb": 128, "time_minutes": 1}}]}
 HOLD = {"name": "placement-hold", "container": {"runtime": "none"},
         "steps": [{"name": "hold", "command": ["sleep", "3000"],
                    "resources": {"cpus_per_task": 2, "memory_mb": 256, "time_minutes": 60}}]}
@@ -295,6 +298,29 @@ def test_auto_submit_records_the_decision(placed):
     placement = [e["detail"] for e in body["events"] if e["detail"].startswith("placement (balanced): ")]
     assert placement and body["cluster"] in placement[0], body["events"]
     assert wait_final(bob, [body["id"]], timeout=240)[body["id"]]["state"] == "COMPLETED"
+
+
+def test_runs_that_time_out_keep_their_limit_and_warn(placed):
+    """Two real runs killed by Slurm at their 1 min limit (TIMEOUT): the right-sizing keeps the request and
+    tells bob that it is too tight, in the decision API that the Submit app shows."""
+    alice, bob = placed["apis"]["alice"], placed["apis"]["bob"]
+    publish(alice, OVERRUN)
+    ids = []
+    for _ in range(2):
+        r = bob.post("/organization/workflow/submit", json={"template": OVERRUN["name"], "cluster": "beta"})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    finals = wait_final(bob, ids, timeout=300)
+    assert all(b["state"] == "FAILED" and b["steps"][0]["state"] == "TIMEOUT" for b in finals.values()), finals
+    deadline = time.monotonic() + 120   # the estimates refit in the background when the history grows
+    while True:
+        sizing = decide(bob, template=OVERRUN["name"], clusters=["beta"])["rightsizing"]
+        if sizing["warnings"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sizing["warnings"] == ["step run: 2 of its last 2 runs hit the time limit (TIMEOUT): the limit stays "
+                                  "at the request; ask for more time if the work has not changed"], sizing
+    assert sizing["time_limit_s"] == 60 and sizing["requested"]["time_limit_s"] == 60
 
 
 def test_tenant_isolation(placed):

@@ -272,3 +272,14 @@ def test_the_figure_is_made_live_on_display_with_what_it_shows_so_far(client):
     assert list(trace(app.figure, "chosen").text) == ["alpha"]  # the decision taken before display is kept
     app.policy.value = "performance"
     assert list(trace(app.figure, "chosen").text) == ["beta"] and len(app.plot_box.children) == 1
+
+
+def test_both_apps_show_the_requests_the_history_says_are_too_tight():
+    from heroes_widgets.submit_app import advice_html
+
+    rs = {"time_limit_s": 3600, "memory_mb": 1024, "cores": 2, "nodes": 1, "basis": "history", "history_jobs": 5,
+          "requested": {"time_limit_s": 3600, "memory_mb": 1024}, "note": "",
+          "warnings": ["step run: 2 of its last 5 runs hit the time limit (TIMEOUT) <see>"]}
+    for text in (rightsizing_html(rs), advice_html(rs, {}, "alpha", auto=False)):
+        assert "2 of its last 5 runs hit the time limit (TIMEOUT) &lt;see&gt;" in text   # escaped, shown
+    assert "warning" not in rightsizing_html({**rs, "warnings": []})

@@ -54,7 +54,7 @@ def template(**resources):
 
 def add_runs(session, runs: list[float], cluster_name="alpha", org="acme", username="bob", step="run",
              template_name="sim", sizes=None, energy_w: float | None = None, cpi: float | None = None,
-             gbs: float | None = None, first_job=1000, start_minute=0):
+             gbs: float | None = None, first_job=1000, start_minute=0, states=None, peaks=None):
     """Finished instances of ``template_name`` with one step each, ``runs`` seconds long (and energy records)."""
     for k, seconds in enumerate(runs):
         started = T0 + timedelta(minutes=start_minute + 10 * k)
@@ -66,7 +66,8 @@ def add_runs(session, runs: list[float], cluster_name="alpha", org="acme", usern
         session.flush()
         job_id = first_job + k
         session.add(wf.WorkflowStep(instance_id=inst.id, name=step, position=0, job_name=f"heroes.{inst.id}.{step}",
-                                    state="COMPLETED", job_id=str(job_id), submitted_at=started, started_at=started,
+                                    state=states[k] if states else "COMPLETED", job_id=str(job_id),
+                                    max_rss_mb=peaks[k] if peaks else None, submitted_at=started, started_at=started,
                                     ended_at=started + timedelta(seconds=seconds),
                                     options=["--nodes=1", "--ntasks=1", "--cpus-per-task=2", "--mem=1024M",
                                              "--time=60"]))
@@ -169,6 +170,43 @@ def test_an_imported_sacct_dump_tells_the_steps_peak_memory_without_counting_the
         est = fresh_estimate(session, user(), template(), {}, cluster())
     assert len(frame) == 5 and frame.template.count("sim/run") == 4   # beta's job 1000 is another job
     assert est.memory_mb == math.ceil(400.0 * E.MEMORY_HEADROOM) and est.requested["memory_mb"] == 1024
+
+
+def test_the_steps_own_recorded_peaks_size_its_memory(sessions):
+    with sessions() as session:
+        add_runs(session, [100, 100, 100, 100], peaks=[300.0, 350.0, 400.0, 380.0])
+        frame = sh.load(session, "acme")
+        est = fresh_estimate(session, user(), template(), {}, cluster())
+    assert sorted(frame["used_mem"]) == [300.0, 350.0, 380.0, 400.0]
+    assert est.memory_mb == math.ceil(400.0 * E.MEMORY_HEADROOM) and not est.warnings
+
+
+def test_runs_that_hit_a_limit_keep_that_request_and_warn(sessions):
+    """Two of five runs timed out at the 60 min request, one ran out of memory although its sampled peak was
+    low: neither limit is cut, and the user is told the request is too tight."""
+    with sessions() as session:
+        add_runs(session, [600, 3600, 700, 3600, 650], peaks=[200.0, 210.0, 190.0, 205.0, 220.0],
+                 states=["COMPLETED", "TIMEOUT", "COMPLETED", "TIMEOUT", "OUT_OF_MEMORY"])
+        est = fresh_estimate(session, user(), template(), {}, cluster())
+    assert est.basis == "history"
+    assert est.run_limit_s == 3600 and est.memory_mb == 1024      # the requests, not a quantile below them
+    assert est.warnings == [
+        "step run: 2 of its last 5 runs hit the time limit (TIMEOUT): the limit stays at the request; ask for "
+        "more time if the work has not changed",
+        "step run: 1 of its last 5 runs ran out of memory (OUT_OF_MEMORY): memory stays at the request; ask for more"]
+    assert est.steps[0]["warnings"] == [w.removeprefix("step run: ") for w in est.warnings]
+    from heroes_service.decision.placement import rightsizing
+
+    sizing = rightsizing(template(), est)
+    assert sizing["warnings"] == est.warnings and sizing["time_limit_s"] == 3600 and sizing["memory_mb"] == 1024
+
+
+def test_only_the_recent_runs_count_as_hitting_a_limit(sessions):
+    with sessions() as session:
+        add_runs(session, [3600], states=["TIMEOUT"], first_job=900, start_minute=-120)   # finished first
+        add_runs(session, [100] * E.LIMIT_HIT_WINDOW)
+        est = fresh_estimate(session, user(), template(), {}, cluster())
+    assert not est.warnings   # the old timeout still counts as a long run, just not as a warning
 
 
 def test_right_sizing_never_goes_below_the_templates_minimums(sessions):

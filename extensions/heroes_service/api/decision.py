@@ -101,6 +101,9 @@ class RightsizingOut(BaseModel):
     basis: str
     history_jobs: int
     note: str
+    warnings: list[str] = Field(default_factory=list, description=(
+        "Requests the history shows too tight: recent runs of a step that ended TIMEOUT or OUT_OF_MEMORY. "
+        "That resource is then kept at the request, never cut."))
 
 
 class HistoryOut(BaseModel):

@@ -17,6 +17,10 @@ learnt power model for that cluster (both ``energy_estimated=False``), else from
 (``idle_watts_per_node + watts_per_core x cores + watts_per_gpu x gpus``, ``energy_estimated=True``); either
 way it is multiplied by the site's PUE so clusters compare on the same footing.
 
+A step whose recent runs hit a limit (TIMEOUT, OUT_OF_MEMORY) is never cut on that resource: its recommendation
+keeps the request, and a warning tells the user that the request itself is too tight (raising a limit is the
+user's call: the gateway never asks for more than the template does).
+
 Multi-step templates: ``run_s`` and ``run_limit_s`` follow the critical path; ``memory_mb``, ``cores`` and
 ``nodes`` are the largest step's; ``steps`` holds every step's own figures.
 
@@ -48,6 +52,7 @@ CPI_MEM_BOUND, GBS_MEM_BOUND = 0.8, 100.0
 #: a cluster enrolled without a power profile: a plain node's figures, marked estimated like any profile
 DEFAULT_IDLE_W, DEFAULT_W_PER_CORE = 100.0, 10.0
 CACHE_TTL_S, CACHE_SIZE = 60.0, 4096
+LIMIT_HIT_WINDOW = 10         # a step's most recent runs that tell whether its requests are too tight
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Estimate:
     # added (the contract allows additions): per-step detail and a sentence for the user
     steps: list[dict] = field(default_factory=list)
     note: str = ""
+    warnings: list[str] = field(default_factory=list)   # "step run: 3 of its last 5 runs hit the time limit..."
 
 
 @dataclass
@@ -87,6 +93,7 @@ class _StepResult:
     requested: dict
     cpi: float | None = None
     mem_gbs: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 _cache: OrderedDict = OrderedDict()
@@ -101,13 +108,19 @@ def estimate(session, principal, template: Template, values: dict, cluster) -> E
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and now - hit[0] < CACHE_TTL_S:
-            return replace(hit[1], steps=[dict(s) for s in hit[1].steps], requested=dict(hit[1].requested))
+            return _copy(hit[1])
     result = _estimate(models, principal.username, template, values, cluster)
     with _cache_lock:
         _cache[key] = (now, result)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-    return replace(result, steps=[dict(s) for s in result.steps], requested=dict(result.requested))
+    return _copy(result)
+
+
+def _copy(est: Estimate) -> Estimate:
+    """A caller's own copy of a cached estimate (callers may edit what they get)."""
+    return replace(est, steps=[dict(s) for s in est.steps], requested=dict(est.requested),
+                   warnings=list(est.warnings))
 
 
 def _cache_key(models: OrgModels | None, principal, template: Template, values: dict, cluster) -> tuple:
@@ -160,10 +173,11 @@ def _estimate(models: OrgModels | None, username: str, template: Template, value
         requested={"time_limit_s": max(req_end.values()), "memory_mb": max(r.requested["memory_mb"] for r in rs),
                    "cores": max(r.requested["cores"] for r in rs), "nodes": max(r.requested["nodes"] for r in rs)},
         memory_bound=memory_bound, cpi=cpi, mem_gbs=mem_gbs, note=note,
+        warnings=[f"step {r.name}: {w}" for r in rs for w in r.warnings],
         steps=[{"step": r.name, "run_s": r.run_s, "run_limit_s": r.limit_s, "memory_mb": r.memory_mb,
                 "cores": r.cores, "nodes": r.nodes, "energy_j": r.energy_j, "energy_estimated": r.energy_estimated,
                 "confidence": r.confidence, "basis": r.basis, "history_jobs": r.history_jobs,
-                "requested": r.requested} for r in rs])
+                "requested": r.requested, "warnings": list(r.warnings)} for r in rs])
 
 
 def floors(step: Step, requested: dict) -> dict:
@@ -204,6 +218,12 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     else:
         run_s, limit_s, confidence, n, power, cpi, gbs = learnt
         basis = "history"
+    recent, timeouts, out_of_memory = limits_hit(runs)
+    warnings = []
+    if timeouts:   # the runs that hit the limit say nothing of how long the work needs: keep the request
+        limit_s = requested["time_limit_s"]
+        warnings.append(f"{timeouts} of its last {recent} runs hit the time limit (TIMEOUT): the limit stays at "
+                        f"the request; ask for more time if the work has not changed")
     limit_s = _round_up(max(min(limit_s, requested["time_limit_s"]), low["time_limit_s"]), 60.0)
     run_s = min(run_s, limit_s) if basis == "history" else run_s
     memory = requested["memory_mb"]
@@ -215,6 +235,10 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
                                     name, username)
         if upper == upper:
             memory = min(memory, upper * MEMORY_HEADROOM)
+    if out_of_memory:   # a peak sampled every few seconds misses the spike that killed the job
+        memory = requested["memory_mb"]
+        warnings.append(f"{out_of_memory} of its last {recent} runs ran out of memory (OUT_OF_MEMORY): memory "
+                        f"stays at the request; ask for more")
     memory = float(math.ceil(max(memory, low["memory_mb"])))
     cores = max(requested["cores"], low["cores"])
     if power is None and models is not None:
@@ -225,7 +249,16 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     pue = _pue(cluster)
     return _StepResult(step.name, float(run_s), float(limit_s), memory, int(cores), nodes,
                        float(power * nodes * run_s * pue), energy_estimated, round(float(confidence), 3), basis, n,
-                       requested, cpi, gbs)
+                       requested, cpi, gbs, warnings)
+
+
+def limits_hit(runs: StepRuns | None) -> tuple[int, int, int]:
+    """(runs looked at, how many ended TIMEOUT, how many OUT_OF_MEMORY) among the step's most recent runs on
+    any cluster (runs are in finish order)."""
+    if runs is None or not runs.state:
+        return 0, 0, 0
+    recent = runs.state[-LIMIT_HIT_WINDOW:]
+    return len(recent), recent.count("TIMEOUT"), recent.count("OUT_OF_MEMORY")
 
 
 def _step_memory_upper(runs: StepRuns) -> float:

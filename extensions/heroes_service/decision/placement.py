@@ -343,7 +343,8 @@ def rightsizing(template: Template, est) -> dict:
              for s in getattr(est, "steps", None) or [] if "step" in s and "run_limit_s" in s and "memory_mb" in s]
     return {"time_limit_s": int(math.ceil(time_limit)), "memory_mb": int(math.ceil(memory)), "cores": cores,
             "nodes": int(est.nodes), "requested": requested, "basis": est.basis,
-            "history_jobs": int(est.history_jobs), "note": note, "minimums": floors, "steps": steps}
+            "history_jobs": int(est.history_jobs), "note": note, "minimums": floors, "steps": steps,
+            "warnings": list(getattr(est, "warnings", None) or [])}
 
 
 def _history(est) -> dict:

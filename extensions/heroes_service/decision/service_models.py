@@ -146,6 +146,7 @@ class StepRuns:
     user_last: np.ndarray | None = None   # each run's user's previous run of this step (log s), NaN if none
     user_med: np.ndarray | None = None    # median of that user's last USER_RECENT runs before it
     recent: dict | None = None            # user -> their last USER_RECENT log runs (for a new estimate)
+    state: list[str] | None = None        # each run's final Slurm state (TIMEOUT, OUT_OF_MEMORY, ...)
     model: "StepModel | None" = None
 
     @property
@@ -411,7 +412,8 @@ def _step_runs(frame: sh.HistoryFrame) -> dict[str, StepRuns]:
             cluster=[frame.cluster[i] for i in idx], log_run=log_run, nodes=nodes,
             cpus=frame["cpus"][ix], power_per_node=power, cpi=frame["cpi"][ix],
             mem_gbs_per_node=frame["mem_gbs"][ix] / nodes, params=[frame.params[i] or {} for i in idx],
-            req_time=frame["req_time"][ix], used_mem=frame["used_mem"][ix], user_last=user_last, user_med=user_med, recent=recent)
+            req_time=frame["req_time"][ix], used_mem=frame["used_mem"][ix], user_last=user_last, user_med=user_med, recent=recent,
+            state=[frame.state[i] for i in idx])
     return out
 
 
