@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from . import columns as C
 from .estimate import TdpModel, cpu_power_w, tdp_for
-from .gpu import GpuSample, NvmlSampler
+from .gpu import GpuSample, NvmlSampler, allowed_gpus
 from .procfs import FrequencySource, TreeIo, process_tree, read_cpu_info, read_cpu_times, utilization
 from .rapl import DEFAULT_POWERCAP_ROOT, Opener, RaplReader, read_text
 from .writer import format_app_row, write_app_csv, SampleWriter
@@ -151,7 +151,8 @@ class Collector:
         self.clock = clock
         self.log = log or (lambda msg: print(f"heroes_energy.collect: {msg}", file=sys.stderr))
         self.rapl = RaplReader(root=powercap_root, opener=rapl_opener)
-        self.gpus = NvmlSampler(nvml=nvml) if use_nvml else NvmlSampler()
+        env = os.environ if environ is None else environ
+        self.gpus = NvmlSampler(nvml=nvml, selection=allowed_gpus(env)) if use_nvml else NvmlSampler()
         self._use_nvml = use_nvml
         self.freq = FrequencySource(sys_cpu=sys_cpu, proc=proc)
         self.cpu = read_cpu_info(proc)

@@ -9,11 +9,17 @@ The counter only moves every few tens of milliseconds (seen on an H200: a collec
 read a zero delta, which showed as 0 W at the end of every power timeline). A zero delta while the GPU
 draws power is therefore "no new reading yet": that interval is charged power x time, and the energy so
 charged is taken off the next counter delta, so the job's total stays the counter's.
+
+Which GPUs are the job's: on a node whose device cgroup is not constrained NVML shows every GPU, and
+charging each job for all of them would multiply a shared node's GPU energy. :func:`allowed_gpus` reads the
+job's allocation from the environment Slurm gives the step (``SLURM_STEP_GPUS``/``SLURM_JOB_GPUS``: the
+``/dev/nvidiaN`` minor numbers), else ``CUDA_VISIBLE_DEVICES`` (UUIDs, or indices taken in NVML's PCI order).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 
 def import_nvml() -> Any | None:
@@ -50,14 +56,68 @@ class _Device:
     charged_ahead_mj: float = 0.0   # charged from power readings, not yet seen in the counter
 
 
+@dataclass(frozen=True)
+class GpuSelection:
+    """The GPUs a job may be charged for: by minor number, by UUID or by NVML index (None: no restriction)."""
+
+    minors: frozenset[int] | None = None
+    uuids: frozenset[str] | None = None
+    indices: frozenset[int] | None = None
+    none: bool = False
+    source: str = "all GPUs NVML shows"
+
+    def admits(self, index: int, minor: int | None, uuid: str | None) -> bool:
+        if self.none:
+            return False
+        if self.minors is not None:
+            return minor in self.minors
+        if self.uuids is not None:
+            return uuid is not None and any(uuid.startswith(u) for u in self.uuids)
+        if self.indices is not None:
+            return index in self.indices
+        return True
+
+
+def allowed_gpus(environ: Mapping[str, str]) -> GpuSelection:
+    """The job's GPUs from the step's environment (see the module doc)."""
+    for name in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        value = environ.get(name, "").strip()
+        if value:
+            minors = _ints(value)
+            if minors is not None:
+                return GpuSelection(minors=minors, source=f"{name}={value}")
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return GpuSelection()
+    value = value.strip()
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items or items[0] in ("-1", "NoDevFiles"):
+        return GpuSelection(none=True, source=f"CUDA_VISIBLE_DEVICES={value!r}")
+    if all(v.startswith(("GPU-", "MIG-")) for v in items):
+        return GpuSelection(uuids=frozenset(items), source=f"CUDA_VISIBLE_DEVICES={value}")
+    indices = _ints(value)
+    if indices is not None:
+        return GpuSelection(indices=indices, source=f"CUDA_VISIBLE_DEVICES={value}")
+    return GpuSelection(none=True, source=f"CUDA_VISIBLE_DEVICES={value!r} (not understood: no GPU charged)")
+
+
+def _ints(text: str) -> frozenset[int] | None:
+    try:
+        return frozenset(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        return None
+
+
 @dataclass
 class NvmlSampler:
-    """Samples every GPU NVML shows (the job's cgroup limits which ones)."""
+    """Samples the job's GPUs among those NVML shows (``selection``; default: from this process's environment)."""
 
     nvml: Any | None = None
     devices: list[_Device] = field(default_factory=list)
     available: bool = False
     reason: str = ""
+    selection: GpuSelection | None = None
+    initialised: bool = False
 
     def open(self) -> "NvmlSampler":
         """Initialise NVML and take the first energy-counter reading of each GPU."""
@@ -68,12 +128,20 @@ class NvmlSampler:
             return self
         try:
             self.nvml.nvmlInit()
+            self.initialised = True
             count = self.nvml.nvmlDeviceGetCount()
         except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
             self.reason = f"NVML unavailable: {exc}"
             return self
+        if self.selection is None:
+            self.selection = allowed_gpus(os.environ)
         for index in range(count):
             handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = self._call("nvmlDeviceGetUUID", handle)
+            if isinstance(uuid, bytes):
+                uuid = uuid.decode(errors="replace")
+            if not self.selection.admits(index, self._call("nvmlDeviceGetMinorNumber", handle), uuid):
+                continue
             name = self._call("nvmlDeviceGetName", handle)
             if isinstance(name, bytes):
                 name = name.decode(errors="replace")
@@ -83,7 +151,8 @@ class NvmlSampler:
             self.devices.append(device)
         self.available = bool(self.devices)
         if not self.available:
-            self.reason = "NVML shows no GPU"
+            self.reason = ("NVML shows no GPU" if not count else
+                           f"none of the {count} GPU(s) NVML shows is the job's ({self.selection.source})")
         return self
 
     def _call(self, name: str, *args: Any) -> Any:
@@ -145,5 +214,6 @@ class NvmlSampler:
 
     def close(self) -> None:
         """Shut NVML down (ignored when it was never initialised)."""
-        if self.available:
+        if self.initialised:
+            self.initialised = False
             self._call("nvmlShutdown")

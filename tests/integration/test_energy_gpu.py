@@ -67,3 +67,27 @@ def test_collector_writes_gpu_energy_of_a_real_step(tmp_path):
         samples = list(csv.DictReader(fh, delimiter=";"))
     assert len(samples) >= 3
     assert all(float(s["GPU_POWER_W"]) > 0 for s in samples), [s["GPU_POWER_W"] for s in samples]
+
+
+def test_the_jobs_gpus_are_picked_by_slurms_minor_numbers_and_by_uuid():
+    """On a real GPU: Slurm's SLURM_JOB_GPUS names /dev/nvidiaN minor numbers and CUDA_VISIBLE_DEVICES may hold
+    UUIDs; the sampler keeps exactly the GPUs they name, and a job without GPUs is charged for none."""
+    from heroes_energy.gpu import allowed_gpus
+
+    probe = _open_sampler()
+    nvml = probe.nvml
+    handle = probe.devices[0].handle
+    minor = int(nvml.nvmlDeviceGetMinorNumber(handle))
+    uuid = nvml.nvmlDeviceGetUUID(handle)
+    uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    probe.close()
+    cases = [({"SLURM_JOB_GPUS": str(minor)}, True), ({"SLURM_JOB_GPUS": str(minor + 64)}, False),
+             ({"CUDA_VISIBLE_DEVICES": uuid}, True), ({"CUDA_VISIBLE_DEVICES": "GPU-00000000-dead"}, False),
+             ({"CUDA_VISIBLE_DEVICES": ""}, False)]
+    for environ, kept in cases:
+        sampler = NvmlSampler(selection=allowed_gpus(environ)).open()
+        try:
+            names = {d.index for d in sampler.devices}
+            assert (0 in names) == kept, (environ, sampler.reason)
+        finally:
+            sampler.close()

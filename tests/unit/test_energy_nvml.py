@@ -12,7 +12,7 @@ import pytest
 
 from heroes_energy import columns as C
 from heroes_energy.collect import Collector, StepInfo
-from heroes_energy.gpu import NvmlSampler
+from heroes_energy.gpu import GpuSelection, NvmlSampler, allowed_gpus
 from heroes_energy.reader import read_files
 
 
@@ -64,6 +64,12 @@ class FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, h):
         return SimpleNamespace(used=self._next(h, "mem_used"), total=40 * 10**9)
+
+    def nvmlDeviceGetUUID(self, h):
+        return self._next(h, "uuid")
+
+    def nvmlDeviceGetMinorNumber(self, h):
+        return self._next(h, "minor")
 
     def nvmlDeviceGetClockInfo(self, h, kind):
         return self._next(h, "sm_mhz" if kind == self.NVML_CLOCK_SM else "mem_mhz")
@@ -157,3 +163,39 @@ def test_collector_writes_gpu_columns_single_column_like_the_heroes_plugin(tmp_p
     assert app.dc_power_w == pytest.approx(400.0 + app.pck_power_w, abs=0.02)
     assert "DC_NODE_POWER_W" in app.estimated
     assert "GPU0_POWER_W" not in app.estimated
+
+
+def node_of_four():
+    """Four A100s as an unconstrained node's NVML shows them: index i is /dev/nvidia(3 - i)."""
+    gpus = []
+    for i in range(4):
+        gpu = a100()
+        gpu.update(uuid=[f"GPU-{i}{i}{i}{i}aaaa-0000".encode()], minor=[3 - i])
+        gpus.append(gpu)
+    return gpus
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, [0, 1, 2, 3]),                                               # nothing says: every GPU NVML shows
+    ({"SLURM_JOB_GPUS": "3"}, [0]),                                   # Slurm names /dev/nvidia3: NVML index 0
+    ({"SLURM_STEP_GPUS": "0,1", "SLURM_JOB_GPUS": "0,1,2,3"}, [2, 3]),  # the step's GPUs before the job's
+    ({"CUDA_VISIBLE_DEVICES": "GPU-2222"}, [2]),                      # a UUID (prefix) names one
+    ({"CUDA_VISIBLE_DEVICES": "1,3"}, [1, 3]),                        # indices, in NVML's order
+    ({"CUDA_VISIBLE_DEVICES": ""}, []),                               # the job has no GPU
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, []),
+    ({"CUDA_VISIBLE_DEVICES": "gpu zero"}, []),                       # not understood: charge none, not all
+])
+def test_only_the_jobs_gpus_are_charged(environ, expected):
+    sampler = NvmlSampler(nvml=FakeNvml(node_of_four()), selection=allowed_gpus(environ)).open()
+    assert [d.index for d in sampler.devices] == expected
+    assert sampler.available == bool(expected)
+    if not expected:
+        assert "none of the 4 GPU(s) NVML shows is the job's" in sampler.reason
+
+
+def test_selection_defaults_to_the_processes_environment(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2")
+    monkeypatch.delenv("SLURM_STEP_GPUS", raising=False)
+    sampler = NvmlSampler(nvml=FakeNvml(node_of_four())).open()
+    assert [d.index for d in sampler.devices] == [1]
+    assert sampler.selection == GpuSelection(minors=frozenset({2}), source="SLURM_JOB_GPUS=2")
