@@ -24,7 +24,7 @@ from heroes_energy import columns as C
 from heroes_energy import synthetic
 from heroes_service.decision import catalog as catalogs
 from heroes_service.decision.wait import wait_cache
-from workflow_support import publish, wait_final, wait_state, wf  # noqa: F401 (fixture)
+from workflow_support import publish, submit, wait_final, wait_state, wf  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -305,11 +305,7 @@ def test_runs_that_time_out_keep_their_limit_and_warn(placed):
     tells bob that it is too tight, in the decision API that the Submit app shows."""
     alice, bob = placed["apis"]["alice"], placed["apis"]["bob"]
     publish(alice, OVERRUN)
-    ids = []
-    for _ in range(2):
-        r = bob.post("/organization/workflow/submit", json={"template": OVERRUN["name"], "cluster": "beta"})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
+    ids = [submit(bob, OVERRUN["name"], "beta") for _ in range(2)]
     finals = wait_final(bob, ids, timeout=300)
     assert all(b["state"] == "FAILED" and b["steps"][0]["state"] == "TIMEOUT" for b in finals.values()), finals
     deadline = time.monotonic() + 120   # the estimates refit in the background when the history grows

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from heroes_service.workflows.config import STAGED_COLLECTOR_COMMAND, get_workflow_settings
-from workflow_support import publish, wait_final, wf  # noqa: F401
+from workflow_support import publish, run_to_end, wf  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -80,10 +80,8 @@ def events_of(body: dict, step: str) -> list[str]:
 def test_a_finished_steps_energy_is_ingested_for_its_owner(wf):
     alice, bob, carol = wf["apis"]["alice"], wf["apis"]["bob"], wf["apis"]["carol"]
     publish(alice, ENERGY_TEMPLATE)
-    r = bob.post("/organization/workflow/submit", json={"template": "energy-burn", "cluster": "alpha"})
-    assert r.status_code == 201, r.text
-    iid = r.json()["id"]
-    body = wait_final(bob, [iid], timeout=240)[iid]
+    body = run_to_end(bob, "energy-burn", "alpha")
+    iid = body["id"]
     assert body["state"] == "COMPLETED", body
     steps = {s["name"]: s for s in body["steps"]}
     # the collector ran inside the container, from the staged zipapp, and left the step's outcome alone
@@ -129,10 +127,8 @@ def test_a_finished_steps_energy_is_ingested_for_its_owner(wf):
 def test_a_refused_or_oversized_energy_file_does_not_fail_the_workflow(wf):
     alice, bob = wf["apis"]["alice"], wf["apis"]["bob"]
     publish(alice, BROKEN_TEMPLATE)
-    r = bob.post("/organization/workflow/submit", json={"template": "energy-broken", "cluster": "alpha"})
-    assert r.status_code == 201, r.text
-    iid = r.json()["id"]
-    body = wait_final(bob, [iid], timeout=240)[iid]
+    body = run_to_end(bob, "energy-broken", "alpha")
+    iid = body["id"]
     assert body["state"] == "COMPLETED" and body["exit_code"] == 0, body
     [event] = events_of(body, "spoil")
     assert event.startswith("energy not ingested: zz-broken.csv, line 1") and "';'-separated" in event, event
@@ -161,10 +157,8 @@ def test_a_failed_steps_energy_is_ingested_too(wf):
     dependent that never ran has none."""
     alice, bob = wf["apis"]["alice"], wf["apis"]["bob"]
     publish(alice, FAILING_TEMPLATE)
-    r = bob.post("/organization/workflow/submit", json={"template": "energy-fails", "cluster": "alpha"})
-    assert r.status_code == 201, r.text
-    iid = r.json()["id"]
-    body = wait_final(bob, [iid], timeout=240)[iid]
+    body = run_to_end(bob, "energy-fails", "alpha")
+    iid = body["id"]
     assert body["state"] == "FAILED" and body["exit_code"] == 7, body
     steps = {s["name"]: s for s in body["steps"]}
     deadline = time.monotonic() + 60  # ingested in the background once the instance is FAILED

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from heroes_service.decision import service_history
-from workflow_support import publish, wait_final, wf  # noqa: F401
+from workflow_support import publish, run_to_end, wf  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +44,8 @@ def _steps(body: dict) -> dict[str, dict]:
 def test_a_steps_peak_memory_is_recorded_and_feeds_the_history(wf):
     alice, bob, carol = wf["apis"]["alice"], wf["apis"]["bob"], wf["apis"]["carol"]
     publish(alice, TEMPLATE)
-    r = bob.post("/organization/workflow/submit", json={"template": "memory-hog", "cluster": "alpha"})
-    assert r.status_code == 201, r.text
-    iid = r.json()["id"]
-    body = wait_final(bob, [iid], timeout=240)[iid]
+    body = run_to_end(bob, "memory-hog", "alpha")
+    iid = body["id"]
     assert body["state"] == "COMPLETED", body
     steps = _steps(body)
     assert 290 <= steps["hog"]["max_rss_mb"] <= 700, steps["hog"]       # 300 MiB held plus the interpreter
@@ -65,10 +63,8 @@ def test_a_steps_peak_memory_is_recorded_and_feeds_the_history(wf):
 def test_a_failed_instances_steps_get_their_peak_too(wf):
     alice, bob = wf["apis"]["alice"], wf["apis"]["bob"]
     publish(alice, FAILING)
-    r = bob.post("/organization/workflow/submit", json={"template": "memory-hog-fails", "cluster": "alpha"})
-    assert r.status_code == 201, r.text
-    iid = r.json()["id"]
-    body = wait_final(bob, [iid], timeout=240)[iid]
+    body = run_to_end(bob, "memory-hog-fails", "alpha")
+    iid = body["id"]
     assert body["state"] == "FAILED" and _steps(body)["hog"]["exit_code"] == 3, body
     deadline = time.monotonic() + 60    # read in the engine's pool after the instance failed
     while _steps(body)["hog"]["max_rss_mb"] is None and time.monotonic() < deadline:

@@ -58,6 +58,19 @@ def wait_final(api: Api, instance_ids: list[str], timeout: float = 300) -> dict[
     return done
 
 
+def submit(api: Api, template: str, cluster: str, **body) -> str:
+    """Submit ``template`` on ``cluster`` (more of the submit body in ``body``); the new instance's id."""
+    r = api.post("/organization/workflow/submit", json={"template": template, "cluster": cluster, **body})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def run_to_end(api: Api, template: str, cluster: str, timeout: float = 240, **body) -> dict:
+    """Submit and wait until the instance is final; its body."""
+    iid = submit(api, template, cluster, **body)
+    return wait_final(api, [iid], timeout=timeout)[iid]
+
+
 def wait_state(api: Api, iid: str, states: set[str], timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
