@@ -201,6 +201,15 @@ def test_runs_that_hit_a_limit_keep_that_request_and_warn(sessions):
     assert sizing["warnings"] == est.warnings and sizing["time_limit_s"] == 3600 and sizing["memory_mb"] == 1024
 
 
+def test_timeouts_under_a_shorter_limit_than_todays_request_do_not_warn(sessions):
+    with sessions() as session:
+        add_runs(session, [600, 3600, 700], states=["COMPLETED", "TIMEOUT", "COMPLETED"])   # all asked for 60 min
+        asks_more = fresh_estimate(session, user(), template(time_minutes=120), {}, cluster())
+        asks_same = fresh_estimate(session, user(), template(), {}, cluster())
+    assert not asks_more.warnings
+    assert asks_same.warnings and "1 of its last 3 runs hit the time limit" in asks_same.warnings[0]
+
+
 def test_only_the_recent_runs_count_as_hitting_a_limit(sessions):
     with sessions() as session:
         add_runs(session, [3600], states=["TIMEOUT"], first_job=900, start_minute=-120)   # finished first

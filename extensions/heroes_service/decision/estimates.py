@@ -218,7 +218,7 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
     else:
         run_s, limit_s, confidence, n, power, cpi, gbs = learnt
         basis = "history"
-    recent, timeouts, out_of_memory = limits_hit(runs)
+    recent, timeouts, out_of_memory = limits_hit(runs, requested["time_limit_s"])
     warnings = []
     if timeouts:   # the runs that hit the limit say nothing of how long the work needs: keep the request
         limit_s = requested["time_limit_s"]
@@ -252,13 +252,17 @@ def _step_estimate(models: OrgModels | None, username: str, template: Template, 
                        requested, cpi, gbs, warnings)
 
 
-def limits_hit(runs: StepRuns | None) -> tuple[int, int, int]:
+def limits_hit(runs: StepRuns | None, time_limit_s: float) -> tuple[int, int, int]:
     """(runs looked at, how many ended TIMEOUT, how many OUT_OF_MEMORY) among the step's most recent runs on
-    any cluster (runs are in finish order)."""
+    any cluster (runs are in finish order). A timeout under a shorter limit than ``time_limit_s`` (the template
+    asks for more since) does not count: it says nothing of the request as it is now."""
     if runs is None or not runs.state:
         return 0, 0, 0
-    recent = runs.state[-LIMIT_HIT_WINDOW:]
-    return len(recent), recent.count("TIMEOUT"), recent.count("OUT_OF_MEMORY")
+    states = runs.state[-LIMIT_HIT_WINDOW:]
+    limits = runs.req_time[-LIMIT_HIT_WINDOW:]
+    timeouts = sum(1 for state, limit in zip(states, limits)
+                   if state == "TIMEOUT" and not limit < time_limit_s - 1.0)   # NaN (unknown) counts
+    return len(states), timeouts, states.count("OUT_OF_MEMORY")
 
 
 def _step_memory_upper(runs: StepRuns) -> float:
