@@ -27,7 +27,7 @@ import re
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
-from .submit_app import ParamField
+from .submit_app import ParamField, fetch_template
 from .ui import css as _css, figure_widget as _figure_widget, message as _msg
 
 STYLE = {"description_width": "160px"}
@@ -360,12 +360,9 @@ class DecisionApp:
         template_id = change["new"]
         if not template_id:
             return
-        try:
-            template = self.client.call("GET", f"/organization/workflow/template/{template_id}")
-        except ApiError as exc:
-            self.report(exc.detail, True)
+        template = fetch_template(self, template_id)
+        if template is None:
             return
-        self.templates[template_id] = template
         self.about.value = f"<p><small>{html.escape(template.get('description') or '')}</small></p>"
         self.fields = [ParamField(spec, self.client) for spec in template["parameters"]]
         for field in self.fields:

@@ -58,6 +58,18 @@ def advice_html(rs: dict | None, freq: dict, cluster: str | None, auto: bool) ->
     return f"<p><small>{where}{'<br>'.join(parts)}</small></p>"
 
 
+def fetch_template(app, template_id: str) -> dict | None:
+    """A template's full description, kept in ``app.templates``; None once ``app.report`` has said why it
+    could not be read (the Submit and Decision apps load templates the same way)."""
+    try:
+        template = app.client.call("GET", f"/organization/workflow/template/{template_id}")
+    except ApiError as exc:
+        app.report(exc.detail, True)
+        return None
+    app.templates[template_id] = template
+    return template
+
+
 class ParamField:
     """One form field for one template parameter, with its own validation message."""
 
@@ -186,12 +198,9 @@ class SubmitApp:
         template_id = change["new"]
         if not template_id:
             return
-        try:
-            template = self.client.call("GET", f"/organization/workflow/template/{template_id}")
-        except ApiError as exc:
-            self.report(exc.detail, True)
+        template = fetch_template(self, template_id)
+        if template is None:
             return
-        self.templates[template_id] = template
         steps = " → ".join(s["name"] for s in template["spec"]["steps"])
         self.about.value = (f"<p>{html.escape(template['description'])}</p><p><small>steps: {html.escape(steps)}"
                             "</small></p>")
