@@ -357,10 +357,7 @@ class DecisionApp:
             self.template.value = listed[0]["id"]  # builds its form and decides
 
     def _template_chosen(self, change) -> None:
-        template_id = change["new"]
-        if not template_id:
-            return
-        template = fetch_template(self, template_id)
+        template = fetch_template(self, change["new"])
         if template is None:
             return
         self.about.value = f"<p><small>{html.escape(template.get('description') or '')}</small></p>"

@@ -60,7 +60,9 @@ def advice_html(rs: dict | None, freq: dict, cluster: str | None, auto: bool) ->
 
 def fetch_template(app, template_id: str) -> dict | None:
     """A template's full description, kept in ``app.templates``; None once ``app.report`` has said why it
-    could not be read (the Submit and Decision apps load templates the same way)."""
+    could not be read, or when no template is chosen (the Submit and Decision apps load templates alike)."""
+    if not template_id:
+        return None
     try:
         template = app.client.call("GET", f"/organization/workflow/template/{template_id}")
     except ApiError as exc:
@@ -195,10 +197,7 @@ class SubmitApp:
             self.report("your organization has published no workflow template yet", True)
 
     def _template_chosen(self, change) -> None:
-        template_id = change["new"]
-        if not template_id:
-            return
-        template = fetch_template(self, template_id)
+        template = fetch_template(self, change["new"])
         if template is None:
             return
         steps = " → ".join(s["name"] for s in template["spec"]["steps"])

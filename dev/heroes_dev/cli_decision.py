@@ -81,10 +81,17 @@ def register(subparsers) -> None:
     ev.add_argument("--retrain-every", type=int, default=2000, help="retrain after this many submissions")
     ev.add_argument("--target-kill", type=float, default=0.045,
                     help="share of jobs the recommended limit may kill (calibrated online)")
-    ev.add_argument("--threads", type=int, default=default_threads(),
+    ev.add_argument("--threads", type=_at_least_one, default=default_threads(),
                     help="OpenMP threads for fitting and predicting (default: the CPUs this process may use, "
                          "at most 4; the metrics do not depend on it)")
     ev.set_defaults(func=cmd_evaluate)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def default_threads() -> int:
