@@ -34,7 +34,7 @@ ENERGY_TEMPLATE = {
     "files": {"burn.py": BURN},
     "steps": [
         {"name": "burn", "command": ["python3", "burn.py"], "energy": True},
-        {"name": "plain", "depends_on": ["burn"], "command": ["true"]},
+        {"name": "plain", "depends_on": ["burn"], "command": ["true"], "energy": False},
         # srun starts one collector per task: only the node's first task measures (one record per node)
         {"name": "fan", "depends_on": ["burn"], "energy": True, "resources": {"nodes": 1, "tasks": 2},
          "command": ["python3", "-c", "import time; time.sleep(2)"]},

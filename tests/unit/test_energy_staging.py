@@ -23,7 +23,7 @@ def context(template, runtime: str, energy_command=STAGED_COLLECTOR_COMMAND) -> 
 
 TEMPLATE = parse_template({"name": "t", "steps": [
     {"name": "burn", "command": ["python3", "burn.py"], "energy": True},
-    {"name": "post", "command": ["python3", "post.py"], "depends_on": ["burn"]}]})
+    {"name": "post", "command": ["python3", "post.py"], "depends_on": ["burn"], "energy": False}]})
 
 
 def test_the_wrapper_fills_the_collector_and_the_steps_folder():

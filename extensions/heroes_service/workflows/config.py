@@ -29,7 +29,7 @@ class WorkflowSettings(BaseSettings):
     drivers: int = Field(8, ge=1, le=64, description="Threads staging and submitting instances concurrently.")
     energy_command: list[str] = Field(
         default_factory=list,
-        description="Hook: argv prefix wrapping steps with energy: true, e.g. [\"python3\", \"{collector}\", "
+        description="Hook: argv prefix wrapping every step that does not opt out (energy: false), e.g. [\"python3\", \"{collector}\", "
                     "\"--out\", \"{energy_dir}\", \"--\"] (STAGED_COLLECTOR_COMMAND, what the embedded stack sets) "
                     "or [\"python3\", \"-m\", \"heroes_energy.collect\", \"--out\", \"{energy_dir}\", \"--\"] where "
                     "the clusters have the package. {collector} makes the engine stage heroes_energy as a zipapp "

@@ -244,7 +244,8 @@ class Step(BaseModel):
                                description="argv; a string is split once with shlex at publication.")
     depends_on: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
-    energy: bool = Field(False, description="Wrap the step in the energy collector when the cluster has it.")
+    energy: bool = Field(True, description="Measure the step's energy (run it under the energy collector) wherever the "
+                                         "service has an energy hook; energy: false opts a step out.")
 
     @field_validator("command", mode="before")
     @classmethod
