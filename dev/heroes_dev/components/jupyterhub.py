@@ -46,6 +46,8 @@ SINGLEUSER_REQUIREMENTS = (
     "s3contents==0.11.2",  # notebooks in the user's S3 bucket (hub_config/heroes_data.py)
     "plotly==7.1.0",  # the Energy app's figures (heroes_energy.plots), pinned to the stack's
     "anywidget",  # plotly's FigureWidget is an anywidget
+    "ipydatagrid==1.4.0",  # every app's tables (heroes_widgets/grid.py): sort, filter, resize
+    "jupyter-server-proxy==4.6.0",  # the JupyterLab launcher's cards for the apps (heroes_widgets/launcher.py)
 )
 SINGLEUSER_PYTHON = "/usr/bin/python3"
 CHP_PACKAGE = "configurable-http-proxy"
