@@ -21,6 +21,7 @@ REGISTRY: tuple[str, ...] = (
     "slurm:SlurmCluster:alpha",
     "slurm:SlurmCluster:beta",
     "containers:ContainerImage",
+    "desktop:DesktopTools",
     "login:LoginNode:alpha",
     "login:LoginNode:beta",
     "jupyterhub:JupyterHub",
