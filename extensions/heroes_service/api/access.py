@@ -106,6 +106,12 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/organization/admin/cluster/{cluster_id}"): ORG_ADMIN,
     ("DELETE", "/organization/admin/cluster/{cluster_id}"): ORG_ADMIN,
     ("POST", "/organization/admin/cluster/{cluster_id}/test"): ORG_ADMIN,
+    # the Admin app's Clusters tab (api/cluster_checks.py)
+    ("POST", "/organization/admin/cluster/{cluster_id}/readiness"): ORG_ADMIN,
+    ("GET", "/organization/admin/cluster/{cluster_id}/partitions"): ORG_ADMIN,
+    ("PATCH", "/organization/admin/cluster/{cluster_id}"): ORG_ADMIN,
+    # the Admin app's template editor (api/template_checks.py)
+    ("POST", "/organization/admin/workflow/template/check"): ORG_ADMIN,
     # --- template (issue: templates) ------------------------------------------------------------------
     # --- decision (issue: decision) -------------------------------------------------------------------
     # decision history (estimates; api/decision_history.py)
@@ -130,6 +136,8 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "decision": ("/organization/decision",),
     "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
     "decision_history": ("/organization/admin/decision/history", "/organization/decision/history"),
+    "cluster_checks": ("/organization/admin/cluster/",),
+    "template_checks": ("/organization/admin/workflow/template/check",),
 }
 
 
