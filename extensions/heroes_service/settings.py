@@ -43,6 +43,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("HEROES_SERVICE_NAME", "JUPYTERHUB_SERVICE_NAME"),
         description="The service's name in the hub (c.JupyterHub.services).",
     )
+    server_keys_service: str = Field(
+        "hub-server-keys",
+        description="Name of the hub's token-only service that alone may ask for a single-user server's S3 keys "
+                    "(POST/DELETE /organization/data/server-credentials) on behalf of a user.",
+    )
 
     # --- state and database ------------------------------------------------------------------------------
     state_dir: Path = Field(
@@ -122,6 +127,23 @@ class ServiceSettings(BaseSettings):
     data_presign_ttl_s: int = Field(3600, description="Lifetime of presigned download/upload URLs, seconds.")
     data_part_bytes: int = Field(8 * 1024**2, description="Part size of streamed (multipart) uploads, bytes; downloads stream one GET at the socket's pace.")
     data_parts_in_flight: int = Field(4, description="Parts of one upload sent to S3 at the same time.")
+
+    # --- visualization (desktop sessions; extensions/heroes_service/visualization) -------------------------
+    visualization_idle_minutes: float = Field(
+        30.0, ge=0.1, description="A running desktop with no viewer for this long is ended with scancel (a "
+                                  "session may ask for a shorter time, never a longer one).")
+    visualization_poll_s: float = Field(10.0, ge=0.5, description="How often live desktops are checked (squeue, "
+                                                                  "ready file, idle cull), seconds.")
+    visualization_ticket_s: int = Field(60, ge=5, le=600, description="Lifetime of a one-time websocket ticket, "
+                                                                      "seconds (it is spent on first use).")
+    visualization_share_max_minutes: int = Field(24 * 60, ge=1, description="Longest lifetime of a view-only link.")
+    visualization_max_sessions: int = Field(4, ge=1, description="Live desktops one user may have at once.")
+    visualization_allowed_origins: str = Field(
+        "", description="Comma-separated browser origins allowed to open desktop websockets, besides the "
+                        "request's own host (same origin). Other origins are refused.")
+    visualization_bridge: Literal["srun", "direct"] = Field(
+        "srun", description="How the login node reaches a desktop's socket: srun --overlap into the job (no "
+                            "route to nodes needed), or direct (login and nodes share /tmp: one-host sites).")
 
     @property
     def issuer(self) -> str:
