@@ -122,8 +122,10 @@ class P:
 
 
 def test_cluster_logins():
+    """An explicit login or the platform admin's attribute count; a username alone never does."""
     identity.set_cluster_login_resolver(None)
-    assert identity.cluster_login(P("bob")) == "bob"
+    with pytest.raises(NoClusterAccess, match="has no login"):
+        identity.cluster_login(P("bob"))
     assert identity.cluster_login(P("bob", cluster_login="b0b")) == "b0b"
     assert identity.cluster_login(P("bob", attributes={"cluster_login": ["robert"]})) == "robert"
     identity.set_cluster_login_resolver(lambda p: "mapped")
@@ -134,6 +136,9 @@ def test_cluster_logins():
     for bad in ("Bob", "root;id", "a b", "-x", "x" * 40, ""):
         with pytest.raises(NoClusterAccess):
             identity.cluster_login(P(bad))
+    for refused in ("root", "jh-carol", "heroes", "daemon"):
+        with pytest.raises(NoClusterAccess, match="refused"):
+            identity.cluster_login(P("bob", cluster_login=refused))
 
 
 def test_parse_sinfo_merges_rows_per_partition():
@@ -152,11 +157,13 @@ def test_parse_squeue_keeps_pipes_in_job_names():
 
 def test_parse_sacct_states_and_exit_codes():
     rows = parse_sacct("1001|CANCELLED by 1003|bob|compute|0:15|alpha-n1|00:00:03|2026-01-01T00:00:00|"
-                       "2026-01-01T00:00:03|2026-01-01T00:00:00|alpha|x|y\n"
-                       "1002|FAILED|bob|compute|2:0|alpha-n2|00:00:01|S|E|U|alpha|fail\n")
+                       "2026-01-01T00:00:03|2026-01-01T00:00:00|alpha|billing=1,cpu=1,mem=1G,node=1|5100|x|y\n"
+                       "1002|FAILED|bob|compute|2:0|alpha-n2|00:00:01|S|E|U|alpha||0|fail\n")
     assert rows[0].state == "CANCELLED" and rows[0].raw_state == "CANCELLED by 1003"
     assert rows[0].exit_code == 0 and rows[0].signal == 15 and rows[0].name == "x|y"
+    assert rows[0].alloc_tres == "billing=1,cpu=1,mem=1G,node=1" and rows[0].energy_j == 5100.0
     assert rows[1].state == "FAILED" and rows[1].exit_code == 2 and rows[1].cluster == "alpha"
+    assert rows[1].energy_j is None  # 0: the cluster does not measure energy
     assert normalise_state("COMPLETING+") == "COMPLETING"
 
 

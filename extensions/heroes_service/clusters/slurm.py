@@ -22,8 +22,10 @@ FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF
 SQUEUE_FIELDS = ("job_id", "state", "user", "partition", "reason", "nodes", "elapsed", "time_limit", "name")
 _SQUEUE_FORMAT = "%i|%T|%u|%P|%r|%N|%M|%l|%j"
 SACCT_FIELDS = ("job_id", "state", "user", "partition", "exit_code", "nodes", "elapsed", "start", "end",
-                "submit", "cluster", "name")
-_SACCT_FORMAT = "JobID,State,User,Partition,ExitCode,NodeList,Elapsed,Start,End,Submit,Cluster,JobName"
+                "submit", "cluster", "alloc_tres", "energy", "name")
+#: AllocTRES and ConsumedEnergyRaw feed the usage ledger (clusterjobs/ledger.py); the job name stays last
+_SACCT_FORMAT = ("JobID,State,User,Partition,ExitCode,NodeList,Elapsed,Start,End,Submit,Cluster,AllocTRES,"
+                 "ConsumedEnergyRaw,JobName")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Job:
     end: str = ""
     submit: str = ""
     cluster: str = ""
+    alloc_tres: str = ""
+    energy_j: float | None = None
     raw_state: str = field(default="", compare=False)
 
 
@@ -108,6 +112,15 @@ def parse_squeue(text: str) -> list[Job]:
     return jobs
 
 
+def _energy(text: str) -> float | None:
+    """``ConsumedEnergyRaw`` in joules; None where the cluster does not measure (empty or 0)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def parse_sacct(text: str) -> list[Job]:
     jobs = []
     for line in text.splitlines():
@@ -122,7 +135,7 @@ def parse_sacct(text: str) -> list[Job]:
                         user=row["user"], partition=row["partition"], nodes=row["nodes"], elapsed=row["elapsed"],
                         exit_code=_int(code, 0) if code else None, signal=_int(sig, 0) if sig else None,
                         start=row["start"], end=row["end"], submit=row["submit"], cluster=row["cluster"],
-                        name=row["name"]))
+                        alloc_tres=row["alloc_tres"], energy_j=_energy(row["energy"]), name=row["name"]))
     return jobs
 
 

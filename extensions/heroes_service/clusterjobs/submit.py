@@ -1,0 +1,47 @@
+"""The one submit path: ``sbatch`` at most once per recorded intent.
+
+The caller commits the intent (its row in SUBMITTING, with the job's unique name) BEFORE calling
+``sbatch_once``; if the SSH channel drops, or the service dies, between that commit and the job id's
+commit, the job may or may not exist. ``find_by_name`` then asks Slurm by that name (``squeue --name``,
+then ``sacct --name``) and the caller adopts what it finds; only when neither knows the name may the
+intent be submitted again. Nothing here touches the database: the intent belongs to the caller's table.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..clusters.connector import ClusterConnector
+from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, connector_as
+from ..clusters.slurm import SlurmClient
+
+log = logging.getLogger("heroes_service.clusterjobs")
+
+
+def owner_connector(cluster, login: str) -> ClusterConnector:
+    """The account a job and its files belong to (the user's own login in per-user mode)."""
+    if cluster.identity_mode == PER_USER:
+        return connector_as(cluster, login, mode=PER_USER)
+    return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT)
+
+
+def sbatch_once(conn: ClusterConnector, script: str, options: list[str] | tuple[str, ...] = (),
+                timeout: float = 60) -> str:
+    """``sbatch --parsable [options]`` with the script on stdin; the job id. Call only after the intent is
+    committed: a drop mid-command raises and leaves the intent for ``find_by_name``."""
+    return SlurmClient(conn, timeout=timeout).submit(script, options)
+
+
+def find_by_name(conn: ClusterConnector, name: str, *, extra_ids: set[str] | None = None) -> str | None:
+    """The job id of the job named ``name`` of the connector's account (None: Slurm does not know it).
+
+    ``extra_ids`` are ids from the caller's own evidence (a job-id file the job wrote). Two jobs of one name
+    mean a duplicate slipped through elsewhere: logged, the oldest kept."""
+    slurm = SlurmClient(conn, timeout=60)
+    ids = {j.job_id for j in slurm.queue(name=name, user=conn.login) if j.name == name}
+    if not ids:
+        ids = {j.job_id for j in slurm.accounting(name=name, user=conn.login, since="now-7days") if j.name == name}
+    if not ids and extra_ids:
+        ids = set(extra_ids)
+    if len(ids) > 1:
+        log.error("duplicate jobs named %s: %s (keeping the first)", name, sorted(ids))
+    return min(ids, key=int) if ids else None
