@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from heroes_sdk.cli import register as register_user_commands
+
 from . import settings as settings_module
 from .cli_decision import register as register_decision
 from .install import InstallError, ensure_debs
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heroes", description="HEROES gateway command line")
     groups = parser.add_subparsers(dest="group", required=True)
     register_decision(groups)
+    register_user_commands(groups)  # login, submit, status, data ... (heroes_sdk.cli)
     dev = groups.add_parser("dev", help="the embedded stack of real services on this machine")
     sub = dev.add_subparsers(dest="command", required=True)
 

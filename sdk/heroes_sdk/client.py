@@ -23,7 +23,7 @@ from . import credentials
 from .data import DataSpace
 from .errors import HeroesError, ServiceUnavailable, SubmitUncertain
 from .instance import Instance
-from .models import Cluster, Decision, EnergyRecord, Me, Template
+from .models import Cluster, DataObject, Decision, EnergyRecord, Me, Template
 from .session import Session
 
 WORKFLOW = "/organization/workflow"
@@ -109,7 +109,7 @@ class Client:
         """Where ``template`` with ``parameters`` should run: every candidate cluster's predicted wait, run
         time, energy and cost, the choice under ``policy`` (performance, energy, cost, balanced) and the
         constraints, and right-sizing. Nothing is submitted."""
-        body: dict[str, Any] = {"template": template, "parameters": dict(parameters or {})}
+        body: dict[str, Any] = {"template": template, "parameters": wire_parameters(parameters)}
         optional = {"policy": policy, "deadline_s": deadline_s, "budget": budget, "currency": currency,
                     "clusters": clusters, "version": version}
         body.update({k: v for k, v in optional.items() if v is not None})
@@ -131,7 +131,7 @@ class Client:
             parameters = template.parameters if parameters is None else parameters
             cluster, template = template.choice, template.template
         label = name if name is not None else f"{template}-{secrets.token_hex(4)}"
-        body: dict[str, Any] = {"parameters": dict(parameters or {}), "cluster": cluster, "name": label,
+        body: dict[str, Any] = {"parameters": wire_parameters(parameters), "cluster": cluster, "name": label,
                                 "wait": False, "accept_rightsizing": accept_rightsizing}
         body["template_id" if TEMPLATE_ID.fullmatch(template) else "template"] = template
         if cpu_freq_khz is not None:
@@ -197,6 +197,12 @@ class Client:
         """Per-second power samples of one step (every node; empty when none were recorded)."""
         return self.session.get(f"{DECISION}/energy/samples", job_id=job_id, step_id=step_id,
                                 cluster=cluster)["samples"]
+
+
+def wire_parameters(parameters: dict | None) -> dict:
+    """Parameter values as the API takes them: a :class:`DataObject` becomes ``{"bucket", "key"}``."""
+    return {k: {"bucket": v.bucket, "key": v.key} if isinstance(v, DataObject) else v
+            for k, v in (parameters or {}).items()}
 
 
 def connect(url: str | None = None, **kwargs) -> Client:
