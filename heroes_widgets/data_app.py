@@ -15,6 +15,7 @@ import csv
 import html
 import io
 import mimetypes
+import re
 from typing import Callable
 
 import ipywidgets as widgets
@@ -31,6 +32,8 @@ TEXT_PREVIEW_BYTES = 4 * 1024
 INLINE_DOWNLOAD_BYTES = 20 * 1024 * 1024
 IMAGE_TYPES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "gif": "gif", "webp": "webp", "svg": "svg+xml"}
 CSV_TYPES = {"csv": ",", "tsv": "\t"}
+#: where the workflow engine puts a run's files in the owner's bucket
+RUN_FOLDER = re.compile(r"workflows/([0-9a-f]{32})/")
 
 
 def human_size(n: int | None) -> str:
@@ -87,6 +90,8 @@ class Browser:
         self.report = report
         self.prefix = ""
         self.buckets: list[dict] = []
+        self._run_cache: dict[str, dict] = {}
+        self._run_cache_prefix: str | None = None
         self.bucket = _css(widgets.Dropdown(options=[], description="Bucket"), f"{prefix_class}-bucket")
         self.path = _css(widgets.HTML(""), f"{prefix_class}-path")
         self.listing = _css(widgets.Select(options=[], rows=10, layout=widgets.Layout(width="95%")),
@@ -140,11 +145,38 @@ class Browser:
             self.report(f"cannot list {bucket}/{self.prefix}: {exc.detail}", True)
             return
         self.objects = {o["key"]: o for o in page["objects"]}
-        options = [(f"[dir] {f[len(self.prefix):]}", ("dir", f)) for f in page["folders"]]
+        self._run_cache_prefix = None  # runs' labels and states read again at every listing
+        options = [(self._folder_label(f), ("dir", f)) for f in page["folders"]]
         options += [(f"{o['key'][len(self.prefix):]} ({human_size(o['size'])})", ("file", o["key"]))
                     for o in page["objects"] if not o["key"].endswith("/")]
-        self.listing.options = options
+        # value None BEFORE new options: a Select that still holds the clicked folder picks the new first
+        # entry when its options change, and that "click" opened logs/ instead of the run's folder
         self.listing.value = None
+        self.listing.options = options
+
+    def _folder_label(self, folder: str) -> str:
+        """``[dir] name/``; a workflow run's folder (``workflows/<id>/``) also says the run's label."""
+        name = folder[len(self.prefix):]
+        run = RUN_FOLDER.fullmatch(folder)
+        if not run:
+            return f"[dir] {name}"
+        instance = self._runs().get(run.group(1))
+        if instance is None:
+            return f"[run] {name}"
+        label = instance.get("name") or "(no label)"
+        return (f"[run] {label} — {instance.get('template_name', '')}, {instance.get('state', '')}, "
+                f"{str(instance.get('created_at', ''))[:16].replace('T', ' ')} ({name})")
+
+    def _runs(self) -> dict[str, dict]:
+        """The user's workflow instances by id (read once per listing of the workflows/ folder)."""
+        if self._run_cache_prefix != self.prefix:
+            self._run_cache_prefix = self.prefix
+            try:
+                instances = self.client.call("GET", "/organization/workflow/instance", params={"limit": 2000})
+            except ApiError:
+                instances = []
+            self._run_cache = {i["id"]: i for i in instances or []}
+        return self._run_cache
 
     def open(self, prefix: str) -> None:
         self.prefix = prefix

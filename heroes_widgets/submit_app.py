@@ -15,18 +15,27 @@ stays hidden and the submission is the template's own.
 from __future__ import annotations
 
 import html
+import math
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .data_app import InputPicker
+from .nav import APPS, app_url
 from .ui import css as _css, message as _msg
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PROGRESS = ["NEW", "STAGING_IN", "SUBMITTING", "QUEUED", "RUNNING", "STAGING_OUT", "COMPLETED"]
+
+
+def monitor_link(instance_id: str) -> str:
+    """The Monitor app opened on one instance (it reads ``?instance=`` from Voila's query string)."""
+    return f"{app_url(next(a for a in APPS if a.key == 'monitor'))}?instance={quote(instance_id)}"
 
 
 def _limit(seconds) -> str:
@@ -72,6 +81,31 @@ def fetch_template(app, template_id: str) -> dict | None:
     return template
 
 
+INT_LIMIT = 2 ** 63 - 1  # what the service's JSON and the clusters' integers hold
+
+
+def parse_number(text: str, kind: str) -> tuple[int | float | None, str]:
+    """``text`` as an ``int`` or ``float`` parameter, or (None, why not): nothing is rounded or changed, so
+    12.7 is no whole number and 1e30 too large for one, rather than becoming 127 or 130."""
+    text = (text or "").strip()
+    if not text:
+        return None, "a number is needed"
+    if kind == "int":
+        if not re.fullmatch(r"[+-]?\d+", text):
+            return None, f"{text!r} is not a whole number (digits only, e.g. 12)"
+        number = int(text)
+        if abs(number) > INT_LIMIT:
+            return None, f"{text} is too large for a whole-number field"
+        return number, ""
+    try:
+        number = float(text)
+    except ValueError:
+        return None, f"{text!r} is not a number (e.g. 0.5 or 1e-3)"
+    if not math.isfinite(number):
+        return None, f"{text!r} is not a finite number"
+    return number, ""
+
+
 class ParamField:
     """One form field for one template parameter, with its own validation message."""
 
@@ -82,12 +116,11 @@ class ParamField:
         label = spec.get("label") or self.name
         default = spec.get("default")
         style = {"description_width": "160px"}
-        if kind == "int":
-            self.input = widgets.IntText(value=default if default is not None else int(spec.get("min") or 0),
-                                         description=label, style=style)
-        elif kind == "float":
-            self.input = widgets.FloatText(value=default if default is not None else float(spec.get("min") or 0),
-                                           description=label, style=style)
+        if kind in ("int", "float"):
+            # a Text, not IntText/FloatText: those silently turn 12.7 into 127 and 1e30 into 130
+            start = default if default is not None else (spec.get("min") or 0)
+            self.input = widgets.Text(value=f"{start:g}" if kind == "float" else str(int(start)),
+                                      description=label, style=style, continuous_update=False)
         elif kind == "bool":
             self.input = widgets.Checkbox(value=bool(default), description=label, style=style)
         elif kind == "enum":
@@ -115,13 +148,20 @@ class ParamField:
 
     @property
     def value(self) -> Any:
+        """The value to send: numbers parsed from their text (None while the text is not a valid number)."""
+        if self.spec["type"] in ("int", "float"):
+            number, _problem = parse_number(self.input.value, self.spec["type"])
+            return number
         return self.input.value
 
     def validate(self) -> bool:
-        """Client-side checks (the service checks again): bounds, lengths, required files."""
+        """Client-side checks (the service checks again): numbers as typed, bounds, lengths, required files."""
         spec, value, problem = self.spec, self.input.value, ""
         if spec["type"] in ("int", "float"):
-            if spec.get("min") is not None and value < spec["min"]:
+            value, problem = parse_number(value, spec["type"])
+            if problem:
+                pass
+            elif spec.get("min") is not None and value < spec["min"]:
                 problem = f"must be >= {spec['min']:g}"
             elif spec.get("max") is not None and value > spec["max"]:
                 problem = f"must be <= {spec['max']:g}"
@@ -215,7 +255,7 @@ class SubmitApp:
     def advise(self) -> None:
         """Ask the decision API what this template needs on the chosen cluster (or the one auto would pick)
         and show it; hidden when the service cannot say (no decision API, invalid form, no eligible cluster)."""
-        if not self.template.value:
+        if not self.template.value or not self.form_valid():
             self._hide_advice()
             return
         cluster = self.cluster.value
@@ -246,10 +286,14 @@ class SubmitApp:
     def parameters(self) -> dict:
         return {f.name: f.value for f in self.fields if f.value is not None}
 
+    def form_valid(self) -> bool:
+        """Whether every field holds what it should (each field shows its own message when not)."""
+        return all([f.validate() for f in self.fields])
+
     def submit(self, wait: bool = False) -> str | None:
         """Validate, POST /submit, then follow the instance's progress in a thread. Returns its id."""
-        if not all([f.validate() for f in self.fields]):
-            self.report("fix the fields marked in red", True)
+        if not self.form_valid():
+            self.report("nothing was submitted: fix the fields marked in red", True)
             return None
         body = {"template_id": self.template.value, "parameters": self.parameters(), "cluster": self.cluster.value,
                 "name": self.label.value, "wait": False}
@@ -267,10 +311,11 @@ class SubmitApp:
         self.instance_id = answer["id"]
         self.report(f"instance {answer['id']} submitted to {answer['cluster']}")
         self._show(answer)
-        follower = threading.Thread(target=self._follow, args=(answer["id"],), daemon=True)
+        self._submitted = threading.Event()
+        follower = threading.Thread(target=self._follow, args=(answer["id"], self._submitted), daemon=True)
         follower.start()
-        if wait:
-            follower.join()
+        if wait:  # until Slurm has every step (or the instance ended): the follower goes on polling after
+            self._submitted.wait()
         return answer["id"]
 
     def _show(self, instance: dict) -> None:
@@ -281,19 +326,32 @@ class SubmitApp:
         jobs = ", ".join(f"{s['name']}={s['job_id']}" for s in instance["steps"] if s["job_id"])
         self.state.value = (f"<b>{html.escape(state)}</b> on {html.escape(instance['cluster'])}"
                             + (f" — jobs {html.escape(jobs)}" if jobs else "")
-                            + (f"<br><small>{html.escape(instance['reason'])}</small>" if instance["reason"] else ""))
+                            + (f"<br><small>{html.escape(instance['reason'])}</small>" if instance["reason"] else "")
+                            + f"<br><a class='heroes-submit-monitor-link' href='{html.escape(monitor_link(instance['id']))}'>"
+                            "steps, logs and outputs in the Monitor app</a>")
 
-    def _follow(self, instance_id: str, timeout: float = 3600) -> None:
-        deadline = time.monotonic() + timeout
+    def _follow(self, instance_id: str, submitted: threading.Event, timeout: float = 24 * 3600) -> None:
+        """Poll the instance until it ends (COMPLETED, FAILED, CANCELLED), so the state shown is never stale.
+        The Submit button comes back once Slurm has every step; a newer submission ends this follower.
+        Polls every ``poll_s`` for the first minute, then every 5 s at most (long jobs)."""
+        started = time.monotonic()
+        released = False
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() - started < timeout and self.instance_id == instance_id:
                 instance = self.client.call("GET", f"/organization/workflow/instance/{instance_id}")
+                if self.instance_id != instance_id:
+                    return
                 self._show(instance)
-                # the Submit app's job ends once Slurm has every step; the Monitor app follows the rest
-                if instance["state"] in FINAL or instance["state"] in ("QUEUED", "RUNNING", "STAGING_OUT"):
-                    break
-                time.sleep(self.poll_s)
+                if not released and instance["state"] not in ("NEW", "STAGING_IN", "SUBMITTING"):
+                    self.submit_button.disabled = False
+                    released = True
+                    submitted.set()
+                if instance["state"] in FINAL:
+                    return
+                time.sleep(self.poll_s if time.monotonic() - started < 60 else max(self.poll_s, 5.0))
         except ApiError as exc:
             self.report(exc.detail, True)
         finally:
-            self.submit_button.disabled = False
+            submitted.set()
+            if self.instance_id == instance_id:
+                self.submit_button.disabled = False

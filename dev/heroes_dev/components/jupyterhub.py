@@ -119,6 +119,7 @@ class JupyterHub(Component):
     def ensure(self) -> None:
         self._ensure_chp()
         self._ensure_singleuser_env()
+        self._configure_singleuser_env()
         # 0711: gateway users (jh-*) traverse to their homes but cannot list them; hub/ is root's alone
         for path, mode in ((self.data_dir, 0o711), (self.hub_dir, 0o700), (self.homes_dir, 0o711)):
             path.mkdir(parents=True, exist_ok=True)
@@ -189,6 +190,23 @@ class JupyterHub(Component):
         run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
              *SINGLEUSER_REQUIREMENTS], timeout=1200)
         marker.write_text("\n".join(SINGLEUSER_REQUIREMENTS) + "\n")
+
+    def _configure_singleuser_env(self) -> None:
+        """The venv's own Jupyter config (rewritten at every ensure): launcher cards for the gateway's apps
+        (heroes_widgets/launcher.py), and no "Render with Voila" preview button: Voila renders the
+        dashboards folder, not the S3 files JupyterLab shows, so its preview of those was a broken page."""
+        from heroes_widgets.launcher import server_proxy_config  # late: the widgets package is user-side
+
+        etc = self.singleuser_env / "etc" / "jupyter"
+        (etc / "jupyter_server_config.d").mkdir(parents=True, exist_ok=True)
+        (etc / "labconfig").mkdir(parents=True, exist_ok=True)
+        python = str(self.singleuser_env / "bin" / "python")
+        (etc / "jupyter_server_config.d" / "heroes-apps.json").write_text(
+            json.dumps(server_proxy_config(python), indent=1) + "\n")
+        (etc / "labconfig" / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@voila-dashboards/jupyterlab-preview": True}}, indent=1) + "\n")
+        for path in (etc / "jupyter_server_config.d" / "heroes-apps.json", etc / "labconfig" / "page_config.json"):
+            path.chmod(0o644)
 
     def _env(self) -> dict[str, str]:
         """The hub's environment: everything the config reads from the stack, secrets from 0600 files."""

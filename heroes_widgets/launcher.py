@@ -1,0 +1,60 @@
+"""The gateway's apps as cards in JupyterLab's launcher (jupyter-server-proxy launcher entries).
+
+jupyter-server-proxy shows a launcher card for each configured "server" and, when the card is clicked, starts
+that server's command and proxies ``/user/<name>/heroes-<app>/`` to it. Our command is a tiny HTTP server
+that answers every request with a redirect to the app's Voila page in the same server, so a card opens the
+app itself; it starts only when a card is first clicked and then idles. Why not a JupyterLab extension of
+our own: that needs a JavaScript build in the stack; this needs one JSON file in the single-user venv.
+
+``python -m heroes_widgets.launcher PORT APP`` runs the redirect (the proxy passes PORT);
+:func:`server_proxy_config` is what the embedded stack writes into the venv's Jupyter server config.
+"""
+from __future__ import annotations
+
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .nav import APPS, app_url
+
+
+def server_proxy_config(python: str) -> dict:
+    """``ServerProxy.servers`` for every app but Admin (the launcher cannot ask a user's roles; the Admin app
+    is reached from the start page and the bar, where roles are known). ``python`` runs the redirect."""
+    servers = {}
+    for rank, app in enumerate(a for a in APPS if not a.admin):
+        servers[f"heroes-{app.key}"] = {
+            "command": [python, "-m", "heroes_widgets.launcher", "{port}", app.key],
+            "timeout": 30,
+            "new_browser_tab": False,
+            "launcher_entry": {"enabled": True, "title": f"HEROES {app.title}", "category": "HEROES",
+                               "rank": rank},
+        }
+    return {"ServerProxy": {"servers": servers}}
+
+
+def redirect_handler(location: str):
+    class Redirect(BaseHTTPRequestHandler):
+        """Every GET goes to the app's page; nothing else is served."""
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_args):  # quiet: the single-user server's log is for real problems
+            pass
+
+    return Redirect
+
+
+def main(argv: list[str]) -> None:
+    port, key = int(argv[0]), argv[1]
+    app = next(a for a in APPS if a.key == key)
+    ThreadingHTTPServer(("127.0.0.1", port), redirect_handler(app_url(app))).serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
