@@ -35,7 +35,7 @@ from .base import Component, Health
 #: lives under /root where the gateway accounts cannot reach it), pinned to the hub's versions
 #: repo folders that users' kernels import, published read-only to the gateway accounts at every start
 #: a nested folder (energy/heroes_energy) is published under its last name (heroes_energy)
-USER_SIDE_PACKAGES = ("heroes_widgets", "energy/heroes_energy")
+USER_SIDE_PACKAGES = ("heroes_widgets", "energy/heroes_energy", "sdk/heroes_sdk")
 
 SINGLEUSER_REQUIREMENTS = (
     "jupyterhub==6.1.1",
@@ -46,6 +46,8 @@ SINGLEUSER_REQUIREMENTS = (
     "s3contents==0.11.2",  # notebooks in the user's S3 bucket (hub_config/heroes_data.py)
     "plotly==7.1.0",  # the Energy app's figures (heroes_energy.plots), pinned to the stack's
     "anywidget",  # plotly's FigureWidget is an anywidget
+    "tqdm==4.70.1",  # heroes_sdk's progress bars (a widget in notebooks)
+    "pandas==3.1.1",  # heroes_sdk reads outputs and decisions into DataFrames
     "ipydatagrid==1.4.0",  # every app's tables (heroes_widgets/grid.py): sort, filter, resize
     "jupyter-server-proxy==4.6.0",  # the JupyterLab launcher's cards for the apps (heroes_widgets/launcher.py)
 )
