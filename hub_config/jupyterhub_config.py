@@ -90,13 +90,23 @@ c.Spawner.environment = {
 }
 if s.singleuser_pythonpath:
     c.Spawner.environment["PYTHONPATH"] = s.singleuser_pythonpath
-# Notebooks live in the user's own S3 bucket (s3contents, keys scoped to that bucket): hub_config/heroes_data.py.
+# Notebooks live in the user's own S3 bucket (s3contents, keys of that one server, scoped to that bucket): the
+# hub asks the HEROES service for them with the token of its token-only service "hub-server-keys" (a 0600 file
+# in the hub's data dir), so the hub itself holds no S3 admin keys (hub_config/heroes_data.py).
 # HEROES_NOTEBOOKS_IN_S3=0 keeps them in the home directory instead.
 if os.environ.get("HEROES_NOTEBOOKS_IN_S3", "1") != "0":
-    from heroes_data import make_hook  # noqa: E402
+    import secrets as _secrets
 
-    c.Spawner.pre_spawn_hook = make_hook(s.notebooks_dir or "", s.state_dir or "",
-                                         os.environ.get("HEROES_S3_ENDPOINT", ""))
+    from heroes_data import SERVICE_NAME as _KEYS_SERVICE, make_hook, make_stop_hook  # noqa: E402
+
+    _keys_token_file = data_dir / "server-keys-token"
+    if not _keys_token_file.exists():
+        with os.fdopen(os.open(_keys_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as _out:
+            _out.write(_secrets.token_hex(32))
+    _keys_token = _keys_token_file.read_text().strip()
+    _api = f"http://127.0.0.1:{s.service_port}/services/heroes/api/v1"
+    c.Spawner.pre_spawn_hook = make_hook(s.notebooks_dir or "", _api, _keys_token)
+    c.Spawner.post_stop_hook = make_stop_hook(_api, _keys_token)
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 60
 
@@ -136,6 +146,10 @@ c.JupyterHub.services = [
         "display": False,
     }
 ]
+
+if os.environ.get("HEROES_NOTEBOOKS_IN_S3", "1") != "0":
+    # no scopes: the service only asks the hub whose token this is (GET /hub/api/user)
+    c.JupyterHub.services.append({"name": _KEYS_SERVICE, "api_token": _keys_token})
 
 c.JupyterHub.load_roles = [
     {

@@ -215,6 +215,21 @@ def test_credentials_are_own(apis, seeded, who, expected):
         no_leak(r, seeded["bob"], "acme")
 
 
+@pytest.mark.parametrize("who,expected", [("anon", 401), ("bob", 403), ("alice", 403), ("carol", 403), ("root", 403),
+                                          ("forged", 401)])
+def test_server_credentials_are_for_the_hub_only(apis, seeded, who, expected):
+    """A person (platform admin included) never gets a server's keys, neither their own nor bob's."""
+    covers("POST", "/server-credentials")
+    covers("DELETE", "/server-credentials")
+    api = apis[who] if who != "forged" else apis["anon"]
+    headers = {"Authorization": "token not-a-hub-token"} if who == "forged" else {}
+    r = api.post("/server-credentials", json={"user": "bob", "server": ""}, headers=headers)
+    assert r.status_code == expected, r.text
+    assert "secret_access_key" not in r.text
+    r = api.delete("/server-credentials", params={"user": "bob", "server": ""}, headers=headers)
+    assert r.status_code == expected, r.text
+
+
 def test_extra_buckets_deleted_by_their_managers(apis, seeded):
     covers("DELETE", "/bucket")
     assert apis["alice"].delete("/bucket", params={"bucket": seeded["acme_extra"]}).status_code == 200

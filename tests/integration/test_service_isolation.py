@@ -26,6 +26,7 @@ ALLOWED = {
     "user": {"other_org_user", "user", "org_admin", "platform_admin"},
     "org-admin": {"org_admin"},
     "platform-admin": {"platform_admin"},
+    "hub-service": set(),  # only the hub's own service token (tests/integration/test_data_server_keys.py)
 }
 
 

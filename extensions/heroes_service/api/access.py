@@ -5,7 +5,9 @@ Levels (``heroes_service.auth.LEVELS``):
 * ``public``: anyone, no credential;
 * ``user``: any authenticated HEROES user (realm role ``user``, ``org-admin`` or ``platform-admin``);
 * ``org-admin``: realm role ``org-admin`` and membership of an organization; acts within that organization;
-* ``platform-admin``: realm role ``platform-admin``.
+* ``platform-admin``: realm role ``platform-admin``;
+* ``hub-service``: no person: only the hub's own token-only service (``server_keys_service``), which calls
+  on behalf of a user (a single-user server's S3 keys).
 
 Paths are relative to the API prefix (``/services/heroes/api/v1``) and written exactly as the routers
 declare them. ``AccessMiddleware`` enforces the table before a request reaches any route (so an anonymous
@@ -28,7 +30,7 @@ from ..auth import LEVELS, check
 from ..errors import ApiError
 
 log = logging.getLogger("heroes_service.access")
-PUBLIC, USER, ORG_ADMIN, PLATFORM_ADMIN = LEVELS
+PUBLIC, USER, ORG_ADMIN, PLATFORM_ADMIN, HUB_SERVICE = LEVELS
 
 #: (method, path template relative to the API prefix) -> access level
 ACCESS: dict[tuple[str, str], str] = {
@@ -85,6 +87,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/organization/data/copy"): USER,
     ("POST", "/organization/data/move"): USER,
     ("GET", "/organization/data/credentials"): USER,
+    # a single-user server's own S3 keys: asked by the hub at spawn, revoked at stop (api/server_keys.py)
+    ("POST", "/organization/data/server-credentials"): HUB_SERVICE,
+    ("DELETE", "/organization/data/server-credentials"): HUB_SERVICE,
     # --- workflow (issue: workflows) ------------------------------------------------------------------
     ("POST", "/organization/admin/workflow/template"): ORG_ADMIN,
     ("DELETE", "/organization/admin/workflow/template/{template_id}"): ORG_ADMIN,
@@ -136,6 +141,7 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "decision": ("/organization/decision",),
     "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
     "decision_history": ("/organization/admin/decision/history", "/organization/decision/history"),
+    "server_keys": ("/organization/data/server-credentials",),
     "cluster_checks": ("/organization/admin/cluster/",),
     "template_checks": ("/organization/admin/workflow/template/check",),
 }
@@ -235,6 +241,12 @@ class AccessMiddleware:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             authenticator = self.fastapi_app.state.authenticator
             try:
+                if level == HUB_SERVICE:  # the hub's own token, never a person's (api/server_keys.py)
+                    caller = await anyio.to_thread.run_sync(authenticator.hub_service_caller,
+                                                            headers.get("authorization"))
+                    scope.setdefault("state", {})["hub_service"] = caller
+                    await self.app(scope, receive, send)
+                    return
                 principal = await anyio.to_thread.run_sync(authenticator.authenticate, headers.get("authorization"))
                 check(level, principal)
             except ApiError as exc:

@@ -152,6 +152,42 @@ class Authenticator:
                                f"{self.settings.service_name}")
         return model["name"]
 
+    # --- the hub itself (a token-only hub service) -----------------------------------------------------
+    def hub_service_caller(self, authorization: str | None) -> str:
+        """The hub's own service (``settings.server_keys_service``) or 401/403: routes the hub calls for a user.
+
+        The token is checked by the hub (``GET /user`` answers ``kind: service`` and its name), so the service
+        keeps no copy of it. Any other valid credential, a user's included, gets 403.
+        """
+        if not authorization:
+            raise Unauthorized("authentication required: this route is called by the hub with its service token")
+        scheme, _, credential = authorization.strip().partition(" ")
+        wanted = self.settings.server_keys_service
+        if scheme.lower() == "token" and credential.strip():
+            name = self.tokens.get(("service", credential.strip()))
+            if name is None:
+                name = self._hub_service_name(credential.strip())
+                self.tokens.put(("service", credential.strip()), name)
+            if name == wanted:
+                return name
+            raise Forbidden(f"only the hub's service {wanted!r} may call this route")
+        self.authenticate(authorization)  # 401 for a bad credential, else the caller is a user
+        raise Forbidden(f"only the hub's service {wanted!r} may call this route")
+
+    def _hub_service_name(self, token: str) -> str:
+        """The hub service a token belongs to ("" for a user's token)."""
+        try:
+            response = self._http.get(f"{self.settings.hub_api_url.rstrip('/')}/user",
+                                      headers={"Authorization": f"token {token}"})
+        except httpx.HTTPError:
+            raise Unavailable("JupyterHub unreachable: cannot check the token; try again later") from None
+        if response.status_code in (401, 403):
+            raise Unauthorized("invalid or expired JupyterHub token")
+        if response.status_code != 200:
+            raise Unavailable(f"JupyterHub answered {response.status_code} while checking the token")
+        model = response.json()
+        return model.get("name", "") if model.get("kind") == "service" else ""
+
     # --- Keycloak tokens ------------------------------------------------------------------------------
     def from_keycloak_token(self, token: str) -> Principal:
         claims = self.verify_jwt(token)
@@ -259,7 +295,8 @@ async def current_principal(request: Request) -> Principal:
     return principal
 
 
-LEVELS = ("public", "user", "org-admin", "platform-admin")
+#: the last level is no role of a person: only the hub's own service token meets it (api/server_keys.py)
+LEVELS = ("public", "user", "org-admin", "platform-admin", "hub-service")
 
 
 def allowed(level: str, principal: Principal | None) -> bool:
@@ -274,6 +311,8 @@ def allowed(level: str, principal: Principal | None) -> bool:
         return principal.is_org_admin
     if level == "platform-admin":
         return principal.is_platform_admin
+    if level == "hub-service":
+        return False  # a person never meets it; the middleware checks the hub's token instead
     raise ValueError(f"unknown access level {level!r}")
 
 

@@ -53,14 +53,30 @@ def account_name(user: str, namespace: str = "heroes") -> str:
     return "hx" + hashlib.sha256(f"{namespace}/{user}".encode("utf-8")).hexdigest()[:18]
 
 
-def user_policy(bucket: str, access_key: str) -> str:
-    """Bucket policy granting ``access_key`` the object-level actions on ``bucket`` and nothing else."""
+def server_account_name(user: str, server: str, namespace: str = "heroes") -> str:
+    """The gateway account id of one single-user server of ``user`` ("" is the default server).
+
+    One account per server, so that starting (and re-keying) one server never changes the keys another
+    running server of the same user holds. The first 14 characters are the same for every server of a user
+    (``server_account_prefix``): the bucket policy finds them all by that prefix.
+    """
+    digest = hashlib.sha256(f"{namespace}/{user}/{server}".encode("utf-8")).hexdigest()[:6]
+    return server_account_prefix(user, namespace) + digest
+
+
+def server_account_prefix(user: str, namespace: str = "heroes") -> str:
+    return "hs" + hashlib.sha256(f"{namespace}/{user}".encode("utf-8")).hexdigest()[:12]
+
+
+def user_policy(bucket: str, access_key: str | list[str]) -> str:
+    """Bucket policy granting ``access_key`` (one or several) the object-level actions on ``bucket`` only."""
+    keys = [access_key] if isinstance(access_key, str) else sorted(access_key)
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [{
             "Sid": "HeroesOwnerObjects",
             "Effect": "Allow",
-            "Principal": {"AWS": [access_key]},
+            "Principal": {"AWS": keys},
             "Action": USER_ACTIONS,
             "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
         }],
@@ -138,3 +154,27 @@ class GatewayAdmin:
         else:
             self.create_account(access, secret, "user")
         return Account(access, secret)
+
+    def issue_server_account(self, user: str, server: str) -> Account:
+        """Fresh keys for one server of ``user`` (a new secret each start: only that server held the old one)."""
+        access = server_account_name(user, server, self.namespace)
+        secret = secrets.token_urlsafe(30)
+        if access in self.accounts():
+            self.update_secret(access, secret)
+        else:
+            self.create_account(access, secret, "user")
+        return Account(access, secret)
+
+    def revoke_server_account(self, user: str, server: str) -> bool:
+        """Delete the account of a stopped server (False when it had none)."""
+        access = server_account_name(user, server, self.namespace)
+        if access not in self.accounts():
+            return False
+        self.delete_account(access)
+        return True
+
+    def user_access_keys(self, user: str) -> list[str]:
+        """Every account of ``user`` the gateway holds: the personal one and one per running server."""
+        personal = account_name(user, self.namespace)
+        prefix = server_account_prefix(user, self.namespace)
+        return sorted(a for a in self.accounts() if a == personal or a.startswith(prefix))

@@ -84,6 +84,7 @@ class DataService:
         self._lock = threading.Lock()
         self._reserved: dict[str, int] = {}  # bytes of uploads in flight per organization
         self._tag_cache: dict[str, str] = {}  # bucket -> organization its bytes count against
+        self._policy_locks: dict[str, threading.Lock] = {}  # username -> lock around their bucket policy
 
     # --- who may use what ---------------------------------------------------------------------------
     def _is_readonly(self, principal) -> bool:
@@ -192,9 +193,23 @@ class DataService:
         except Exception:
             self.storage.list_buckets()  # raises the 503 that says the store is unreachable
             raise
-        self.storage.put_policy(bucket, iam.user_policy(bucket, account.access_key))
+        self.grant_accounts(principal.username, bucket)
         return {"endpoint_url": self.storage.endpoint, "bucket": bucket, "access_key_id": account.access_key,
                 "secret_access_key": account.secret_key, "region": "us-east-1"}
+
+    def grant_accounts(self, username: str, bucket: str) -> None:
+        """The personal bucket's policy names every account of the user (personal + one per server).
+
+        Serialised per user: two servers starting at once must both end up in the policy.
+        """
+        with self._lock:
+            lock = self._policy_locks.setdefault(username, threading.Lock())
+        with lock:
+            keys = self.admin.user_access_keys(username)
+            if keys:
+                self.storage.put_policy(bucket, iam.user_policy(bucket, keys))
+            else:  # the user's last server stopped: no account may reach the bucket
+                self.storage.delete_policy(bucket)
 
     # --- listing ------------------------------------------------------------------------------------
     def list_buckets(self, principal) -> list[dict]:

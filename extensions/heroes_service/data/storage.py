@@ -157,6 +157,10 @@ class Storage:
         with self.guard("put bucket policy", bucket=bucket):
             self.client.put_bucket_policy(Bucket=bucket, Policy=policy)
 
+    def delete_policy(self, bucket: str) -> None:
+        with self.guard("delete bucket policy", bucket=bucket):
+            self.client.delete_bucket_policy(Bucket=bucket)
+
     def bucket_tags(self, bucket: str) -> dict[str, str]:
         try:
             with self.guard("get bucket tags", bucket=bucket):
