@@ -46,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _print_urls(stack: Stack) -> None:
     ports = stack.settings.ports
-    print(f"  JupyterHub     http://127.0.0.1:{ports.hub}/  (users: alice, bob, carol, root; password = user name + '-pass')")
+    print(f"  JupyterHub     http://127.0.0.1:{ports.hub}/  (users: alice, bob, carol, dave, root; password = user name + '-pass')")
     print(f"  Keycloak       http://127.0.0.1:{ports.keycloak}/  (realm heroes; admin console user 'admin')")
     print(f"  S3             http://127.0.0.1:{ports.s3}/")
     print(f"  cluster alpha  ssh -p {ports.alpha_ssh} bob@127.0.0.1   cluster beta  ssh -p {ports.beta_ssh} bob@127.0.0.1")

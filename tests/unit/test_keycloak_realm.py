@@ -56,7 +56,8 @@ def test_demo_organizations_roles_and_users(realm):
     assert {r["name"] for r in realm["roles"]["realm"]} == {"platform-admin", "org-admin", "user"}
     users = {u["username"]: u for u in realm["users"]}
     expected = {"alice": (["/acme"], {"org-admin", "user"}), "bob": (["/acme"], {"user"}),
-                "carol": (["/globex"], {"user"}), "root": ([], {"platform-admin", "user"})}
+                "carol": (["/globex"], {"user"}), "dave": (["/globex"], {"org-admin", "user"}),
+                "root": ([], {"platform-admin", "user"})}
     assert set(users) == set(expected)
     for name, (groups, roles) in expected.items():
         user = users[name]
