@@ -18,7 +18,6 @@ from .admin_forms import api_call
 from .admin_people import PeopleTabs, status_line
 from .admin_templates import TemplatesTab
 from .api_client import ApiClient
-from .nav import nav_bar
 from .ui import css
 
 PLATFORM = "/heroes/admin/organizations/"
@@ -55,7 +54,7 @@ class AdminApp:
             body = self.tabs
         else:
             body = widgets.HTML("<p>You administer nothing here: ask your organization's admin.</p>")
-        self.widget = widgets.VBox([nav_bar("admin", self.client, self.me or None), header, self.status, body])
+        self.widget = widgets.VBox([header, self.status, body])
         if tabs:
             self.refresh()
 
