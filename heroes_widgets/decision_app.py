@@ -27,7 +27,8 @@ import re
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
-from .submit_app import ParamField, fetch_template
+from .grid import Column, Table
+from .submit_app import ParamField, fetch_template, parse_number
 from .ui import css as _css, figure_widget as _figure_widget, message as _msg
 
 STYLE = {"description_width": "160px"}
@@ -57,19 +58,6 @@ def money(amount, currency: str | None) -> str:
     return f"{amount:.{digits}f} {currency or ''}".strip()
 
 
-def energy(kwh, estimated: bool) -> str:
-    if kwh is None:
-        return "—"
-    return f"{kwh:.4f} kWh" + (" <i class='heroes-decision-est'>est.</i>" if estimated else "")
-
-
-def _status(flag, yes: str, no: str) -> str:
-    """Deadline/budget status cell: met, missed, or no constraint given (None)."""
-    if flag is None:
-        return "<span style='color:#777'>—</span>"
-    return f"<span style='color:#060'>✓ {yes}</span>" if flag else f"<span style='color:#b00'>✗ {no}</span>"
-
-
 def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -97,36 +85,37 @@ def non_dominated(candidates: list[dict]) -> list[bool]:
     return flags
 
 
-def candidates_table_html(candidates: list[dict], choice: str | None, deadline: bool = True,
-                          budget: bool = True) -> str:
-    """The candidates, best first as the service ordered them; the chosen row highlighted, ineligible
-    rows greyed out with the service's reason. ``deadline``/``budget``: whether one was asked for (without,
-    the status columns say "—" rather than a vacuous "meets")."""
-    if not candidates:
-        return "<p><i>no cluster is enrolled for your organization</i></p>"
-    head = ("<tr><th>cluster</th><th>wait</th><th>run</th><th>finish</th><th>energy</th><th>cost</th>"
-            "<th>confidence</th><th>deadline</th><th>budget</th><th>note</th></tr>")
+def _plain_status(flag, yes: str, no: str) -> str:
+    """Deadline/budget status as text: met, missed, or no constraint given (None)."""
+    return "—" if flag is None else (f"✓ {yes}" if flag else f"✗ {no}")
+
+
+def candidate_rows(candidates: list[dict], choice: str | None, deadline: bool = True,
+                   budget: bool = True) -> list[dict]:
+    """The candidates, best first as the service ordered them, as the grid's rows: the chosen one starred,
+    an ineligible one with the service's reason. ``deadline``/``budget``: whether one was asked for
+    (without, the status columns say "—" rather than a vacuous "meets")."""
     rows = []
     for c in candidates:
         chosen = c["cluster"] == choice
-        classes = ["heroes-decision-row"] + (["heroes-decision-chosen"] if chosen else []) \
-            + ([] if c.get("eligible", True) else ["heroes-decision-ineligible"])
-        style = "background:#fff3c4;font-weight:bold" if chosen else ("color:#999" if not c.get("eligible", True)
-                                                                      else "")
         confidence = c.get("confidence")
-        cells = [html.escape(c["cluster"]) + (" ★" if chosen else ""), duration(c.get("wait_s")),
-                 duration(c.get("run_s")), duration(c.get("finish_s")),
-                 energy(c.get("energy_kwh"), bool(c.get("energy_estimated"))),
-                 html.escape(money(c.get("cost"), c.get("currency"))),
-                 "—" if confidence is None else f"{confidence:.0%}",
-                 _status(c.get("meets_deadline") if deadline else None, "meets", "misses"),
-                 _status(c.get("within_budget") if budget else None, "within", "over"),
-                 html.escape(c.get("reason") or c.get("cost_note") or "")]
-        rows.append(f"<tr class='{' '.join(classes)}' data-cluster='{html.escape(c['cluster'])}' style='{style}'>"
-                    + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    return (f"<table class='heroes-decision-candidates' style='border-collapse:collapse'>{head}{''.join(rows)}"
-            "</table><p><small>energy marked <i>est.</i> comes from the cluster's power profile, not from "
-            "measured runs</small></p>")
+        kwh = c.get("energy_kwh")
+        rows.append({
+            "cluster": c["cluster"] + (" ★ chosen" if chosen else "" if c.get("eligible", True) else " (not usable)"),
+            "wait": duration(c.get("wait_s")), "run": duration(c.get("run_s")), "finish": duration(c.get("finish_s")),
+            "energy": "—" if kwh is None else f"{kwh:.4f} kWh" + (" est." if c.get("energy_estimated") else ""),
+            "cost": money(c.get("cost"), c.get("currency")),
+            "confidence": "—" if confidence is None else f"{confidence:.0%}",
+            "deadline": _plain_status(c.get("meets_deadline") if deadline else None, "meets", "misses"),
+            "budget": _plain_status(c.get("within_budget") if budget else None, "within", "over"),
+            "note": c.get("reason") or c.get("cost_note") or ""})
+    return rows
+
+
+CANDIDATE_GRID = [Column("cluster", "cluster", 150), Column("wait", "wait", 80), Column("run", "run", 80),
+                  Column("finish", "finish", 80), Column("energy", "energy", 130), Column("cost", "cost", 100),
+                  Column("confidence", "confidence", 90), Column("deadline", "deadline", 90),
+                  Column("budget", "budget", 90), Column("note", "note", 260)]
 
 
 def choice_html(answer: dict) -> str:
@@ -273,9 +262,10 @@ class DecisionApp:
         self.policy = _css(widgets.Dropdown(description="Policy", options=[], style=STYLE,
                                             layout=widgets.Layout(width="520px")), "heroes-decision-policy")
         self.policy_about = _css(widgets.HTML(""), "heroes-decision-policy-about")
-        self.deadline = _css(widgets.BoundedFloatText(description="Deadline (min)", value=0, min=0, max=1e6,
-                                                      style=STYLE), "heroes-decision-deadline")
-        self.budget = _css(widgets.BoundedFloatText(description="Budget", value=0, min=0, max=1e9, style=STYLE),
+        # Text, not BoundedFloatText: that one silently clamps what it cannot hold
+        self.deadline = _css(widgets.Text(description="Deadline (min)", value="0", style=STYLE,
+                                          continuous_update=False), "heroes-decision-deadline")
+        self.budget = _css(widgets.Text(description="Budget", value="0", style=STYLE, continuous_update=False),
                            "heroes-decision-budget")
         self.currency = _css(widgets.Text(description="Currency", placeholder="the clusters' own", style=STYLE,
                                           layout=widgets.Layout(width="260px")), "heroes-decision-currency")
@@ -284,7 +274,7 @@ class DecisionApp:
         self.decide_button = _css(widgets.Button(description="Decide", button_style="primary", icon="balance-scale"),
                                   "heroes-decision-button")
         self.choice = _css(widgets.HTML(""), "heroes-decision-choice")
-        self.table = _css(widgets.HTML(""), "heroes-decision-table")
+        self.table = Table(CANDIDATE_GRID, "heroes-decision-table", empty="no cluster is enrolled for your organization")
         self.rightsizing = _css(widgets.HTML(""), "heroes-decision-rightsizing")
         self.cpu_freq = _css(widgets.HTML(""), "heroes-decision-cpufreq")
         self.history = _css(widgets.HTML(""), "heroes-decision-history")
@@ -301,7 +291,7 @@ class DecisionApp:
                                widgets.HBox([self.deadline, self.budget, self.currency]), hint, self.clusters,
                                self.decide_button])
         self.widget = _css(widgets.VBox([widgets.HTML("<h3>Time, energy and cost per cluster</h3>"),
-                                         inputs, self.status, self.choice, self.table, self.plot_box,
+                                         inputs, self.status, self.choice, self.table.widget, self.plot_box,
                                          self.rightsizing, self.cpu_freq, self.history]), "heroes-decision-app")
         self.template.observe(self._template_chosen, names="value")
         for widget in (self.policy, self.deadline, self.budget, self.clusters):
@@ -391,6 +381,15 @@ class DecisionApp:
         if not all([f.validate() for f in self.fields]):
             self.report("fix the fields marked in red", True)
             return None
+        limits = {}
+        for name, widget, top in (("deadline", self.deadline, 1e6), ("budget", self.budget, 1e9)):
+            number, problem = parse_number(widget.value, "float")
+            if not problem and not 0 <= number <= top:
+                problem = f"between 0 and {top:g}"
+            if problem:
+                self.report(f"{name}: {problem}", True)
+                return None
+            limits[name] = number
         currency = self.currency.value.strip().upper()
         if currency and not CURRENCY_RE.match(currency):
             self.report("currency: three capital letters, e.g. EUR", True)
@@ -398,8 +397,8 @@ class DecisionApp:
         return {"template": self.template.value,
                 "parameters": {f.name: f.value for f in self.fields if f.value is not None},
                 "policy": self.policy.value or None,
-                "deadline_s": self.deadline.value * 60 if self.deadline.value > 0 else None,
-                "budget": self.budget.value if self.budget.value > 0 else None,
+                "deadline_s": limits["deadline"] * 60 if limits["deadline"] > 0 else None,
+                "budget": limits["budget"] if limits["budget"] > 0 else None,
                 "currency": currency or None,
                 "clusters": list(self.clusters.value) or None}
 
@@ -423,9 +422,9 @@ class DecisionApp:
         self.answer = answer
         candidates = answer.get("candidates") or []
         self.choice.value = choice_html(answer)
-        self.table.value = candidates_table_html(candidates, answer.get("choice"),
-                                                 deadline=self.asked.get("deadline_s") is not None,
-                                                 budget=self.asked.get("budget") is not None)
+        self.table.update(candidate_rows(candidates, answer.get("choice"),
+                                         deadline=self.asked.get("deadline_s") is not None,
+                                         budget=self.asked.get("budget") is not None))
         self.rightsizing.value = rightsizing_html(answer.get("rightsizing"), answer.get("history"))
         self.cpu_freq.value = cpu_freq_html(candidates, answer.get("choice"))
         history = answer.get("history") or {}

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
+from .grid import Column, Table
 from .ui import css as _css, figure_widget as _figure_widget
 
 STEP_COLUMNS = ("cluster", "instance_id", "template", "job_id", "step_id", "job_name", "username", "nodes",
@@ -40,24 +41,38 @@ def _when(epoch) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def steps_table_html(steps: list[dict]) -> str:
-    """The steps as an HTML table; estimated energy reads 'x.xx kWh (estimated)'."""
-    if not steps:
-        return "<p><i>no energy recorded for these filters yet</i></p>"
-    head = ("<tr><th>step</th><th>instance</th><th>template</th><th>user</th><th>nodes</th><th>start (UTC)</th>"
-            "<th>time (s)</th><th>power (W)</th><th>energy</th><th>GFLOPS/W</th></tr>")
-    rows = []
-    for s in steps:
-        energy = f"{s['energy_kwh']:.4f} kWh" + (" <b>(estimated)</b>" if s["estimated"] else "")
-        gfw = "" if s.get("gflops_per_w") is None else f"{s['gflops_per_w']:.3f}"
-        cells = [step_label(s), s.get("instance_id") or "", s.get("template") or "", s.get("username") or "",
-                 str(s.get("nodes", "")), _when(s.get("start_time")),
-                 "" if s.get("time_s") is None else f"{s['time_s']:.1f}",
-                 "" if s.get("dc_power_w") is None else f"{s['dc_power_w']:.1f}"]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-                    + f"<td class='{'heroes-energy-estimated' if s['estimated'] else ''}'>{energy}</td>"
-                    + f"<td>{gfw}</td></tr>")
-    return f"<table class='heroes-energy-table'>{head}{''.join(rows)}</table>"
+def short(text: str, limit: int = 28) -> str:
+    """A name cut in its middle (start and end kept, so similar names stay apart) for figure axes: one long
+    name squashed the plot. The grid's row detail shows it whole."""
+    return text if len(text) <= limit else f"{text[:limit - 10]}…{text[-9:]}"
+
+
+def _num(value, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def energy_text(s: dict) -> str:
+    """Energy as shown: 'x.xxxx kWh', with '(estimated)' where no counter measured it."""
+    return f"{s['energy_kwh']:.4f} kWh" + (" (estimated)" if s["estimated"] else "")
+
+
+def step_rows(steps: list[dict]) -> list[dict]:
+    """The API's step rows as the steps grid's rows."""
+    return [{"step": step_label(s), "instance": s.get("instance_id") or "", "template": s.get("template") or "",
+             "user": s.get("username") or "", "nodes": str(s.get("nodes", "")), "start": _when(s.get("start_time")),
+             "time": _num(s.get("time_s"), 1), "power": _num(s.get("dc_power_w"), 1), "energy": energy_text(s),
+             "gflops": _num(s.get("gflops_per_w"), 3)} for s in steps]
+
+
+STEP_GRID = [Column("step", "step", 170), Column("instance", "instance", 150), Column("template", "template", 160),
+             Column("user", "user", 80), Column("nodes", "nodes", 60), Column("start", "start (UTC)", 130),
+             Column("time", "time (s)", 80), Column("power", "power (W)", 85), Column("energy", "energy", 170),
+             Column("gflops", "GFLOPS/W", 85)]
+
+
+def total_rows(groups: list[dict]) -> list[dict]:
+    return [{"group": str(g["group"]) or "(none)", "steps": g["steps"],
+             "energy": f"{g['energy_kwh']:.4f} kWh" + (" (estimated)" if g["estimated"] else "")} for g in groups]
 
 
 def steps_csv(steps: list[dict]) -> str:
@@ -72,8 +87,9 @@ def steps_csv(steps: list[dict]) -> str:
 def _summaries(steps: list[dict]) -> list[SimpleNamespace]:
     """API step rows in the shape heroes_energy.plots expects (StepSummary's attributes)."""
     return [SimpleNamespace(job_id=s["job_id"], step_id=s["step_id"], energy_j=s["energy_j"],
-                            estimated=s["estimated"], job_name=s.get("template") or s.get("job_name") or "?",
-                            cluster=s.get("cluster") or "?", label=step_label(s)) for s in steps]
+                            estimated=s["estimated"], job_name=short(s.get("template") or s.get("job_name") or "?"),
+                            cluster=short(s.get("cluster") or "?", 16), label=short(step_label(s), 36))
+            for s in steps]
 
 
 def timeline_samples(samples: list[dict]) -> list[dict]:
@@ -121,7 +137,7 @@ class EnergyApp:
         self.end = _css(widgets.DatePicker(description="Until"), "heroes-energy-until")
         self.refresh_button = _css(widgets.Button(description="Refresh", icon="refresh"), "heroes-energy-refresh")
         self.refresh_button.on_click(lambda _: self.refresh())
-        self.table = _css(widgets.HTML(""), "heroes-energy-steps")
+        self.table = Table(STEP_GRID, "heroes-energy-steps", empty="no energy recorded for these filters yet")
         self.export_link = _css(widgets.HTML(""), "heroes-energy-export")
         self.step_pick = _css(widgets.Dropdown(options=[], description="Step"), "heroes-energy-step")
         self.step_pick.observe(lambda _: self.show_timeline(), names="value")
@@ -131,14 +147,16 @@ class EnergyApp:
         self.group_by = _css(widgets.Dropdown(options=["user", "cluster", "template", "instance", "organization"],
                                               value="user", description="Totals by"), "heroes-energy-group-by")
         self.group_by.observe(lambda _: self.show_totals(), names="value")
-        self.totals = _css(widgets.HTML(""), "heroes-energy-totals")
+        self.totals = Table([Column("group", "group", 260), Column("steps", "steps", 80),
+                             Column("energy", "energy", 200)], "heroes-energy-totals",
+                            empty="no energy in this period")
         filters = widgets.VBox([widgets.HBox([self.cluster, self.template, self.instance]),
                                 widgets.HBox([self.start, self.end, self.refresh_button])])
         tabs = widgets.Tab(children=[
-            widgets.VBox([self.table, self.export_link, self.per_step_box]),
+            widgets.VBox([self.table.widget, self.export_link, self.per_step_box]),
             widgets.VBox([self.step_pick, self.timeline_box]),
             self.compare_box,
-            widgets.VBox([self.group_by, self.totals]),
+            widgets.VBox([self.group_by, self.totals.widget]),
         ])
         for i, title in enumerate(["Steps", "Power timeline", "Clusters & templates", "Totals"]):
             tabs.set_title(i, title)
@@ -176,7 +194,7 @@ class EnergyApp:
         except ApiError as exc:
             self.report(exc.detail, True)
             return
-        self.table.value = steps_table_html(self.steps)
+        self.table.update(step_rows(self.steps))
         data = base64.b64encode(steps_csv(self.steps).encode()).decode()
         self.export_link.value = (f"<a href='data:text/csv;base64,{data}' download='heroes-energy.csv'>"
                                   f"Export {len(self.steps)} step(s) to CSV</a>")
@@ -235,11 +253,4 @@ class EnergyApp:
         except ApiError as exc:
             self.report(exc.detail, True)
             return
-        rows = "".join(
-            f"<tr><td>{html.escape(str(g['group']) or '(none)')}</td><td>{g['steps']}</td>"
-            f"<td>{g['energy_kwh']:.4f} kWh{' <b>(estimated)</b>' if g['estimated'] else ''}</td></tr>"
-            for g in groups)
-        self.totals.value = (f"<table class='heroes-energy-totals-table'><tr><th>{html.escape(self.group_by.value)}"
-                             f"</th><th>steps</th><th>energy</th></tr>{rows}</table>" if groups
-                             else "<p><i>no energy in this period</i></p>")
-
+        self.totals.update(total_rows(groups))

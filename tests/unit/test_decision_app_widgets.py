@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from heroes_widgets.api_client import ApiClient
-from heroes_widgets.decision_app import (DecisionApp, candidates_table_html, cpu_freq_text, duration, money,
+from heroes_widgets.decision_app import (DecisionApp, candidate_rows, cpu_freq_text, duration, money,
                                          non_dominated, rightsizing_html)
 from heroes_widgets.submit_app import SubmitApp
 
@@ -139,15 +139,18 @@ def test_opening_decides_for_the_first_template_under_the_default_policy(client,
     assert api.decided[-1] == {"template": "t1", "parameters": {"samples": 200000, "tasks": 2},
                                "policy": "balanced"}
     assert "chooses <b>alpha</b>" in app.choice.value and "lowest weighted score" in app.choice.value
-    table = app.table.value
-    # every candidate, chosen first and highlighted, estimated energy marked, cost with its currency
-    assert table.index("data-cluster='alpha'") < table.index("data-cluster='beta'")
-    assert "heroes-decision-chosen' data-cluster='alpha'" in table
-    assert table.count("class='heroes-decision-est'") == 2  # alpha and delta; beta is measured, gamma unknown
+    rows = {r["cluster"].split()[0]: r for r in app.table.rows}
+    table = str(app.table.rows)
+    # every candidate, chosen first and starred, estimated energy marked, cost with its currency
+    assert [r["cluster"] for r in app.table.rows][0] == "alpha ★ chosen"
+    assert list(rows).index("alpha") < list(rows).index("beta")
+    assert [n for n, r in rows.items() if r["energy"].endswith("est.")] == ["alpha", "delta"]  # beta measured
     assert "0.05 EUR" in table and "0.90 EUR" in table and "60%" in table
-    assert "heroes-decision-ineligible' data-cluster='gamma'" in table and "no partition fits 4 tasks" in table
+    assert rows["gamma"]["cluster"] == "gamma (not usable)" and "no partition fits 4 tasks" in rows["gamma"]["note"]
     assert "4 cluster(s) compared under policy balanced" in app.status.value
     assert "meets" not in table and "within" not in table  # no deadline or budget asked: no vacuous status
+    app.table.select(app.table.rows[3])  # a click on a row shows its long values whole under the grid
+    assert "no partition fits 4 tasks" in app.table.detail.value
     assert "10.0 min" in app.rightsizing.value and "60.0 min" in app.rightsizing.value  # recommended vs asked
     assert "512 MiB" in app.rightsizing.value and "upper quantile of 42 runs" in app.rightsizing.value
     assert "learnt from 42 finished run(s)" in app.history.value
@@ -176,8 +179,7 @@ def test_switching_policy_asks_again_and_updates_in_place(client, api):
     app.policy.value = "performance"
     assert len(api.decided) == asked + 1 and api.decided[-1]["policy"] == "performance"
     assert "chooses <b>beta</b>" in app.choice.value and "earliest finish" in app.choice.value
-    assert app.table.value.index("data-cluster='beta'") < app.table.value.index("data-cluster='alpha'")
-    assert "heroes-decision-chosen' data-cluster='beta'" in app.table.value
+    assert [r["cluster"] for r in app.table.rows][:2] == ["beta ★ chosen", "alpha"]
     assert app.figure is fig  # the same figure, its data replaced
     assert list(trace(fig, "chosen").text) == ["beta"] and list(trace(fig, "chosen").y) == [0.90]
     assert fig.layout.title.text == "performance: chosen beta"
@@ -187,15 +189,18 @@ def test_switching_policy_asks_again_and_updates_in_place(client, api):
 
 def test_deadline_budget_and_clusters_are_sent_and_an_impossible_deadline_is_reported(client, api):
     app = DecisionApp(client)
-    app.budget.value = 2.0
+    app.budget.value = "2.0"
     app.currency.value = "eur"
     assert api.decided[-1]["budget"] == 2.0 and api.decided[-1]["currency"] == "EUR"
-    app.deadline.value = 1  # one minute: nobody finishes in time
+    app.deadline.value = "1"  # one minute: nobody finishes in time
     assert api.decided[-1]["deadline_s"] == 60
     assert "chooses no cluster" in app.choice.value and "no cluster can meet the deadline of 60 s" in app.choice.value
-    assert app.table.value.count("✗ misses") == 3 and app.table.value.count("✓ within") == 3
+    assert [r["deadline"] for r in app.table.rows].count("✗ misses") == 3
+    assert [r["budget"] for r in app.table.rows].count("✓ within") == 3
     assert list(trace(app.figure, "chosen").x) == [] and app.figure.layout.title.text == "balanced: no cluster chosen"
-    app.deadline.value = 0
+    app.deadline.value = "1e30"  # refused with a message, never clamped to something else
+    assert "deadline: between 0 and 1e+06" in app.status.value and api.decided[-1]["deadline_s"] == 60
+    app.deadline.value = "0"
     assert "deadline_s" not in api.decided[-1]
     app.clusters.value = ("beta",)
     assert api.decided[-1]["clusters"] == ["beta"] and "chooses <b>beta</b>" in app.choice.value
@@ -207,11 +212,11 @@ def test_a_refusal_is_shown_and_the_last_answer_kept(client, api):
     assert "three capital letters" in app.status.value
     app.currency.value = ""
     tasks = next(f for f in app.fields if f.name == "tasks")
-    tasks.input.value = 9  # the form says so and nothing is sent
+    tasks.input.value = "9"  # the form says so and nothing is sent
     sent = len(api.decided)
     app.decide()
     assert len(api.decided) == sent and "fix the fields" in app.status.value
-    tasks.input.value = 3
+    tasks.input.value = "3"
     api.decide_status = 503
     app.policy.value = "performance"
     assert "no decision: Not Found" in app.status.value and "chooses <b>alpha</b>" in app.choice.value
@@ -228,7 +233,7 @@ def test_helpers():
            {"finish_s": 1, "cost": 5, "energy_kwh": 1}]
     # the third is beaten by the fourth (less energy); equal points do not dominate each other
     assert non_dominated(pts) == [True, True, False, True, True]
-    assert candidates_table_html([], None).startswith("<p><i>no cluster")
+    assert candidate_rows([], None) == []
     assert "no history yet" in rightsizing_html({"basis": "template-defaults", "requested": {}})
     assert "42 finished runs" in rightsizing_html({"basis": "history", "history_jobs": 42, "requested": {}})
 
