@@ -70,19 +70,15 @@ def apps_for(me: dict | None) -> list[App]:
     return [a for a in APPS if admin or not a.admin]
 
 
-_ME_CACHE: dict[int, dict | None] = {}
-
-
 def who_am_i(client: ApiClient) -> dict | None:
-    """``/organization/auth/me`` for this client, asked once per kernel; None when the service cannot say
-    (the bar then shows the apps every user has)."""
-    key = id(client)
-    if key not in _ME_CACHE:
+    """``/organization/auth/me`` for this client, asked once per client (kept on it); None when the service
+    cannot say (the bar then shows the apps every user has)."""
+    if not hasattr(client, "_heroes_me"):
         try:
-            _ME_CACHE[key] = client.me()
+            client._heroes_me = client.me()
         except ApiError:
-            _ME_CACHE[key] = None
-    return _ME_CACHE[key]
+            client._heroes_me = None
+    return client._heroes_me
 
 
 STYLE = """<style>

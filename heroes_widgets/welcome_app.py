@@ -136,7 +136,8 @@ class WelcomeApp:
             widgets.HTML("<h4>Templates you can run</h4>"), self.templates_box])
         runs = widgets.VBox([widgets.HTML("<h3>Your recent runs</h3>"), self.recent,
                              widgets.HTML("<h4>Your energy this month</h4>"), self.energy])
-        columns = widgets.HBox([ready, runs], layout=widgets.Layout(gap="40px", flex_flow="row wrap"))
+        ready.layout.margin = "0 48px 0 0"
+        columns = widgets.HBox([ready, runs], layout=widgets.Layout(flex_flow="row wrap"))
         self.widget = css(widgets.VBox([nav_bar("welcome", self.client, self.me), self.greeting, self.cards,
                                         css(columns, "heroes-ready"), self.refresh_button, self.status]),
                           "heroes-welcome")

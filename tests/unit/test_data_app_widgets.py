@@ -180,3 +180,29 @@ def test_csv_preview_drops_a_cut_last_line_and_sizes():
     table = csv_preview_html(b"a;b\n1;2\n3;4\n5;", truncated=True)
     assert "<th>a</th>" in table and "<td>3</td>" in table and "<td>5</td>" not in table
     assert human_size(512) == "512 B" and human_size(1536) == "1.5 KiB"
+
+
+def test_a_run_folder_opens_itself_and_shows_the_runs_label(monkeypatch):
+    """Clicking a run's folder enters that folder, not its first sub-folder (a Select that keeps the clicked
+    value picks the new listing's first entry, logs/, when its options change); the run's label shows."""
+    run = "e" * 32
+    api = FakeDataApi()
+    api.store["u-bob"].update({f"workflows/{run}/logs/solve.out": b"ok", f"workflows/{run}/outputs/x.txt": b"1"})
+    original = api.request
+
+    def request(method, url, params=None, **kw):
+        if urlsplit(url).path.endswith("/organization/workflow/instance"):
+            return FakeResponse(200, [{"id": run, "name": "my heat run", "template_name": "heat",
+                                       "state": "COMPLETED", "created_at": "2026-12-05T08:30:00"}])
+        return original(method, url, params=params, **kw)
+
+    monkeypatch.setattr(api, "request", request)
+    app = DataApp(ApiClient(base_url=BASE, token="t", session=api), with_picker=False)
+    listing = app.browser.listing
+    listing.value = ("dir", "workflows/")
+    entries = dict((value, label) for label, value in listing.options)
+    label = entries[("dir", f"workflows/{run}/")]
+    assert label.startswith("[run] my heat run — heat, COMPLETED, 2026-12-05 08:30") and run in label
+    listing.value = ("dir", f"workflows/{run}/")  # the click
+    assert app.browser.prefix == f"workflows/{run}/" and listing.value is None
+    assert [v for _l, v in listing.options] == [("dir", f"workflows/{run}/logs/"), ("dir", f"workflows/{run}/outputs/")]
