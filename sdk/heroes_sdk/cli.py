@@ -96,7 +96,24 @@ def _listing(sub, name: str, help_text: str, common) -> argparse.ArgumentParser:
     return parser
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """A parser whose options may come between ``key=value`` words (``submit t -f p.yaml points=3 --wait``);
+    plain argparse stops at the first option after the positionals and calls the rest unrecognized."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._mixing:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def _params(parser: argparse.ArgumentParser) -> None:
+    parser.__class__ = _Intermixed  # made by the caller's add_subparsers; same state, mixing parse
     parser.add_argument("template", help="template name (latest version) or a version's id")
     parser.add_argument("values", nargs="*", metavar="key=value",
                         help="parameter values (YAML scalars: 200, 0.5, true, text; s3://bucket/key for files)")

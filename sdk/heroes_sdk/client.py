@@ -21,7 +21,7 @@ from typing import Any
 
 from . import credentials
 from .data import DataSpace
-from .errors import HeroesError, ServiceUnavailable, SubmitUncertain
+from .errors import HeroesError, NotFound, ServiceUnavailable, SubmitUncertain
 from .instance import Instance
 from .models import Cluster, DataObject, Decision, EnergyRecord, Me, Template
 from .session import Session
@@ -72,11 +72,10 @@ class Client:
         return [Cluster.from_api(c) for c in self.session.get("/organization/cluster/")]
 
     def cluster(self, name: str) -> Cluster:
+        """One of your organization's clusters by name or id."""
         for c in self.clusters():
             if name in (c.name, c.id):
                 return c
-        from .errors import NotFound
-
         raise NotFound(f"cluster {name!r} not found among your organization's clusters", status=404)
 
     def templates(self, all_versions: bool = False) -> list[Template]:
@@ -91,8 +90,6 @@ class Client:
         versions = [t for t in self.templates(all_versions=True)
                     if t.name == name and (version is None or t.version == version)]
         if not versions:
-            from .errors import NotFound
-
             raise NotFound(f"template {name!r}" + (f" version {version}" if version else "") + " not found",
                            status=404)
         latest = max(versions, key=lambda t: t.version)

@@ -29,6 +29,8 @@ FILE_NAME = "credentials.json"
 
 
 def config_dir(env: dict | None = None) -> Path:
+    """The folder of the credentials file: ``HEROES_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/heroes``, else
+    ``~/.config/heroes``."""
     env = os.environ if env is None else env
     explicit = env.get("HEROES_CONFIG_DIR", "").strip()
     if explicit:
@@ -38,6 +40,7 @@ def config_dir(env: dict | None = None) -> Path:
 
 
 def credentials_path(env: dict | None = None) -> Path:
+    """Where ``heroes login`` keeps your tokens (mode 0600)."""
     return config_dir(env) / FILE_NAME
 
 
@@ -76,6 +79,7 @@ def load(path: Path | None = None) -> dict[str, Any] | None:
 
 
 def forget(path: Path | None = None) -> bool:
+    """Delete the credentials file (``heroes logout``); whether there was one."""
     path = path or credentials_path()
     try:
         path.unlink()
@@ -147,6 +151,7 @@ def resolve(url: str | None = None, *, token: str | None = None, bearer: str | N
 
 
 def _url(url: str) -> str:
+    """The API URL, or an error that says where it could come from."""
     if not url:
         raise HeroesError("no HEROES API address: pass url= or set HEROES_API_URL (the hub sets it in servers)")
     return api_url(url)

@@ -151,6 +151,7 @@ class DataSpace:
         return self.session.call("DELETE", f"{DATA}/bucket/{bucket}", params={"key": key})
 
     def mkdir(self, folder: str, bucket: str | None = None) -> dict:
+        """Create a folder (an empty marker object ending with '/')."""
         bucket = bucket or self.default_bucket()
         return self.session.call("POST", f"{DATA}/bucket/{bucket}/",
                                  json={"folder": folder if folder.endswith("/") else folder + "/"})

@@ -56,6 +56,7 @@ class Step:
 
     @property
     def done(self) -> bool:
+        """Whether the step ended (completed, failed, cancelled, timed out, skipped, ...)."""
         return self.state in STEP_FINAL_STATES
 
 
@@ -120,9 +121,11 @@ class Instance:
 
     @property
     def ok(self) -> bool:
+        """Whether the instance COMPLETED."""
         return self.state == "COMPLETED"
 
     def step(self, name: str) -> Step:
+        """The step called ``name`` (KeyError naming the steps there are otherwise)."""
         for s in self.steps:
             if s.name == name:
                 return s

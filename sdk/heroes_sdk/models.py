@@ -291,6 +291,7 @@ class Listing:
     access: str = "read"
 
     def to_dataframe(self):
+        """The objects as a pandas DataFrame (one row per object; folders are in ``folders``)."""
         import pandas as pd
 
         return pd.DataFrame([vars(o) for o in self.objects], columns=["bucket", "key", "size", "etag",
