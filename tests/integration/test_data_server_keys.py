@@ -1,0 +1,169 @@
+"""S3 keys per single-user server (issue 17), through the running hub: a user with two running servers keeps
+both working, a restart of one leaves the other alone, a stopped server's keys stop working, and a server whose
+keys are refused says so (and how to recover) instead of a bare 404.
+
+Before, the hub rotated the user's one S3 account at every spawn, so bob's first server lost its keys when his
+second started (SignatureDoesNotMatch, then "404: Not Found" in every app). Now the hub asks the service for
+each server's own keys with its token-only service ``hub-server-keys``; the hub holds no S3 admin keys.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+
+import boto3
+import httpx
+import nbformat
+import psutil
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from heroes_dev.components.jupyterhub import admin_token, hub_url
+from heroes_dev.components.s3 import s3_endpoint
+
+pytestmark = pytest.mark.integration
+SECOND = "keys-second"
+
+
+@pytest.fixture(scope="module")
+def hub(require, stack_settings):
+    require("jupyterhub")
+    require("s3")
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack_settings.ports.hub_api}/hub/api",
+                      headers={"Authorization": f"token {admin_token(stack_settings)}"}, timeout=60) as api:
+        assert api.post("/users/bob").status_code in (201, 409)
+        yield api
+        api.delete(f"/users/bob/servers/{SECOND}")
+
+
+def server_path(name: str) -> str:
+    return "/users/bob/server" if not name else f"/users/bob/servers/{name}"
+
+
+def server_model(hub: httpx.Client, name: str) -> dict | None:
+    return hub.get("/users/bob").json().get("servers", {}).get(name)
+
+
+def stop(hub: httpx.Client, name: str) -> None:
+    hub.delete(server_path(name))
+    deadline = time.monotonic() + 90
+    while server_model(hub, name) is not None:
+        assert time.monotonic() < deadline, f"bob's server {name!r} did not stop"
+        time.sleep(1)
+
+
+def start(hub: httpx.Client, name: str, fresh: bool = True) -> None:
+    """Start (freshly: stopping a running one first, so the spawn hooks run now) and wait until ready."""
+    if fresh:
+        stop(hub, name)
+    r = hub.post(server_path(name), json={})
+    assert r.status_code in (201, 202), r.text
+    deadline = time.monotonic() + 150
+    while not (server_model(hub, name) or {}).get("ready"):
+        assert time.monotonic() < deadline, f"bob's server {name!r} was not ready after 150s"
+        time.sleep(1)
+
+
+def contents(settings, hub: httpx.Client, name: str) -> httpx.Client:
+    """bob's Jupyter contents API on one of his servers, with a token that may open his servers."""
+    token = hub.post("/users/bob/tokens", json={"scopes": ["access:servers!user=bob"], "expires_in": 900,
+                                                 "note": "test_data_server_keys"}).json()["token"]
+    prefix = f"/user/bob/{name}/" if name else "/user/bob/"
+    return httpx.Client(base_url=f"{hub_url(settings)}{prefix}api", timeout=60,
+                        headers={"Authorization": f"token {token}"})
+
+
+def save_and_read(server: httpx.Client, label: str) -> None:
+    """A notebook written through this server reads back through it (the server's keys work)."""
+    name = f"keys-{label}-{secrets.token_hex(3)}.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"written by {label}"))
+    saved = server.put(f"/contents/{name}", json={"type": "notebook", "format": "json", "content": nb})
+    assert saved.status_code in (200, 201), f"{label}: {saved.status_code} {saved.text[:300]}"
+    read = server.get(f"/contents/{name}")
+    assert read.status_code == 200, f"{label}: {read.status_code} {read.text[:300]}"
+    assert read.json()["content"]["cells"][0]["source"] == f"written by {label}"
+    assert server.delete(f"/contents/{name}").status_code == 204
+
+
+def keys_of(name: str) -> tuple[str, str]:
+    """The S3 keys in the environment of bob's running server ``name`` (read from the process, as root)."""
+    for proc in psutil.process_iter(["username", "cmdline", "environ"]):
+        env = proc.info.get("environ") or {}
+        if proc.info.get("username") == "jh-bob" and env.get("JUPYTERHUB_SERVER_NAME", "") == name \
+                and "HEROES_S3_ACCESS_KEY_ID" in env:
+            return env["HEROES_S3_ACCESS_KEY_ID"], env["HEROES_S3_SECRET_ACCESS_KEY"]
+    raise AssertionError(f"no running server {name!r} of bob with S3 keys in its environment")
+
+
+def s3_as(settings, keys: tuple[str, str]):
+    return boto3.client("s3", endpoint_url=s3_endpoint(settings), region_name="us-east-1",
+                        aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                        config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+
+
+def test_two_running_servers_of_one_user_both_keep_working(hub, stack_settings):
+    start(hub, "")
+    default = contents(stack_settings, hub, "")
+    save_and_read(default, "default")
+    default_keys = keys_of("")
+
+    start(hub, SECOND)
+    second = contents(stack_settings, hub, SECOND)
+    second_keys = keys_of(SECOND)
+    assert second_keys[0] != default_keys[0]  # one account per server
+    save_and_read(second, "second")
+    save_and_read(default, "default after the second started")  # the old rotation broke exactly this
+    assert keys_of("") == default_keys
+
+    # a restart of the second server re-keys that server only
+    start(hub, SECOND)
+    assert keys_of(SECOND)[1] != second_keys[1]
+    save_and_read(default, "default after the second restarted")
+    save_and_read(contents(stack_settings, hub, SECOND), "second after its restart")
+
+    # a stopped server's keys stop working; the running one's do not
+    stop(hub, SECOND)
+    with pytest.raises(ClientError) as refused:
+        s3_as(stack_settings, second_keys).list_objects_v2(Bucket="heroes-u-bob", Prefix="notebooks/", MaxKeys=1)
+    assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch")
+    save_and_read(default, "default after the second stopped")
+    s3_as(stack_settings, default_keys).list_objects_v2(Bucket="heroes-u-bob", Prefix="notebooks/", MaxKeys=1)
+
+
+def test_a_server_whose_keys_are_refused_says_how_to_recover(hub, stack_settings):
+    """The keys of a running server revoked behind its back (as the hub's stop hook would): its file list and
+    its apps answer 503 with what happened and what to do, not a bare 404."""
+    start(hub, SECOND)
+    second = contents(stack_settings, hub, SECOND)
+    assert second.get("/contents/").status_code == 200
+    token = (stack_settings.data("jupyterhub") / "hub" / "server-keys-token").read_text().strip()
+    revoked = httpx.delete(f"{hub_url(stack_settings)}/services/heroes/api/v1/organization/data/server-credentials",
+                           params={"user": "bob", "server": SECOND}, headers={"Authorization": f"token {token}"},
+                           timeout=60)
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True, revoked.text
+    time.sleep(6)  # the contents manager reuses its verdict of the store for a few seconds
+    listing = second.get("/contents/")
+    assert listing.status_code == 503, listing.text[:300]
+    message = listing.json()["message"]
+    assert "refused this server's keys" in message and "Stop My Server" in message and "safe" in message
+    page = httpx.get(f"{hub_url(stack_settings)}/user/bob/{SECOND}/voila/render/welcome.ipynb",
+                     headers=second.headers, timeout=60)
+    assert page.status_code == 503 and "Stop My Server" in page.text, page.text[:500]
+    # and recovering is what the message says: restart, and the server works again
+    start(hub, SECOND)
+    save_and_read(contents(stack_settings, hub, SECOND), "second after recovering")
+    stop(hub, SECOND)
+
+
+def test_only_the_hubs_service_token_gets_a_servers_keys(hub, stack_settings):
+    """bob's own server token (what his kernels hold) and the stack-admin service's token are refused."""
+    url = f"{hub_url(stack_settings)}/services/heroes/api/v1/organization/data/server-credentials"
+    bobs = hub.post("/users/bob/tokens", json={"scopes": ["access:services!service=heroes"], "expires_in": 300,
+                                                "note": "test_data_server_keys"}).json()["token"]
+    for token in (bobs, admin_token(stack_settings)):
+        r = httpx.post(url, json={"user": "bob", "server": ""}, headers={"Authorization": f"token {token}"},
+                       timeout=60)
+        assert r.status_code == 403, r.text
+        assert "secret_access_key" not in r.text
