@@ -25,6 +25,7 @@ REGISTRY: tuple[str, ...] = (
     "login:LoginNode:alpha",
     "login:LoginNode:beta",
     "jupyterhub:JupyterHub",
+    "demo_data:DemoData",  # last: seeds the running gateway through its API (issue 17)
 )
 
 
