@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 from . import columns as C
 
 MAX_ERRORS_PER_FILE = 20
+#: job and step ids are stored as 64-bit integers (Slurm's batch step 4294967294 fits)
+MAX_ID = 2**63 - 1
 PUE = 1.2                 # eacct's hard-coded PUE
 CARBON_G_PER_KWH = 174.0  # eacct's hard-coded carbon intensity
 
@@ -272,6 +274,9 @@ def _parse_row(path: str, lineno: int, variant: str, fields: list[str], lay: _La
         step_id = int(fields[lay.step])
     except ValueError:
         raise _FieldError("STEPID", f"not an integer: {fields[lay.step]!r}") from None
+    for column, value in (("JOBID", job_id), ("STEPID", step_id)):
+        if not 0 <= value <= MAX_ID:
+            raise _FieldError(column, f"{value} is not an id between 0 and {MAX_ID}")
     node, user, group, account, job_name, policy = (fields[i] for i in lay.strings)
     if not node:
         raise _FieldError("NODENAME", "empty")
@@ -285,6 +290,11 @@ def _parse_row(path: str, lineno: int, variant: str, fields: list[str], lay: _La
     if row.power_w is None or row.seconds is None:
         column = "NODEMGR_DC_NODE_POWER_W" if row.power_w is None else "NODEMGR_TIME_SEC"
         raise _FieldError(column, "no DC power and time in either the EARL or the node manager signature")
+    if row.seconds < 0:
+        raise _FieldError("TIME_SEC" if earl else "NODEMGR_TIME_SEC", f"negative time: {row.seconds:g} s")
+    if row.power_w < 0:
+        raise _FieldError("DC_NODE_POWER_W" if earl else "NODEMGR_DC_NODE_POWER_W",
+                          f"negative power: {row.power_w:g} W")
     if lay.gpu:
         gpu = lay.gpu
         row.gpu_power_w = _gpu_values(fields, gpu.get("POWER_W", []), names)

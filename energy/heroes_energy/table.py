@@ -95,6 +95,9 @@ def _fast_frame_bytes(path: str, data: bytes) -> pd.DataFrame | None:
             return None  # 'inf' / '1e999' parse as infinity: the row reader refuses them with the line
     if df["JOBID"].dtype.kind not in "iu" or df["STEPID"].dtype.kind not in "iu":
         return None
+    for name in ("JOBID", "STEPID"):
+        if df[name].dtype.kind == "u" or (len(df) and (df[name].to_numpy() < 0).any()):
+            return None  # negative (or past int64) ids: the row reader refuses them with their line
     nodes = df["NODENAME"].fillna("")
     if (nodes == "").any():
         return None
@@ -103,6 +106,8 @@ def _fast_frame_bytes(path: str, data: bytes) -> pd.DataFrame | None:
     seconds = df["TIME_SEC"].where(earl, df["NODEMGR_TIME_SEC"])
     if power.isna().any() or seconds.isna().any():
         return None
+    if (power < 0).any() or (seconds < 0).any():
+        return None  # a negative power or time: the row reader refuses it with its line
     try:
         gpu_power = _gpu_lists(df, "POWER_W")
         gpu_freq = _gpu_lists(df, "FREQ_KHZ")

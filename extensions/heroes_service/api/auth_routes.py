@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, Header, Request
 from keycloak.exceptions import KeycloakAuthenticationError, KeycloakError, KeycloakPostError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, current_principal
@@ -17,11 +17,13 @@ router = APIRouter(prefix="/organization/auth", tags=["auth"])
 
 
 class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     username: str = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
 
 
 class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     refresh_token: str | None = Field(None, max_length=16384,
                                       description="Also end the refresh token's Keycloak session (optional).")
 

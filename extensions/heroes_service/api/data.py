@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
 from .. import data as data_pkg
@@ -70,16 +70,19 @@ lifecycle.register_deleted(_organization_deleted)
 
 
 class NewBucket(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     name: str = Field(..., description="The bucket's own name: lower-case letters, digits and inner hyphens.")
     scope: Literal["user", "organization"] = Field(
         "user", description="'user': an extra personal bucket; 'organization': shared (org admins only).")
 
 
 class NewFolder(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     folder: str = Field(..., description="Folder key relative to the bucket, e.g. 'inputs/2024/'.")
 
 
 class Transfer(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     source_bucket: str
     source_key: str = Field(..., description="Object key, or a folder ending with '/' (copied recursively).")
     bucket: str = Field(..., description="Destination bucket (you must be allowed to write it).")

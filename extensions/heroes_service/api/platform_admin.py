@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
 
 # --- models ---------------------------------------------------------------------------------------------
 class FirstAdmin(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     username: str = Field(pattern=USERNAME_PATTERN, description=USERNAME_RULE)
     password: str = Field(min_length=8, max_length=256)
     email: str | None = Field(None, pattern=EMAIL_PATTERN, max_length=254)
@@ -41,6 +42,7 @@ class FirstAdmin(BaseModel):
 
 
 class OrganizationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
     display_name: str = Field("", max_length=200)
     admins: list[FirstAdmin] = Field(default_factory=list, max_length=10,
@@ -58,6 +60,7 @@ class OrganizationOut(BaseModel):
 
 
 class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE + "; the client id is <organization>-<name>")
     description: str = Field("", max_length=500)
 
@@ -72,6 +75,7 @@ class ClientOut(BaseModel):
 
 
 class ServerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
     endpoint_url: str = Field(pattern=URL_PATTERN, max_length=500, description="http(s)://host[:port][/path]")
     region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,63}$")

@@ -9,7 +9,7 @@ admin keys: the service is the only component that does.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import data as data_pkg
 from ..data import server_keys
@@ -24,6 +24,7 @@ SERVER_PATTERN = r"^[^/\x00-\x1f\x7f]{0,255}$"
 
 
 class ServerKeysRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are refused, never ignored
     user: str = Field(pattern=USER_PATTERN, description="The JupyterHub (and Keycloak) user name.")
     server: str = Field("", pattern=SERVER_PATTERN, description="The server's name; '' is the default server.")
 

@@ -135,6 +135,9 @@ class Naming:
 KEY_MAX_BYTES = 1024  # S3's limit on a key
 SEGMENT_MAX_BYTES = 255  # the POSIX backend stores each segment as a file name (NAME_MAX)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+#: bidirectional overrides, embeddings and isolates: they make a key display differently from what it is
+#: ("invoice\u202efdp.exe" shows as "invoiceexe.pdf")
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def check_key(key: str, *, folder: bool = False) -> str:
@@ -150,6 +153,9 @@ def check_key(key: str, *, folder: bool = False) -> str:
         raise NameError_("the object key is empty", "key-empty")
     if _CONTROL.search(key):
         raise NameError_("the object key contains control characters", "key-control-chars")
+    if _BIDI.search(key):
+        raise NameError_("the object key contains bidirectional control characters (they disguise what it "
+                         "says)", "key-bidi-chars")
     if key.startswith("/"):
         raise NameError_("the object key is absolute (starts with '/'); give it relative to the bucket",
                          "key-absolute")

@@ -65,6 +65,8 @@ class Param(BaseModel):
             raise ValueError(f"parameter {self.name!r}: an enum needs 'choices'")
         if self.type != "enum" and self.choices:
             raise ValueError(f"parameter {self.name!r}: 'choices' only applies to enum")
+        if any("\x00" in choice for choice in self.choices or ()):
+            raise ValueError(f"parameter {self.name!r}: a choice cannot contain a NUL character")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"parameter {self.name!r}: min > max")
         if self.type == "file" and self.default is not None:
@@ -252,9 +254,11 @@ class Step(BaseModel):
     def _split(cls, value):
         if isinstance(value, str):
             try:
-                return shlex.split(value)
+                value = shlex.split(value)
             except ValueError as exc:
                 raise ValueError(f"cannot split the command: {exc}") from None
+        if isinstance(value, list) and any(isinstance(e, str) and "\x00" in e for e in value):
+            raise ValueError("a command element cannot contain a NUL character (it cannot cross SSH)")
         return value
 
 
