@@ -15,8 +15,10 @@ import csv
 import html
 import io
 import mimetypes
+import os
 import re
 from typing import Callable
+from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 import traitlets
@@ -285,6 +287,22 @@ class DataApp:
             parts += [widgets.HTML("<hr/>"), self.picker]
         self.widget = _css(widgets.VBox(parts), "heroes-data-app")
         self.browser.load_buckets()
+        asked = parse_qs(os.environ.get("QUERY_STRING", ""))  # ?bucket=&key= (the Monitor app's "open" links)
+        if asked.get("bucket") and asked.get("key"):
+            self.show_object(asked["bucket"][0], asked["key"][0])
+
+    def show_object(self, bucket: str, key: str) -> None:
+        """Open the folder holding ``key``, select that file and preview it."""
+        if bucket not in [value for _label, value in self.browser.bucket.options]:
+            self.report(f"you have no bucket {bucket}", True)
+            return
+        self.browser.bucket.value = bucket
+        self.browser.open(key.rsplit("/", 1)[0] + "/" if "/" in key else "")
+        if ("file", key) not in [value for _label, value in self.browser.listing.options]:
+            self.report(f"{key} is not in {bucket}", True)
+            return
+        self.browser.listing.value = ("file", key)
+        self.preview()
 
     def display(self):
         from IPython.display import display

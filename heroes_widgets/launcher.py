@@ -25,7 +25,7 @@ def server_proxy_config(python: str) -> dict:
         servers[f"heroes-{app.key}"] = {
             "command": [python, "-m", "heroes_widgets.launcher", "{port}", app.key],
             "timeout": 30,
-            "new_browser_tab": False,
+            "new_browser_tab": True,  # an app is a whole page with its own bar: a tab of its own
             "launcher_entry": {"enabled": True, "title": f"HEROES {app.title}", "category": "HEROES",
                                "rank": rank},
         }

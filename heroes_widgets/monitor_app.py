@@ -1,6 +1,6 @@
 """The Monitor app (Voila: notebooks/monitor.ipynb): your workflow instances with live state, the detail
-of one (steps, job ids, nodes, exit codes, events), step logs, cancel, and the outputs as links (open in
-JupyterLab, download). It calls the HEROES API only (:mod:`heroes_widgets.api_client`).
+of one (steps, job ids, nodes, exit codes, events), step logs, cancel, and the outputs as links (open in the
+Data app's preview, download). It calls the HEROES API only (:mod:`heroes_widgets.api_client`).
 
 What it shows without a click: the instance named in the page's query (``?instance=<id>``, the Submit
 app links there) or else the newest one, and the log of its failed step, else of its last step that ran,
@@ -15,13 +15,13 @@ from __future__ import annotations
 import html
 import os
 import threading
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, urlencode
 
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .grid import Column, Table
-from .nav import server_prefix
+from .nav import APPS, app_url
 from .ui import css as _css, message
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -66,7 +66,6 @@ class MonitorApp:
         self.instances: list[dict] = []
         self.detail: dict | None = None
         self._links: dict[str, str] = {}  # output key -> presigned download URL (made once per instance)
-        self._personal_bucket: str | None = None
         self.status = _css(widgets.HTML(""), "heroes-monitor-status")
         self.table = Table(INSTANCE_COLUMNS, "heroes-monitor-table", on_select=lambda row: self.open(row["id"]),
                            empty="no workflow run yet: start one from the Submit app")
@@ -166,16 +165,6 @@ class MonitorApp:
         elif detail["state"] not in FINAL:
             self.show_log()  # the log grows while the run goes on
 
-    def _personal(self) -> str | None:
-        """The user's personal bucket: JupyterLab's file browser shows it, so outputs there open in it."""
-        if self._personal_bucket is None:
-            try:
-                self._personal_bucket = next((b["bucket"] for b in self.client.buckets() if b.get("kind") == "user"),
-                                             "")
-            except ApiError:
-                self._personal_bucket = ""
-        return self._personal_bucket or None
-
     def _download_link(self, bucket: str, key: str) -> str | None:
         if key not in self._links:
             try:
@@ -188,15 +177,13 @@ class MonitorApp:
         if not detail["outputs"]:
             return "" if detail["state"] not in FINAL else "<p><i>this run left no output</i></p>"
         bucket, prefix = detail["output_bucket"], detail["output_prefix"]
-        lab = f"{server_prefix()}lab/tree/" if self._personal() == bucket else None
+        data_app = app_url(next(a for a in APPS if a.key == "data"))
         items = []
         for output in detail["outputs"][:100]:
             key = output["key"]
             name = html.escape(key[len(prefix):])
-            links = []
-            if lab:
-                links.append(f"<a class='heroes-monitor-output-open' href='{html.escape(lab + quote(key))}' "
-                             f"target='_blank'>open</a>")
+            opened = f"{data_app}?{urlencode({'bucket': bucket, 'key': key})}"
+            links = [f"<a class='heroes-monitor-output-open' href='{html.escape(opened)}' target='_blank'>open</a>"]
             href = self._download_link(bucket, key)
             if href:
                 links.append(f"<a class='heroes-monitor-output-download' href='{html.escape(href, quote=True)}' "

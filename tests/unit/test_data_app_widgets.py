@@ -206,3 +206,15 @@ def test_a_run_folder_opens_itself_and_shows_the_runs_label(monkeypatch):
     listing.value = ("dir", f"workflows/{run}/")  # the click
     assert app.browser.prefix == f"workflows/{run}/" and listing.value is None
     assert [v for _l, v in listing.options] == [("dir", f"workflows/{run}/logs/"), ("dir", f"workflows/{run}/outputs/")]
+
+
+def test_the_query_opens_a_file_in_its_folder_with_its_preview(fake, monkeypatch):
+    """The Monitor app's "open" link of an output: ?bucket=&key= selects the file and previews it."""
+    fake.store["u-bob"]["workflows/r1/outputs/summary.txt"] = b"max_error=0.001\n"
+    monkeypatch.setenv("QUERY_STRING", "bucket=u-bob&key=workflows%2Fr1%2Foutputs%2Fsummary.txt")
+    app = DataApp(ApiClient(base_url=BASE, token="t", session=fake), with_picker=False)
+    assert app.browser.prefix == "workflows/r1/outputs/"
+    assert app.browser.listing.value == ("file", "workflows/r1/outputs/summary.txt")
+    assert "max_error=0.001" in app.preview_box.children[0].value
+    app.show_object("o-nobody", "x")
+    assert "you have no bucket o-nobody" in app.status.value

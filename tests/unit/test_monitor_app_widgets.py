@@ -95,7 +95,8 @@ def test_a_failed_run_shows_its_failed_step_and_outputs_as_links(app, api):
     app.refresh()  # no click, no reload: the open run follows
     assert "FAILED" in app.head.value and app.log_step.value == "pre" and app.log.value == "log of pre"
     assert app.cancel_button.layout.display == "none"  # nothing left to cancel
-    assert f"href='/user/bob/lab/tree/workflows/{NEW}/outputs/result.txt'" in app.outputs.value
+    assert (f"href='/user/bob/voila/render/data.ipynb?bucket=u-bob&amp;key=workflows%2F{NEW}%2Foutputs%2Fresult.txt'"
+            in app.outputs.value)
     assert "heroes-monitor-output-download" in app.outputs.value and "X-Amz-Signature" in app.outputs.value
     reads = len(api.logs_read)
     app.refresh()  # a finished run is not read again and again
