@@ -3,7 +3,9 @@
 ``POST /organization/decision/ingest_ear_files`` takes either one file as the raw request body (its name in
 ``?name=``) or many as JSON ``{"files": [{"name": ..., "content": "..."}]}``. Every row of every file is
 validated first (an error names file, line and column, 422 with the full list in ``errors``) and the rows are
-stored all together or not at all; steps already stored (cluster, job, step, node) are skipped.
+stored all together or not at all; steps the organization already stored (cluster, job, step, node) are skipped
+(another organization's records never count: the key includes the organization). ``user=`` must be a member
+of the caller's organization, ``cluster=`` one of its clusters (or a cluster never enrolled here).
 
 Queries (``/organization/decision/energy/...``) see what :func:`heroes_service.energy.service.visible`
 allows: your own steps, your organization's as an org admin.
@@ -13,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -31,12 +33,23 @@ MAX_ID = 2**63 - 1
 
 
 class FileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(..., description="The file's name (errors name it).")
     content: str = Field(..., description="The file's text (EAR ';'-separated CSV or our sample file).")
 
 
 class FilesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     files: list[FileIn]
+
+
+def _files_schema() -> dict:
+    """FilesIn's JSON schema with FileIn inlined: ``model_json_schema`` refers to ``#/$defs/FileIn``, which does
+    not resolve once the schema sits inside the OpenAPI document (its ``$defs`` are not carried over)."""
+    schema = FilesIn.model_json_schema()
+    item = schema.pop("$defs")["FileIn"]
+    schema["properties"]["files"]["items"] = item
+    return schema
 
 
 async def _body(request: Request) -> bytes:
@@ -70,7 +83,7 @@ def _uploads(request: Request, raw: bytes, name: str) -> list[energy.Upload]:
 @router.post("/ingest_ear_files", status_code=201,
              summary="Ingest EAR application files (eacct, csv/heroes plugins, EAR-lite) and sample files",
              openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": FilesIn.model_json_schema()},
+                 "application/json": {"schema": _files_schema()},
                  "text/csv": {"schema": {"type": "string"}}}, "required": True}})
 async def ingest_ear_files(request: Request,
                            name: str = Query("", description="Name of a raw-body file (errors name it)."),
@@ -81,8 +94,15 @@ async def ingest_ear_files(request: Request,
                            session: Session = Depends(get_session)) -> dict:
     raw = await _body(request)
     uploads = _uploads(request, raw, name)
+
+    def is_member(username: str) -> bool:
+        """Whether ``username`` belongs to the caller's organization (asked of Keycloak, as org admin routes do)."""
+        from ..identity.keycloak import OrgDirectory
+
+        return OrgDirectory(request.app.state.identity, principal.organization).member_by_username(username) is not None
+
     return await run_in_threadpool(energy.ingest, session, principal, uploads, cluster=cluster,
-                                   instance_id=instance_id, user=user)
+                                   instance_id=instance_id, user=user, is_member=is_member)
 
 
 def _epoch(value: datetime | None) -> float | None:

@@ -1,8 +1,9 @@
 """Tables of the energy capability (migration 0004_energy).
 
 ``energy_records``: one node's record of one job step, as EAR writes it, plus who owns it (organization,
-user), where it ran (cluster) and what it belongs to (workflow instance, template). ``(cluster, job_id,
-step_id, node)`` is unique: a file ingested twice adds nothing. ``energy_samples``: per-second power
+user), where it ran (cluster) and what it belongs to (workflow instance, template). ``(organization, cluster,
+job_id, step_id, node)`` is unique (migration 0010): a file ingested twice adds nothing, and the key of one
+organization's records never meets another's, so no tenant can learn of or suppress another's records. ``energy_samples``: per-second power
 samples of a step on a node (our collector's timeline file).
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ def utcnow() -> datetime:
 
 class EnergyRecord(Base):
     __tablename__ = "energy_records"
-    __table_args__ = (UniqueConstraint("cluster", "job_id", "step_id", "node", name="uq_energy_records_step_node"),)
+    __table_args__ = (UniqueConstraint("organization", "cluster", "job_id", "step_id", "node",
+                                       name="uq_energy_records_org_step_node"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     organization: Mapped[str] = mapped_column(String(63), nullable=False, index=True)

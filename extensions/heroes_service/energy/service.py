@@ -22,6 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from sqlalchemy import and_, case, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +39,9 @@ SAMPLE_HEADER = "TIMESTAMP;ELAPSED_SEC"
 NO_IDS = {"", "NO_WRF_ID", "NO_HER_ID", "NO_USR_ID", "NO_PRJ_ID", "NO_ORG_ID", "None", "nan"}
 GROUPS = {"step", "instance", "user", "organization", "cluster", "template"}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: the clusters API's naming rule (an ingest's cluster is one of those, or an outside cluster's label)
+CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
+CLUSTER_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
 
 
 class IngestRefused(Invalid):
@@ -45,7 +49,8 @@ class IngestRefused(Invalid):
 
     def __init__(self, errors: list[dict]):
         first = errors[0]
-        where = f"{first['file']}, line {first['line']}" + (f", column {first['column']}" if first["column"] else "")
+        where = first["file"] + (f", line {first['line']}" if first["line"] else "") \
+            + (f", column {first['column']}" if first["column"] else "")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"{where}: {first['message']}{more}; nothing was stored", rule="ear-file")
         self.errors = errors
@@ -71,7 +76,8 @@ class Owner:
     template: str = ""
 
 
-def _error(file: str, line: int, column: str | None, message: str) -> dict:
+def _error(file: str, line: int | None, column: str | None, message: str) -> dict:
+    """One error of an ingest; ``line`` None where a check runs on the parsed table, past the lines."""
     return {"file": file, "line": line, "column": column, "message": message}
 
 
@@ -105,15 +111,36 @@ def visible(principal: Principal, model=EnergyRecord):
     return and_(model.organization == principal.organization, model.username == principal.username)
 
 
-def _owner(session: Session, principal: Principal, cluster: str, instance_id: str, user: str) -> Owner:
-    """Who the ingested rows belong to (see the module docstring)."""
+def _check_cluster(session: Session, organization: str, cluster: str) -> None:
+    """A cluster name must follow the cluster naming rule and may not be another organization's enrolled
+    cluster that yours does not have (outside clusters, never enrolled here, are labels: allowed)."""
+    from ..clusters.models import Cluster, cluster_by_name
+
+    if not cluster:
+        return
+    if not CLUSTER_NAME.fullmatch(cluster):
+        raise Invalid(f"cluster {cluster[:70]!r} is not a cluster name", rule=CLUSTER_RULE)
+    if cluster_by_name(session, organization, cluster) is None and session.scalars(
+            select(Cluster.id).where(Cluster.name == cluster).limit(1)).first() is not None:
+        raise Invalid(f"cluster {cluster!r} is not one of your organization's clusters",
+                      rule="energy is recorded for your organization's clusters")
+
+
+def _owner(session: Session, principal: Principal, cluster: str, instance_id: str, user: str,
+           is_member: Callable[[str], bool] | None = None) -> Owner:
+    """Who the ingested rows belong to (see the module docstring). ``is_member(username)`` says whether a user
+    named by ``user=`` belongs to the caller's organization (the API asks Keycloak)."""
     if principal.organization is None:
         raise Forbidden("you belong to no organization: energy is recorded per organization")
     username = principal.username
     if user and user != principal.username:
         if not principal.is_org_admin:
             raise Forbidden("only an org admin may record energy for another user")
+        if is_member is None or not is_member(user):
+            raise Invalid(f"user {user[:70]!r} is not a member of your organization",
+                          rule="energy belongs to a user of your organization")
         username = user
+    _check_cluster(session, principal.organization, cluster)
     owner = Owner(principal.organization, username, cluster)
     if instance_id:
         _apply_instance(session, principal, owner, instance_id)
@@ -222,15 +249,18 @@ def _records(frame, owner: Owner, principal: Principal, session: Session):
     foreign = orgs[(orgs != "") & (orgs != owner.organization)]
     if len(foreign):
         first = foreign.index[0]
-        raise IngestRefused([_error(str(frame["file"].iat[first]), 0, "HEROES_ORGANIZATION_NAME",
-                                    f"names organization {foreign.iat[0]!r}, not yours ({owner.organization!r})")])
+        raise IngestRefused([_error(str(frame["file"].iat[first]), None, "HEROES_ORGANIZATION_NAME",
+                                    f"names organization {str(foreign.iat[0])!r}, not yours "
+                                    f"({owner.organization!r})")])
     for column, name in (("job_id", "JOBID"), ("step_id", "STEPID")):
         ids = pd.to_numeric(frame[column], errors="coerce")
         bad = ids.isna() | (ids < 0) | (ids > MAX_ID)
         if bad.any():
             first = bad.to_numpy().nonzero()[0][0]
-            raise IngestRefused([_error(str(frame["file"].iat[first]), 0, name,
-                                        f"{frame[column].iat[first]!r} is not an id between 0 and {MAX_ID}")])
+            value = frame[column].iat[first]
+            shown = str(int(value)) if pd.notna(ids.iat[first]) else repr(str(value))
+            raise IngestRefused([_error(str(frame["file"].iat[first]), None, name,
+                                        f"{shown} is not an id between 0 and {MAX_ID}")])
     n = len(frame)
     out = pd.DataFrame({
         "organization": owner.organization, "username": owner.username, "cluster": owner.cluster,
@@ -282,16 +312,20 @@ def _samples(sample_rows, owner: Owner) -> list[dict]:
 
 
 def _new_only(session: Session, records):
-    """Drop rows whose (cluster, job, step, node) is already stored (a file ingested again): one range
-    query per cluster for the keys already there, then a set lookup per row (no per-row query)."""
+    """Drop rows whose (organization, cluster, job, step, node) is already stored (a file ingested again): one
+    range query per cluster for the organization's keys already there, then a set lookup per row (no per-row
+    query). Only the rows' own organization is looked at: another tenant's records neither count as
+    duplicates nor hide these."""
     if records is None or not len(records):
         return records
     stored: set[tuple] = set()
+    (organization,) = records["organization"].unique()
     for cluster, part in records.groupby("cluster"):
         low, high = int(part["job_id"].min()), int(part["job_id"].max())
         stored.update(tuple(row) for row in session.execute(select(
             EnergyRecord.cluster, EnergyRecord.job_id, EnergyRecord.step_id, EnergyRecord.node).where(
-            EnergyRecord.cluster == cluster, EnergyRecord.job_id.between(low, high))))
+            EnergyRecord.organization == organization, EnergyRecord.cluster == cluster,
+            EnergyRecord.job_id.between(low, high))))
     if not stored:
         return records
     keys = zip(records["cluster"].tolist(), records["job_id"].tolist(), records["step_id"].tolist(),
@@ -392,14 +426,15 @@ def _copy_records(raw, records, now: datetime) -> None:
 
 
 def _new_samples(session: Session, samples: list[dict]) -> list[dict]:
-    keys = {(s["cluster"], s["job_id"], s["step_id"], s["node"]) for s in samples}
+    """Samples of steps the organization has not stored yet (keyed per organization, like the records)."""
+    keys = {(s["organization"], s["cluster"], s["job_id"], s["step_id"], s["node"]) for s in samples}
     if not keys:
         return []
-    stored = set(session.execute(select(EnergySample.cluster, EnergySample.job_id, EnergySample.step_id,
-                                        EnergySample.node).where(
-        tuple_(EnergySample.cluster, EnergySample.job_id, EnergySample.step_id, EnergySample.node).in_(list(keys))
+    s_ = EnergySample
+    stored = set(session.execute(select(s_.organization, s_.cluster, s_.job_id, s_.step_id, s_.node).where(
+        tuple_(s_.organization, s_.cluster, s_.job_id, s_.step_id, s_.node).in_(list(keys))
     ).distinct()).all())
-    return [s for s in samples if (s["cluster"], s["job_id"], s["step_id"], s["node"]) not in stored]
+    return [s for s in samples if (s["organization"], s["cluster"], s["job_id"], s["step_id"], s["node"]) not in stored]
 
 
 #: uploads of application files this large in all are parsed and stored in overlapping chunks
@@ -494,10 +529,10 @@ def _result(uploads, owner: Owner, rows: int, stored: int, samples_stored: int, 
 
 
 def ingest(session: Session, principal: Principal, uploads: list[Upload], *, cluster: str = "",
-           instance_id: str = "", user: str = "") -> dict:
+           instance_id: str = "", user: str = "", is_member: Callable[[str], bool] | None = None) -> dict:
     """Validate every file, then store every new row in one transaction (or nothing)."""
     _check_uploads(uploads)
-    owner = _owner(session, principal, cluster.strip(), instance_id.strip(), user.strip())
+    owner = _owner(session, principal, cluster.strip(), instance_id.strip(), user.strip(), is_member)
     if sum(len(up.content) for up in uploads if not _is_samples(up.content)) >= PIPELINE_MIN_BYTES:
         try:
             return _ingest_pipelined(session, principal, owner, uploads)
