@@ -25,9 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Instance", "Step", "Event", "FINAL_STATES", "STEP_FINAL_STATES"]
 
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-STEP_FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                               "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SKIPPED", "LOST"})
+#: states an instance ends in (tuples, not sets: the reference shows them in this order)
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+#: states a step ends in: Slurm's final job states, and the service's SKIPPED and LOST
+STEP_FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                     "BOOT_FAIL", "DEADLINE", "REVOKED", "SKIPPED", "LOST")
 
 
 @dataclass
