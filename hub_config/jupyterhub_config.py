@@ -79,7 +79,9 @@ c.HeroesLocalSpawner.dashboards_dir = s.notebooks_dir
 c.HeroesSpawner.kernels_dir = str(Path(c.HeroesLocalSpawner.homes_root).parent / "heroes-kernels")
 user_bin = Path(s.singleuser_env) / "bin" if s.singleuser_env else venv_bin
 c.Spawner.cmd = [str(user_bin / "jupyterhub-singleuser")]
-c.Spawner.default_url = "/lab"
+# a login lands on the start page (notebooks/welcome.ipynb: a card per app, what is ready); JupyterLab is one
+# click away in its navigation bar
+c.Spawner.default_url = "/voila/render/welcome.ipynb"
 # JupyterHub >= 5.2 keeps only JUPYTERHUB_SINGLEUSER_APP by default (pitfalls file); keep PATH and
 # override it below with the user environment first. Secrets in the hub's environment are NOT listed
 # here, so they never reach a user's server.
@@ -192,6 +194,22 @@ c.JupyterHub.load_roles.append({
     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
     "services": ["idle-culler"],
 })
+
+# --- the hub acts for users through the service, never by itself --------------------------------------------
+# Cluster JupyterLab servers and remote kernels are cluster jobs of the HEROES service: the spawner and the
+# kernel API call its hub-only routes (/heroes/hub/cluster-jobs) with the token of the hub's token-only service
+# (the one the pre-spawn hook uses for S3 keys). The hub holds no database URL, user CA or cluster key.
+_hub_token_file = data_dir / "server-keys-token"
+if not _hub_token_file.exists():
+    import secrets as _secrets
+
+    with os.fdopen(os.open(_hub_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as _out:
+        _out.write(_secrets.token_hex(32))
+_hub_token = _hub_token_file.read_text().strip()
+if not any(svc.get("name") == "hub-server-keys" for svc in c.JupyterHub.services):
+    c.JupyterHub.services.append({"name": "hub-server-keys", "api_token": _hub_token})
+c.HeroesSpawner.service_api_url = f"http://127.0.0.1:{s.service_port}/services/heroes/api/v1"
+c.HeroesSpawner.service_token = _hub_token
 
 # --- site YAML sections for other classes, last ---------------------------------------------------------
 c.merge(site_extra)

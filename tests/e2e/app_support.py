@@ -55,3 +55,14 @@ def retried(page, scenario, *args, cleanup=None):
             page = page.context.new_page()
             if cleanup is not None:
                 cleanup()
+
+
+def click_grid_row(page, grid: str, row: int = 0) -> None:
+    """Click a row of a grid (heroes_widgets.grid draws on a canvas, so the row's place comes from its sizes);
+    the app then shows that row whole in ``<name>-detail``."""
+    from heroes_widgets.grid import HEADER_PX, ROW_PX
+
+    locator = page.locator(grid)
+    expect(locator).to_be_visible(timeout=30_000)
+    box = locator.bounding_box()
+    page.mouse.click(box["x"] + 40, box["y"] + HEADER_PX + ROW_PX * row + ROW_PX / 2)

@@ -2,7 +2,8 @@
 
 Never ``playwright install``: the tests launch /usr/bin/chromium. Every test gets a fresh browser context
 (its own cookies and storage), so one test's Keycloak or hub session never leaks into another. At the end
-of the session the single-user servers the tests started are stopped through the hub's admin API.
+of the session the single-user servers this session started are stopped through the hub's admin API (never
+one that was running before it: another session may be using it).
 """
 from __future__ import annotations
 
@@ -87,12 +88,23 @@ def hub(require, stack_settings):
 
     client = httpx.Client(base_url=f"http://127.0.0.1:{stack_settings.ports.hub_api}/hub/api",
                           headers={"Authorization": f"token {admin_token(stack_settings)}"}, timeout=30)
+    running_before = {name for name in PASSWORDS if _server_running(client, name)}
     yield Hub(url=hub_url(stack_settings), realm_url=issuer_url(stack_settings), api=client)
-    # stop every single-user server the tests started, so nothing keeps running after the suite
-    for name in PASSWORDS:
+    # stop the single-user servers this session started, so nothing keeps running after the suite. Never one
+    # that ran before: another test session (another engineer's) may be using it, and stopping it under
+    # them was why browser tests failed at random and were retried.
+    for name in set(PASSWORDS) - running_before:
         try:
             if client.get(f"/users/{name}").status_code == 200:
                 Hub(hub_url(stack_settings), "", client).stop_server(name)
         except httpx.HTTPError:
             pass
     client.close()
+
+
+def _server_running(client: httpx.Client, name: str) -> bool:
+    try:
+        answer = client.get(f"/users/{name}")
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and "" in (answer.json().get("servers") or {})

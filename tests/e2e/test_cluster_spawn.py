@@ -1,6 +1,6 @@
 """In the browser: bob opens a new named server, chooses "cluster alpha, 1 core, 10 minutes" in the spawn
-form, and lands in JupyterLab running as his Slurm job on an alpha node (Slurm's own squeue says so);
-the Voila dashboard works there; stopping the server removes the job.
+form, and lands on his start page (Voila) served by his Slurm job on an alpha node, then in JupyterLab
+there (Slurm's own squeue says so); stopping the server removes the job.
 
 The default server stays on the gateway without a form (test_login.py); the form belongs to named servers.
 """
@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_spawner_support import ensure_enrolled, jobs_named, wait_until  # noqa: E402
+from spawner_support import ensure_enrolled, jobs_named, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 SERVER = "alpha-lab"
@@ -43,7 +43,15 @@ def test_bob_starts_jupyterlab_on_alpha_from_the_form(page, hub, alpha):
     expect(page.locator("#heroes-estimates")).to_contain_text("alpha")
     page.locator("form input[type=submit], form button[type=submit]").first.click()
 
-    page.wait_for_url(f"**/user/bob/{SERVER}/lab**", timeout=hub.spawn_timeout_ms * 2)
+    # the start page (Voila), its kernel on the node, then JupyterLab from its navigation bar
+    page.wait_for_url(f"**/user/bob/{SERVER}/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms * 2)
+    button = page.locator(".heroes-welcome-refresh")
+    expect(button).to_be_visible(timeout=hub.spawn_timeout_ms)
+    expect(page.locator(".heroes-greeting")).to_contain_text("Welcome, bob!")
+    button.click()
+    expect(page.locator(".heroes-welcome-status")).to_contain_text("checked again at", timeout=60_000)
+    page.locator(".heroes-nav-lab").click()
+    page.wait_for_url(f"**/user/bob/{SERVER}/lab**", timeout=hub.spawn_timeout_ms)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=hub.spawn_timeout_ms)
 
     jobs = jobs_named(alpha, "alpha", JOB)
@@ -51,14 +59,6 @@ def test_bob_starts_jupyterlab_on_alpha_from_the_form(page, hub, alpha):
     assert jobs[0]["user"] == "bob" and jobs[0]["state"] == "RUNNING" and jobs[0]["node"].startswith("alpha-n")
     state = hub.user("bob")["servers"][SERVER]["state"]
     assert state["job_id"] == jobs[0]["id"] and state["cluster"] == "alpha"
-
-    # the Voila dashboard, its kernel on the node
-    response = page.goto(f"{hub.url}/user/bob/{SERVER}/voila/render/welcome.ipynb")
-    assert response is not None and response.status == 200
-    button = page.locator(".heroes-hello")
-    expect(button).to_be_visible(timeout=hub.spawn_timeout_ms)
-    button.click()
-    expect(page.locator(".heroes-status")).to_contain_text("Hello from the kernel, bob (click 1)")
 
     # stop from the hub's home page: the job leaves the queue
     page.goto(f"{hub.url}/hub/home")

@@ -3,14 +3,11 @@ gateway measured itself: bob submits a real workflow to alpha whose two steps ha
 of about 10 s, then a short summary step); the hub's service wraps them in the EAR-lite collector (the embedded
 stack's energy hook), and when the instance finishes the workflow engine fetches each step's EAR CSV and samples
 and ingests them for bob, with no upload by anyone. Bob then opens the Energy app, filters on his instance and
-sees both steps' energy, marked "(estimated)" where the steps could not read RAPL, the plotly figure, and the
-burner's power timeline.
+clicks both steps in the grid and sees each one's energy, marked "(estimated)" where the steps could not read
+RAPL, the plotly figure, and the burner's power timeline.
 
 A second test posts EAR files through the API (a measured and an estimated step side by side), so the page's
 two markings are both seen.
-
-Other sessions' tests start and stop the demo users' servers at the same time, so the browser part is retried
-from a fresh page when bob's server goes away under it.
 """
 from __future__ import annotations
 
@@ -28,7 +25,7 @@ from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_energy import columns as C
 from heroes_energy import synthetic
 
-from app_support import PREFIX, bearer, open_app, retried
+from app_support import PREFIX, bearer, click_grid_row, open_app
 
 pytestmark = pytest.mark.e2e
 
@@ -101,27 +98,30 @@ def run_to_completion(bob: httpx.Client, template: dict, timeout: float = 300) -
 
 
 def show_instance(page, hub, instance: str):
-    """bob's Energy app showing one instance's two steps; the steps table."""
+    """bob's Energy app showing one instance's two steps; the steps grid's row details, one per row clicked."""
     instance_box = open_app(page, hub, "energy.ipynb", ".heroes-energy-instance input")
     instance_box.fill(instance)
     page.locator(".heroes-energy-refresh").click()
     # the kernel re-reads the API and rebuilds three figures: seconds on a busy machine
     expect(page.locator(".heroes-energy-status")).to_contain_text("2 step(s)", timeout=60_000)
-    return page.locator(".heroes-energy-steps")
+    details = []
+    detail = page.locator(".heroes-energy-steps-detail")
+    for row in (0, 1):  # a click shows the row whole under the grid
+        click_grid_row(page, ".heroes-energy-steps-grid", row)
+        expect(detail).to_contain_text(instance, timeout=15_000)
+        if details:
+            expect(detail).not_to_have_text(details[0])
+        details.append(detail.inner_text())
+    return details
 
 
 def see_energy(page, hub, instance: str, steps: dict, estimated: bool) -> None:
-    table = show_instance(page, hub, instance)
+    details = show_instance(page, hub, instance)
     for step in steps.values():
-        expect(table).to_contain_text(f"alpha:{step['job_id']}.0")
-    expect(table).to_contain_text(instance)
-    expect(table).to_contain_text("kWh")
-    marked = table.locator("td.heroes-energy-estimated")
-    if estimated:  # every estimated energy is marked, so the figures are never read as measurements
-        expect(marked).to_have_count(2)
-        expect(marked.first).to_contain_text("(estimated)")
-    else:
-        expect(marked).to_have_count(0)
+        assert any(f"alpha:{step['job_id']}.0" in d for d in details), details
+    assert all("kWh" in d for d in details), details
+    # every estimated energy is marked, so the figures are never read as measurements
+    assert [("(estimated)" in d) for d in details] == [estimated, estimated], details
     # the energy-per-step figure is drawn by plotly in the page
     expect(page.locator(".heroes-energy-per-step .js-plotly-plot")).to_be_visible(timeout=30_000)
     # the power timeline of the burner, from the collector's per-second samples
@@ -154,7 +154,7 @@ def test_bob_sees_the_energy_of_his_finished_workflow(page, hub, energy_workflow
     estimated = not rapl_readable_by_users()
     assert {r["estimated"] for r in rows.values()} == {estimated}
     bob.close()
-    retried(page, see_energy, hub, iid, steps, estimated)
+    see_energy(page, hub, iid, steps, estimated)
 
 
 # --- files posted through the API (measured and estimated side by side) ---------------------------------
@@ -186,12 +186,10 @@ def sample_file(job: int) -> str:
 
 
 def see_posted_energy(page, hub, instance: str, measured: int, guessed: int) -> None:
-    table = show_instance(page, hub, instance)
-    expect(table).to_contain_text(f"alpha:{measured}.0")
-    expect(table).to_contain_text(f"alpha:{guessed}.0")
-    expect(table.locator("td.heroes-energy-estimated")).to_have_count(1)
-    expect(table.locator("td.heroes-energy-estimated")).to_contain_text("(estimated)")
-    expect(table).to_contain_text("kWh")
+    details = show_instance(page, hub, instance)
+    by_job = {job: next(d for d in details if f"alpha:{job}.0" in d) for job in (measured, guessed)}
+    assert "(estimated)" not in by_job[measured] and "(estimated)" in by_job[guessed], details
+    assert all("kWh" in d for d in details), details
     # the energy-per-step figure is drawn by plotly in the page
     expect(page.locator(".heroes-energy-per-step .js-plotly-plot")).to_be_visible(timeout=30_000)
     # the power timeline of the measured step
@@ -212,4 +210,4 @@ def test_bob_sees_his_steps_energy(page, hub):
                        {"name": "simulate-samples.csv", "content": sample_file(measured)}]})
     assert r.status_code == 201, r.text
     assert r.json()["stored"] == 4 and r.json()["instance_id"] == ""  # ids come from the files' HEROES columns
-    retried(page, see_posted_energy, hub, instance, measured, guessed)
+    see_posted_energy(page, hub, instance, measured, guessed)

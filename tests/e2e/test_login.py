@@ -1,4 +1,4 @@
-"""Login through Keycloak into JupyterHub, the user's JupyterLab and the Voila dashboard, logout.
+"""Login through Keycloak into JupyterHub, the user's start page (the Voila Welcome app), JupyterLab, logout.
 
 Runs against the embedded stack (``heroes dev up jupyterhub``): real Keycloak, real hub and proxy, real
 single-user servers under the gateway accounts ``jh-<user>``.
@@ -14,32 +14,31 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.e2e
 
 
-def open_dashboard_and_click(page, hub, username: str) -> None:
-    """Render welcome.ipynb with Voila in the user's server; the widget shows the user and answers a click."""
-    response = page.goto(f"{hub.url}/user/{username}/voila/render/welcome.ipynb")
-    assert response is not None and response.status == 200
-    button = page.locator(".heroes-hello")
+def land_on_the_start_page_and_open_jupyterlab(page, hub, username: str) -> None:
+    """After the login the user's start page (welcome.ipynb rendered by Voila) greets them and its kernel
+    answers a click; its navigation bar leads to JupyterLab."""
+    page.wait_for_url(f"**/user/{username}/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms)
+    button = page.locator(".heroes-welcome-refresh")
     expect(button).to_be_visible(timeout=hub.spawn_timeout_ms)  # the kernel executed the notebook
-    expect(page.locator(".heroes-greeting")).to_contain_text(f"Hello, {username}!")
-    status = page.locator(".heroes-status")
-    expect(status).to_contain_text("Not clicked yet.")
+    expect(page.locator(".heroes-greeting")).to_contain_text(f"Welcome, {username}!")
+    status = page.locator(".heroes-welcome-status")
+    expect(status).not_to_contain_text("checked again")
     button.click()
-    expect(status).to_contain_text(f"Hello from the kernel, {username} (click 1)")
-    # the notebook's source is not shown by Voila
-    assert "on_click" not in page.content()
+    expect(status).to_contain_text("checked again at", timeout=60_000)
+    assert "WelcomeApp(" not in page.content()  # the notebook's source is not shown by Voila
+    page.locator(".heroes-nav-lab").click()
+    hub.expect_jupyterlab(page, username)
 
 
-def test_bob_logs_in_lands_in_jupyterlab_and_dashboard_reacts(page, hub):
+def test_bob_logs_in_lands_on_his_start_page_and_reaches_jupyterlab(page, hub):
     hub.login(page, "bob")
-    hub.expect_jupyterlab(page, "bob")
-    open_dashboard_and_click(page, hub, "bob")
+    land_on_the_start_page_and_open_jupyterlab(page, hub, "bob")
 
 
 def test_carol_has_her_own_server_and_cannot_open_bobs(page, hub):
     hub.ensure_server("bob")  # bob's server runs, so a refusal is about access, not absence
     hub.login(page, "carol")
-    hub.expect_jupyterlab(page, "carol")
-    open_dashboard_and_click(page, hub, "carol")
+    land_on_the_start_page_and_open_jupyterlab(page, hub, "carol")
 
     response = page.goto(f"{hub.url}/user/bob/lab")
     assert response is not None and response.status == 403, f"carol got {response and response.status} at {page.url}"

@@ -1,10 +1,10 @@
 """Browser test of the portal as a newcomer uses it, clicking only (no app address is ever typed): bob opens
-the hub's front page, logs in at Keycloak, lands in JupyterLab, opens the start page from the launcher's
-"HEROES Home" card, sees a card for every app he may use and none for Admin, reaches every app from the start
-page, types 12.7 in a whole-number field of the heat-diffusion form (a message, nothing submitted), submits
-it properly on alpha and sees COMPLETED in the Submit app and then in the Monitor app without reloading,
-opens an output from the Monitor app (the Data app previews it), sees the run's energy in the Energy app and the run, completed, on his
-start page.
+the hub's front page, logs in at Keycloak, lands on his start page, sees a card for every app he may use and
+none for Admin, reaches every app from the start page (and back through the navigation bar), opens JupyterLab
+from the bar and the Submit app from its launcher's "HEROES Submit" card, types 12.7 in a whole-number field
+of the heat-diffusion form (a message, nothing submitted), submits it properly on alpha and sees COMPLETED
+in the Submit app and then in the Monitor app without reloading, opens an output from the Monitor app (the
+Data app previews it), sees the run's energy in the Energy app, and the run, completed, on his start page.
 
 Real stack end to end (Keycloak, hub, bob's single-user server and kernels, the service, Slurm alpha over
 SSH, S3, Debian's Chromium). What the test needs in the gateway (alpha enrolled for acme, heat-diffusion
@@ -25,9 +25,7 @@ import pytest
 from playwright.sync_api import expect
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
-from heroes_widgets.grid import HEADER_PX, ROW_PX
-
-from app_support import PREFIX, bearer
+from app_support import PREFIX, bearer, click_grid_row
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/heat-diffusion.yaml"
@@ -73,31 +71,34 @@ def heat(hub, stack_settings, require):
 
 
 def open_start_page(page, hub):
-    """From the hub's front page: Keycloak login, JupyterLab, then the launcher's HEROES Home card (a tab)."""
+    """From the hub's front page: Keycloak login, then the user's start page (the hub's default URL)."""
     hub.login(page, "bob")
-    hub.expect_jupyterlab(page, "bob")
-    card = page.locator(".jp-LauncherCard", has_text="HEROES Home")
+    page.wait_for_url("**/user/bob/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms)
+    expect(page.locator(".heroes-welcome-cards")).to_be_visible(timeout=KERNEL_MS)
+    return page
+
+
+def submit_from_the_launcher(page):
+    """The bar's JupyterLab link, then the launcher's "HEROES Submit" card: the Submit app in a tab of its own."""
+    page.locator(".heroes-nav-lab").click()
+    page.wait_for_url("**/user/bob/lab**", timeout=KERNEL_MS)
+    card = page.locator(".jp-LauncherCard", has_text="HEROES Submit")
     if not card.is_visible():  # a workspace from an earlier visit may have closed the launcher
+        page.locator("#jp-main-dock-panel").click()
         page.keyboard.press("Control+Shift+L")
     expect(card).to_be_visible(timeout=60_000)
+    shot(page, "03-jupyterlab-launcher")
     with page.context.expect_page() as opened:
         card.click()
-    start = opened.value
-    expect(start.locator(".heroes-welcome-cards")).to_be_visible(timeout=KERNEL_MS)
-    return start
+    submit = opened.value
+    expect(submit.locator(".heroes-submit-template select")).to_be_visible(timeout=KERNEL_MS)
+    return submit
 
 
 def go(page, where: str, ready: str) -> None:
     """Click ``where`` (a card or a bar link) and wait for the app's kernel to show ``ready``."""
     page.locator(where).first.click()
     expect(page.locator(ready).first).to_be_visible(timeout=KERNEL_MS)
-
-
-def click_grid_row(page, grid: str, row: int = 0) -> None:
-    """Click a row of a grid (drawn on a canvas: the position comes from the grid's row sizes)."""
-    box = page.locator(grid).bounding_box()
-    assert box, f"{grid} is not on the page"
-    page.mouse.click(box["x"] + 40, box["y"] + HEADER_PX + ROW_PX * row + ROW_PX / 2)
 
 
 def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, heat):
@@ -122,6 +123,9 @@ def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, he
         shot(start, f"02-{key}")
         go(start, ".heroes-nav-welcome", ".heroes-welcome-cards")
     go(start, ".heroes-card-submit", ".heroes-submit-template select")
+    expect(start.locator(".heroes-nav-current")).to_contain_text("Submit")
+    # --- JupyterLab's launcher links the apps too: Submit from its card ----------------------------------------
+    start = submit_from_the_launcher(start)
     # --- Submit: 12.7 in a whole-number field is refused with a message; nothing is submitted -------------
     start.locator(".heroes-submit-template select").select_option(label=f"{heat['title']} (v{heat['version']})")
     points = start.locator(".heroes-submit-param-points input")
@@ -133,7 +137,7 @@ def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, he
     expect(points).to_have_value("12.7")  # nothing typed is changed
     start.locator(".heroes-submit-button").click()
     expect(start.locator(".heroes-submit-status")).to_contain_text("nothing was submitted", timeout=15_000)
-    shot(start, "03-submit-refused")
+    shot(start, "04-submit-refused")
     assert {i["id"] for i in bob.get("/organization/workflow/instance").json()} == before
     # --- Submit properly: the state follows to COMPLETED without a reload ----------------------------------
     points.fill("64")
@@ -147,7 +151,7 @@ def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, he
     expect(status).to_contain_text("submitted to alpha", timeout=60_000)
     instance_id = re.search(r"instance ([0-9a-f]{32}) submitted", status.inner_text()).group(1)
     expect(start.locator(".heroes-submit-state")).to_contain_text("COMPLETED", timeout=RUN_MS)
-    shot(start, "04-submit-completed")
+    shot(start, "05-submit-completed")
     # --- Monitor (the Submit app's link): COMPLETED, the last step's log, an output opens ---------------------
     go(start, ".heroes-submit-monitor-link", ".heroes-monitor-state")
     expect(start.locator(".heroes-monitor-state")).to_contain_text(instance_id[:8])
@@ -155,13 +159,13 @@ def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, he
     expect(start.locator(".heroes-monitor-log textarea")).to_have_value(re.compile("max_error="), timeout=30_000)
     output = start.locator(".heroes-monitor-output", has_text="outputs/summary.txt")
     expect(output).to_be_visible(timeout=30_000)
-    shot(start, "05-monitor")
+    shot(start, "06-monitor")
     with start.context.expect_page() as opened:
         output.locator(".heroes-monitor-output-open").click()
     data = opened.value  # the Data app, in the run's outputs folder, previewing the file
     expect(data.locator(".heroes-data-text")).to_contain_text("max_error=", timeout=KERNEL_MS)
     expect(data.locator(".heroes-data-path")).to_contain_text(f"workflows/{instance_id}/outputs/")
-    shot(data, "06-output-opened")
+    shot(data, "07-output-opened")
     data.close()
     # --- Energy: the run's step, its energy in kWh ----------------------------------------------------------
     go(start, ".heroes-nav-energy", ".heroes-energy-instance input")
@@ -173,12 +177,12 @@ def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, he
     expect(detail).to_contain_text(instance_id, timeout=15_000)
     expect(detail).to_contain_text("kWh")
     expect(detail).to_contain_text("heat-diffusion")
-    shot(start, "07-energy")
+    shot(start, "08-energy")
     # --- back home: the run, completed, among the recent ones; this month's energy counted -----------------
     go(start, ".heroes-nav-welcome", ".heroes-welcome-cards")
     expect(start.locator(f".heroes-welcome-run[data-id='{instance_id}']")).to_contain_text("COMPLETED")
     expect(start.locator(".heroes-welcome-energy")).to_contain_text("kWh")
-    shot(start, "08-home-after")
+    shot(start, "09-home-after")
     body = bob.get(f"/organization/workflow/instance/{instance_id}").json()
     assert body["state"] == "COMPLETED" and body["name"] == label and body["parameters"]["points"] == 64, body
     bob.close()

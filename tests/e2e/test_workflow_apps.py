@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 
-from app_support import PREFIX, bearer, open_app
+from app_support import PREFIX, bearer, click_grid_row, open_app
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[2] / "extensions/heroes_service/workflows/examples/monte-carlo-pi.yaml"
@@ -95,19 +95,18 @@ def test_bob_submits_the_pipeline_and_watches_it_complete(page, hub, pipeline):
     body = httpx.get(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=bob, timeout=30).json()
     assert body["name"] == label and body["cluster"] == "alpha" and body["parameters"]["tasks"] == 2, body
 
-    # --- Monitor app: live state until COMPLETED, steps and outputs -------------------------------------------
-    open_app(page, hub, "monitor.ipynb", ".heroes-monitor-table")
-    row = page.locator(f".heroes-monitor-table tr[data-id='{instance_id}']")
-    expect(row).to_contain_text(label, timeout=30_000)
-    select = page.locator(".heroes-monitor-select select")
-    option = select.locator("option", has_text=instance_id[:8])
-    expect(option).to_have_count(1)
-    select.select_option(value=option.get_attribute("value"))
-    expect(row).to_contain_text("COMPLETED", timeout=300_000)  # auto refresh, no reload
-    steps = page.locator(".heroes-monitor-steps")
-    for step in ("pre", "solve", "post"):
-        expect(steps.locator("tr.heroes-monitor-step", has_text=step)).to_contain_text("COMPLETED", timeout=30_000)
+    # --- Monitor app (the Submit app's link): live state until COMPLETED, steps and outputs -------------------
+    page.locator(".heroes-submit-monitor-link").click()
+    head = page.locator(".heroes-monitor-state")
+    expect(head).to_contain_text(instance_id[:8], timeout=120_000)
+    expect(head).to_contain_text("COMPLETED", timeout=300_000)  # polled in the kernel, no reload
+    expect(page.locator(".heroes-monitor-log-step select")).to_have_value("post")  # the last step's log, unasked
+    expect(page.locator(".heroes-monitor-log textarea")).to_have_value(re.compile("pi ~ 3.1"), timeout=30_000)
+    click_grid_row(page, ".heroes-monitor-steps-grid", 1)  # the solve step, whole under the grid
+    expect(page.locator(".heroes-monitor-steps-detail")).to_contain_text("solve", timeout=15_000)
+    expect(page.locator(".heroes-monitor-steps-detail")).to_contain_text("COMPLETED")
     expect(page.locator(".heroes-monitor-outputs .heroes-monitor-output").first).to_be_visible(timeout=30_000)
+    expect(page.locator(".heroes-monitor-cancel")).to_be_hidden()  # nothing left to cancel
 
     final = httpx.get(f"{hub.url}{PREFIX}/organization/workflow/instance/{instance_id}", headers=bob,
                       timeout=30).json()
