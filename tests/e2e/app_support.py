@@ -1,17 +1,11 @@
-"""What the browser tests of the Voila apps share: an API bearer token for a demo user, and opening an app
-in that user's own server.
-
-Other sessions' tests start and stop the demo users' servers at the same time, so opening an app is retried
-when the server goes away under it.
-"""
+"""What the browser tests of the Voila apps share: an API bearer token for a demo user, opening an app in
+that user's own server, and clicking a row of a grid."""
 from __future__ import annotations
 
 import httpx
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 PREFIX = "/services/heroes/api/v1"
-ATTEMPTS = 3
 
 
 def bearer(hub, username: str, password: str) -> dict:
@@ -24,37 +18,16 @@ def bearer(hub, username: str, password: str) -> dict:
 
 def open_app(page, hub, notebook: str, ready: str, username: str = "bob"):
     """Render ``notebook`` with Voila in the user's server (Keycloak login when asked) until the widget
-    ``ready`` shows; retried when another session stops the server meanwhile."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            hub.ensure_server(username)
-            url = f"{hub.url}/user/{username}/voila/render/{notebook}"
-            page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
-            if page.url.startswith(hub.realm_url):
-                hub.submit_keycloak_login(page, username, f"{username}-pass")
-                page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
-            widget = page.locator(ready)
-            expect(widget).to_be_visible(timeout=90_000)  # the kernel ran the notebook
-            return widget
-        except (AssertionError, PlaywrightError):
-            if attempt == ATTEMPTS:
-                raise
-
-
-def retried(page, scenario, *args, cleanup=None):
-    """Run ``scenario(page, *args)`` again on a fresh page when it fails: other sessions' tests stop the demo
-    users' servers at any moment. ``cleanup()`` undoes a failed attempt's partial work before the next one.
-    The last attempt's failure is raised; its result is returned."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return scenario(page, *args)
-        except (AssertionError, PlaywrightError) as exc:
-            if attempt == ATTEMPTS:
-                raise
-            print(f"attempt {attempt} failed, retrying: {' '.join(str(exc).split())[:1500]}")
-            page = page.context.new_page()
-            if cleanup is not None:
-                cleanup()
+    ``ready`` shows. Not retried: the suite no longer stops servers another session uses (conftest.py)."""
+    hub.ensure_server(username)
+    url = f"{hub.url}/user/{username}/voila/render/{notebook}"
+    page.goto(url, timeout=hub.spawn_timeout_ms)  # Voila's page loads once the notebook has run
+    if page.url.startswith(hub.realm_url):
+        hub.submit_keycloak_login(page, username, f"{username}-pass")
+        page.wait_for_url(f"{url}**", timeout=hub.spawn_timeout_ms)
+    widget = page.locator(ready)
+    expect(widget).to_be_visible(timeout=90_000)  # the kernel ran the notebook
+    return widget
 
 
 def click_grid_row(page, grid: str, row: int = 0) -> None:

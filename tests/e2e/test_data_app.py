@@ -5,9 +5,6 @@ which picks it for a template's file parameter.
 Real stack: Keycloak login, the hub, bob's single-user server (kernel calling the HEROES API with his
 JUPYTERHUB_API_TOKEN), the service and the S3 server. The file is checked and removed through the API; the
 template (a renamed copy of the sklearn-train example, registered by alice, acme's org admin) is removed too.
-
-Other sessions' tests start and stop the demo users' servers at the same time, so opening an app is retried
-when bob's server goes away under it.
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 
-from app_support import PREFIX, bearer, open_app, retried
+from app_support import PREFIX, bearer, open_app
 
 pytestmark = pytest.mark.e2e
 DATA = f"{PREFIX}/organization/data"
@@ -44,9 +41,7 @@ def test_bob_uploads_previews_and_picks_a_csv(page, hub, tmp_path):
     assert r.status_code == 201, r.text
     template = r.json()
     try:
-        retried(page, upload_preview_pick, hub, bob, personal, csv_file, content, template,
-                cleanup=lambda: httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name},
-                                             headers=bob, timeout=30))
+        upload_preview_pick(page, hub, bob, personal, csv_file, content, template)
     finally:
         httpx.delete(f"{hub.url}{DATA}/bucket/{personal}", params={"key": name}, headers=bob, timeout=30)
         httpx.delete(f"{hub.url}{PREFIX}/organization/admin/workflow/template/{template['id']}", headers=alice,
