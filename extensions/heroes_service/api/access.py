@@ -130,6 +130,21 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/organization/decision/energy/steps"): USER,
     ("GET", "/organization/decision/energy/summary"): USER,
     ("GET", "/organization/decision/energy/samples"): USER,
+    # --- visualization (remote desktops; api/visualization.py; the websocket authenticates itself) ---------
+    ("POST", "/organization/visualization/session"): USER,
+    ("GET", "/organization/visualization/session"): USER,
+    ("GET", "/organization/visualization/session/{session_id}"): USER,
+    ("DELETE", "/organization/visualization/session/{session_id}"): USER,
+    ("POST", "/organization/visualization/session/{session_id}/ticket"): USER,
+    ("POST", "/organization/visualization/session/{session_id}/share"): USER,
+    ("GET", "/organization/visualization/shared"): USER,
+    ("POST", "/organization/visualization/share/{share_id}/ticket"): USER,
+    ("GET", "/organization/visualization/view"): PUBLIC,
+    ("GET", "/organization/visualization/static/{name}"): PUBLIC,
+    # noVNC's ES modules import each other by relative path: the OpenAPI form names the route, the
+    # {path:path} form lets the middleware match paths with slashes
+    ("GET", "/organization/visualization/novnc/{path}"): PUBLIC,
+    ("GET", "/organization/visualization/novnc/{path:path}"): PUBLIC,
 }
 
 #: resources written by other issues: module api/<name>.py (exporting ``router``) -> path prefixes it owns
@@ -141,6 +156,7 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "decision": ("/organization/decision",),
     "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
     "decision_history": ("/organization/admin/decision/history", "/organization/decision/history"),
+    "visualization": ("/organization/visualization",),
     "server_keys": ("/organization/data/server-credentials",),
     "cluster_checks": ("/organization/admin/cluster/",),
     "template_checks": ("/organization/admin/workflow/template/check",),

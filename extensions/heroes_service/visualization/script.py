@@ -1,0 +1,101 @@
+"""The desktop's batch script and the commands that reach its VNC socket: pure functions, no I/O.
+
+What the job does on the node (as the user's own cluster login, or the service account):
+
+1. ``mktemp -d`` a private runtime folder (0700, unpredictable name) on the node's local /tmp;
+2. write a one-time X cookie (``xauth source -``: the cookie never appears in a process's argv) and start
+   ``Xvnc`` with ``-auth`` (no other node user can open the X display), ``-rfbport -1`` (no TCP port at all),
+   ``-rfbunixpath <runtime>/vnc.sock`` mode 0600 and ``-SecurityTypes None``: the socket's owner is the
+   only one who can connect, so the socket's permissions are the password. ``-displayfd`` lets the X server
+   pick a free display, so several desktops share a node without guessing numbers;
+3. start openbox and a terminal (and, for "Visualize", a second terminal listing the outputs) in the job's
+   working directory;
+4. write ``ready`` (socket path, node, display) into the session folder, where the service reads it over
+   SSH; then wait for Xvnc. ``scancel`` or the time limit ends everything (and the trap removes the folder).
+
+Every value is ``shlex.quote``d; the script crosses SSH on stdin, never on a command line.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+#: what ``ready`` may say about the socket: a plain absolute path (it is also a socat address, where ``,``
+#: and ``:`` would be option syntax)
+SOCKET_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,100}/vnc\.sock$")
+NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+GEOMETRY_RE = re.compile(r"^(\d{3,4})x(\d{3,4})$")
+READY_FILE = "ready"
+LOG_FILE = "desktop.log"
+
+
+def desktop_script(session_dir: str, *, geometry: str = "1280x800", title: str = "HEROES desktop",
+                   list_outputs: bool = False) -> str:
+    """The bash batch script of one desktop (sbatch options are given on the command line)."""
+    match = GEOMETRY_RE.match(geometry)
+    if not match or not (640 <= int(match.group(1)) <= 4096 and 480 <= int(match.group(2)) <= 4096):
+        raise ValueError("geometry must be WIDTHxHEIGHT between 640x480 and 4096x4096")
+    q = shlex.quote
+    viewer = ""
+    if list_outputs:
+        # a second terminal with the instance's files listed (its outputs are right here, no copy)
+        viewer = ('xterm -T "outputs: $PWD" -geometry 110x30+40+40 -e bash -c '
+                  + q('ls -la --color=never; echo; echo "(outputs of this instance; the shell stays open)"; '
+                      'exec bash -i') + " &\n")
+    return f"""#!/bin/bash
+# HEROES desktop session: Xvnc on a private Unix socket; written by the heroes service
+set -u
+umask 077
+session_dir={q(session_dir)}
+runtime=$(mktemp -d "${{TMPDIR:-/tmp}}/heroes-desktop.XXXXXXXX") || exit 1
+trap 'rm -rf "$runtime"' EXIT
+cookie=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \\n')
+: > "$runtime/server.auth"; : > "$runtime/Xauthority"
+echo "add :0 MIT-MAGIC-COOKIE-1 $cookie" | xauth -q -f "$runtime/server.auth" source -
+exec 3>"$runtime/display"
+Xvnc -displayfd 3 -rfbport -1 -rfbunixpath "$runtime/vnc.sock" -rfbunixmode 0600 -SecurityTypes None \\
+     -AlwaysShared -nolisten tcp -auth "$runtime/server.auth" -geometry {q(geometry)} -depth 24 \\
+     -desktop {q(title)} &
+xvnc=$!
+exec 3>&-
+for _ in $(seq 300); do
+  [ -s "$runtime/display" ] && break
+  kill -0 "$xvnc" 2>/dev/null || {{ echo "Xvnc exited before it was ready" >&2; exit 1; }}
+  sleep 0.1
+done
+display=$(tr -dc 0-9 < "$runtime/display")
+[ -n "$display" ] || {{ echo "Xvnc reported no display" >&2; exit 1; }}
+export DISPLAY=":$display" XAUTHORITY="$runtime/Xauthority"
+echo "add :$display MIT-MAGIC-COOKIE-1 $cookie" | xauth -q source -
+unset cookie
+openbox >/dev/null 2>&1 &
+xterm -T "terminal: $PWD" -geometry 100x30+0+0 &
+{viewer}printf 'socket=%s\\nnode=%s\\ndisplay=%s\\n' "$runtime/vnc.sock" "${{SLURMD_NODENAME:-$(hostname -s)}}" \\
+  "$display" > "$session_dir/{READY_FILE}.part" && mv "$session_dir/{READY_FILE}.part" "$session_dir/{READY_FILE}"
+echo "desktop ready on ${{SLURMD_NODENAME:-$(hostname -s)}} display :$display"
+wait "$xvnc"
+"""
+
+
+def parse_ready(text: str) -> dict | None:
+    """``ready`` -> {socket, node, display}; None when absent or malformed (never a path we did not expect)."""
+    values = dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
+    socket_path, node, display = values.get("socket", ""), values.get("node", ""), values.get("display", "")
+    if not SOCKET_RE.match(socket_path) or ".." in socket_path or not NODE_RE.match(node) or not display.isdigit():
+        return None
+    return {"socket": socket_path, "node": node, "display": int(display)}
+
+
+def bridge_argv(job_id: str, socket_path: str, *, via: str = "srun") -> list[str]:
+    """The login-node command whose stdin/stdout are the VNC socket on the job's node.
+
+    ``srun``: Slurm carries the bytes to the node (``--overlap`` joins the running desktop without taking
+    its CPUs), so the login node needs no network route to nodes and nothing listens anywhere. ``direct``:
+    the login node shares the node's /tmp (a single-host site, benchmarks)."""
+    if not job_id.isdigit() or not SOCKET_RE.match(socket_path) or ".." in socket_path:
+        raise ValueError("refusing a bridge to an unexpected job id or socket path")
+    target = ["socat", "STDIO", f"UNIX-CONNECT:{socket_path}"]
+    if via == "direct":
+        return target
+    return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--mem=0", "--quiet",
+            "--input=all", "--", *target]

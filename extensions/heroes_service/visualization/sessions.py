@@ -1,0 +1,232 @@
+"""Desktop sessions: validate, plan (``sbatch --test-only``), submit, describe, end. No FastAPI here.
+
+Who the job runs as: on a per-user cluster the caller's own login (by certificate), so the desktop sees
+exactly that user's files; on a service-account cluster the shared account, and then the working directory
+is confined to the caller's own work folder (or one of their instances), never a path they typed freely.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..clusters.connector import ClusterConnector
+from ..clusters.errors import ClusterError, CommandFailed
+from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, cluster_login, connector_as
+from ..clusters.models import Cluster, cluster_by_id, cluster_by_name
+from ..clusters.slurm import SlurmClient
+from ..decision import wait
+from ..decision.costs import Shape, job_cost
+from ..errors import Conflict, Invalid, NotFound, Unavailable
+from . import models as m
+from .script import LOG_FILE, desktop_script
+
+log = logging.getLogger("heroes_service.visualization")
+MAX_MINUTES = 7 * 24 * 60
+
+
+@dataclass(frozen=True)
+class DesktopSpec:
+    """What a user asks for (already type-checked by the API model)."""
+
+    cluster: str = ""
+    partition: str = ""
+    cores: int = 1
+    memory_mb: int = 1024
+    minutes: int = 60
+    gpus: int = 0
+    geometry: str = "1280x800"
+    instance_id: str | None = None
+    work_dir: str | None = None
+    idle_minutes: float | None = None
+
+
+def owner_connector(cluster: Cluster, login: str) -> ClusterConnector:
+    """The account the desktop runs as (the user's own login in per-user mode, else the service account)."""
+    if cluster.identity_mode == PER_USER:
+        return connector_as(cluster, login, mode=PER_USER)
+    return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT)
+
+
+# --- validation -------------------------------------------------------------------------------------------
+def _minutes_of(limit: str) -> int | None:
+    """Slurm's ``[days-]hours:minutes:seconds`` / ``minutes`` / ``infinite`` -> minutes (None: no limit)."""
+    text = (limit or "").strip().lower()
+    if not text or text in ("infinite", "unlimited", "n/a"):
+        return None
+    days, _, text = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = [int(p) for p in text.split(":") if p.isdigit()]
+    hours, minutes, seconds = ([0, 0] + parts)[-3:] if len(parts) > 1 else (0, parts[0] if parts else 0, 0)
+    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def _gpus_of(gres: str) -> int:
+    total = 0
+    for item in (gres or "").split(","):
+        fields = item.split("(")[0].split(":")
+        if fields and fields[0] == "gpu" and fields[-1].isdigit():
+            total += int(fields[-1])
+    return total
+
+
+def check_resources(cluster: Cluster, spec: DesktopSpec) -> str:
+    """The partition to use, after checking the request against what enrollment recorded; else ``Invalid``."""
+    parts = {p["name"]: p for p in (cluster.partitions or [])}
+    name = spec.partition or cluster.default_partition
+    if name not in parts:
+        raise Invalid(f"cluster {cluster.name} has no partition {name[:40]!r} (partitions: "
+                      f"{', '.join(sorted(parts)) or 'none recorded'})", rule="partition")
+    part = parts[name]
+    if part.get("cpus_per_node") and spec.cores > int(part["cpus_per_node"]):
+        raise Invalid(f"partition {name} has {part['cpus_per_node']} cores per node; you asked for {spec.cores}",
+                      rule="cores")
+    if part.get("memory_mb") and spec.memory_mb > int(part["memory_mb"]):
+        raise Invalid(f"partition {name} has {part['memory_mb']} MB per node; you asked for {spec.memory_mb} MB",
+                      rule="memory_mb")
+    limit = _minutes_of(str(part.get("time_limit", ""))) or MAX_MINUTES
+    if spec.minutes > limit:
+        raise Invalid(f"partition {name} allows at most {limit} minutes; you asked for {spec.minutes}", rule="minutes")
+    if spec.gpus > _gpus_of(str(part.get("gres", ""))):
+        raise Invalid(f"partition {name} has {_gpus_of(str(part.get('gres', '')))} GPUs per node; you asked for "
+                      f"{spec.gpus}", rule="gpus")
+    return name
+
+
+def _confined(base: str, wanted: str | None) -> str:
+    """``wanted`` (relative to ``base``, or absolute inside it) as a normalised path inside ``base``."""
+    base = posixpath.normpath(base)
+    if not wanted:
+        return base
+    if "\n" in wanted or "\x00" in wanted:
+        raise Invalid("work_dir must be one line", rule="work_dir")
+    path = posixpath.normpath(wanted if wanted.startswith("/") else posixpath.join(base, wanted))
+    if path != base and not path.startswith(base + "/"):
+        raise Invalid(f"work_dir must be inside your work folder {base}", rule="work_dir")
+    return path
+
+
+# --- create -----------------------------------------------------------------------------------------------
+def plan(session: Session, principal, spec: DesktopSpec, settings) -> tuple[m.DesktopSession, Cluster, bool]:
+    """Check everything and write the intent (``SUBMITTING``). Returns (row, cluster, list the outputs)."""
+    org = principal.organization
+    if org is None:
+        raise NotFound("you belong to no organization, so no cluster is available to you")
+    inst = None
+    if spec.instance_id:
+        from ..workflows.models import WorkflowInstance
+
+        inst = session.get(WorkflowInstance, spec.instance_id) if len(spec.instance_id) <= 32 else None
+        if inst is None or inst.organization != org or inst.username != principal.username:
+            raise NotFound(f"instance {spec.instance_id!r} not found")
+        cluster = cluster_by_id(session, org, inst.cluster_id)
+        if cluster is None:
+            raise NotFound("the instance's cluster was removed")
+        if spec.cluster and spec.cluster not in (cluster.name, cluster.id):
+            raise Invalid(f"instance {inst.id} ran on {cluster.name}; its desktop runs there too", rule="cluster")
+    else:
+        cluster = cluster_by_name(session, org, spec.cluster) or cluster_by_id(session, org, spec.cluster)
+        if cluster is None:
+            raise NotFound(f"cluster {spec.cluster[:63]!r} not found")
+    partition = check_resources(cluster, spec)
+    login = inst.cluster_login if inst is not None else \
+        (cluster_login(principal) if cluster.identity_mode == PER_USER else cluster.service_login)
+    home = cluster.work_dir_for(login if cluster.identity_mode == PER_USER else principal.username)
+    work_dir = inst.work_dir if inst is not None else _confined(home, spec.work_dir)
+    live = session.scalar(select(func.count()).select_from(m.DesktopSession).where(
+        m.DesktopSession.username == principal.username, m.DesktopSession.organization == org,
+        m.DesktopSession.state.in_(m.LIVE)))
+    if live >= settings.visualization_max_sessions:
+        raise Conflict(f"you already have {live} live desktops (at most {settings.visualization_max_sessions}); "
+                       "end one first", rule="max-sessions")
+    idle = min(spec.idle_minutes or settings.visualization_idle_minutes, settings.visualization_idle_minutes)
+    row = m.DesktopSession(
+        id=m.new_id(), organization=org, username=principal.username, cluster_id=cluster.id,
+        cluster_name=cluster.name, cluster_login=login, state=m.SUBMITTING, partition=partition, cores=spec.cores,
+        memory_mb=spec.memory_mb, minutes=spec.minutes, gpus=spec.gpus, geometry=spec.geometry, work_dir=work_dir,
+        session_dir="", instance_id=inst.id if inst is not None else None, idle_minutes=idle)
+    row.session_dir = posixpath.join(posixpath.normpath(home), ".heroes-desktops", row.id)
+    session.add(row)
+    return row, cluster, inst is not None
+
+
+def sbatch_options(row: m.DesktopSession) -> list[str]:
+    options = [f"--job-name={m.job_name(row.id)}", "--nodes=1", "--ntasks=1", f"--cpus-per-task={row.cores}",
+               f"--mem={row.memory_mb}M", f"--time={row.minutes}", f"--chdir={row.work_dir}",
+               f"--output={row.session_dir}/{LOG_FILE}"]
+    if row.partition:
+        options.append(f"--partition={row.partition}")
+    if row.gpus:
+        options.append(f"--gres=gpu:{row.gpus}")
+    if any("\n" in o for o in options):
+        raise Invalid("a job option contains a line break")
+    return options
+
+
+def shape_of(row: m.DesktopSession) -> Shape:
+    return Shape(nodes=1, tasks=1, cpus_per_task=row.cores, memory_mb=row.memory_mb, gpus=row.gpus,
+                 time_s=row.minutes * 60.0, partition=row.partition)
+
+
+def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple[str, datetime | None, str]:
+    """Session folder, expected start, ``sbatch``: (job id, expected start, the planner's note). Relative
+    folders of ``row`` (a detached copy) are made absolute; the caller stores them."""
+    conn = owner_connector(cluster, row.cluster_login)
+    try:
+        if not row.work_dir.startswith("/") or not row.session_dir.startswith("/"):
+            # enrolled work folders may be relative to the login's home: Slurm and the script need absolute paths
+            home = conn.run(["pwd"], timeout=30).check().stdout.strip()
+            row.work_dir = posixpath.join(home, row.work_dir)
+            row.session_dir = posixpath.join(home, row.session_dir)
+        conn.run(["mkdir", "-p", "-m", "0700", "--", row.session_dir], timeout=30).check()
+        answer = wait.wait_cache().waits([(cluster.id, conn, shape_of(row))])[0]
+        script = desktop_script(row.session_dir, geometry=row.geometry, list_outputs=list_outputs,
+                                title=f"HEROES desktop {row.id[:8]} ({row.username})")
+        job_id = SlurmClient(conn, timeout=60).submit(script, sbatch_options(row))
+    except CommandFailed as exc:
+        raise Invalid(f"Slurm refused the desktop: {(exc.stderr or str(exc)).strip()[:300]}", rule="sbatch") from None
+    except ClusterError as exc:
+        raise Unavailable(f"cluster {cluster.name!r} unreachable: {exc}") from None
+    return job_id, answer.start_at, answer.error
+
+
+def end(row: m.DesktopSession, cluster: Cluster | None, reason: str) -> None:
+    """``scancel`` the job (as its owner's account) and record why; the reconciler reads the final state."""
+    if row.job_id and cluster is not None:
+        result = SlurmClient(owner_connector(cluster, row.cluster_login), timeout=30).cancel([row.job_id])
+        if result.rc != 0 and "Invalid job id" not in (result.stderr or ""):
+            raise Unavailable(f"scancel failed on {cluster.name}: {result.stderr.strip()[:200]}")
+    row.state = "CANCELLED"
+    row.end_reason = row.end_reason or reason
+    row.ended_at = row.ended_at or m.utcnow()
+
+
+# --- describe -----------------------------------------------------------------------------------------------
+def usage(row: m.DesktopSession, cluster: Cluster | None, now: datetime | None = None) -> dict:
+    """Elapsed time, time left, core-hours, estimated energy and cost so far."""
+    now = now or m.utcnow()
+    started, ended = m.aware(row.started_at), m.aware(row.ended_at)
+    elapsed = max(0.0, ((ended or now) - started).total_seconds()) if started else 0.0
+    left = max(0.0, row.minutes * 60 - elapsed) if started and row.state in m.LIVE else None
+    profile = (cluster.energy_profile if cluster is not None else None) or {}
+    watts = float(profile.get("idle_watts_per_node") or 0.0) + row.cores * float(profile.get("watts_per_core") or 0.0) \
+        + row.gpus * float(profile.get("watts_per_gpu") or 0.0)
+    energy_kwh = watts * elapsed / 3600.0 / 1000.0
+    cost = job_cost(cluster.price_model if cluster is not None else None, profile, shape_of(row), elapsed, energy_kwh)
+    return {"elapsed_s": round(elapsed), "time_left_s": None if left is None else round(left),
+            "core_hours": round(row.cores * elapsed / 3600.0, 4), "energy_kwh": round(energy_kwh, 6),
+            "energy_estimated": True, "cost": cost.amount, "currency": cost.currency}
+
+
+def find_own(session: Session, principal, session_id: str) -> m.DesktopSession:
+    """The caller's own session, else 404 (another user's or organization's answers the same as none)."""
+    row = session.get(m.DesktopSession, session_id) if len(session_id) <= 32 else None
+    if row is None or row.organization != principal.organization or row.username != principal.username:
+        raise NotFound(f"desktop {session_id!r} not found")
+    return row
+
+
+__all__ = ["DesktopSpec", "plan", "submit", "end", "usage", "find_own", "owner_connector"]

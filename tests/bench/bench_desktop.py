@@ -1,0 +1,193 @@
+"""Benchmark (not a test) of remote desktops against the running stack (the hub's own service, alpha).
+
+    .venv/bin/python tests/bench/bench_desktop.py [--rounds 3] [--frames 40]
+
+Measures, in the same run:
+
+1. **Start -> first frame.** Gateway: ``POST /organization/visualization/session`` as bob, poll until ready,
+   ticket, websocket through the hub's proxy and the bridge (SSH to alpha's login node, srun into the job,
+   the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script submitted directly
+   with ``sbatch`` over bob's own SSH login, until its ``ready`` file exists (what Slurm and Xvnc take
+   without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
+2. **Frame throughput.** ``--frames`` full, non-incremental raw 1280x800x32 frames (4 MB each) through the
+   gateway's bridge vs a direct connection to the same VNC socket on the node (root may open it; the
+   embedded nodes share this machine), in the same session. Ratio goal >= 0.8.
+
+Every desktop it made is deleted (scancel) at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import paramiko
+from websockets.sync.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "extensions"))
+
+from heroes_dev.components.jupyterhub import hub_url  # noqa: E402
+from heroes_dev.components.login import ssh_port, user_key_path  # noqa: E402
+from heroes_dev.settings import StackSettings  # noqa: E402
+from heroes_service.visualization.script import desktop_script  # noqa: E402
+
+PREFIX = "/services/heroes/api/v1"
+VIS = "/organization/visualization"
+
+
+class Stream:
+    """Bytes in, bytes out over a websocket or a socket, with exact reads."""
+
+    def __init__(self, send, recv):
+        self.send, self._recv, self.buf = send, recv, bytearray()
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += self._recv()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
+def handshake(s: Stream) -> tuple[int, int, int]:
+    s.read(12)
+    s.send(b"RFB 003.008\n")
+    s.read(s.read(1)[0])
+    s.send(b"\x01")
+    s.read(4)
+    s.send(b"\x01")
+    width, height = struct.unpack(">HH", s.read(4))
+    bpp = s.read(16)[0]
+    s.read(struct.unpack(">I", s.read(4))[0])
+    return width, height, bpp
+
+
+def full_frame(s: Stream, width: int, height: int, bpp: int) -> int:
+    s.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+    while (kind := s.read(1)[0]) != 0:
+        if kind == 3:
+            s.read(3)
+            s.read(struct.unpack(">I", s.read(4))[0])
+    s.read(1)
+    total = 0
+    for _ in range(struct.unpack(">H", s.read(2))[0]):
+        _x, _y, w, h, _enc = struct.unpack(">HHHHi", s.read(12))
+        total += len(s.read(w * h * bpp // 8))
+    return total
+
+
+def ws_stream(base: str, path: str, ticket: str):
+    ws = connect(base.replace("http", "ws", 1) + path, subprotocols=["binary", f"heroes-ticket.{ticket}"],
+                 max_size=None, open_timeout=30)
+    return ws, Stream(ws.send, ws.recv)
+
+
+def wait_ready(api: httpx.Client, sid: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = api.get(f"{VIS}/session/{sid}").json()
+        if got["ready"]:
+            return got
+        if time.monotonic() > deadline or got["state"] not in ("SUBMITTING", "PENDING", "RUNNING"):
+            raise SystemExit(f"desktop never became ready: {got}")
+        time.sleep(0.05)
+
+
+def gateway_start(api: httpx.Client, base: str) -> tuple[float, dict]:
+    t0 = time.monotonic()
+    made = api.post(f"{VIS}/session", json={"cluster": "alpha", "memory_mb": 256, "minutes": 15})
+    made.raise_for_status()
+    sid = made.json()["id"]
+    desk = wait_ready(api, sid)
+    ticket = api.post(f"{VIS}/session/{sid}/ticket").json()["ticket"]
+    ws, stream = ws_stream(base, f"{PREFIX}{VIS}/ws/{sid}", ticket)
+    with ws:
+        full_frame(stream, *handshake(stream))
+    return time.monotonic() - t0, desk
+
+
+def slurm_start(ssh: paramiko.SSHClient) -> float:
+    """The same desktop script, submitted by bob himself, until its ready file exists."""
+    folder = f"/home/bob/.bench-desktop-{secrets.token_hex(4)}"
+    ssh.exec_command(f"mkdir -m 0700 {folder}")[1].read()
+    script = desktop_script(folder)
+    t0 = time.monotonic()
+    stdin, out, _err = ssh.exec_command(f"sbatch --parsable --job-name=bench.desktop --mem=256M --time=15 "
+                                        f"--chdir={folder} --output={folder}/desktop.log")
+    stdin.write(script)
+    stdin.channel.shutdown_write()
+    job_id = out.read().decode().strip().split(";")[0]
+    while ssh.exec_command(f"test -e {folder}/ready && echo y")[1].read().strip() != b"y":
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    ssh.exec_command(f"scancel {job_id}; sleep 1; rm -rf {folder}")[1].read()
+    return elapsed
+
+
+def throughput(stream: Stream, frames: int) -> float:
+    width, height, bpp = handshake(stream)
+    full_frame(stream, width, height, bpp)  # warm
+    t0 = time.monotonic()
+    total = sum(full_frame(stream, width, height, bpp) for _ in range(frames))
+    return total / (time.monotonic() - t0) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=40)
+    args = parser.parse_args()
+    stack = StackSettings()
+    base = hub_url(stack).rstrip("/")
+    login = httpx.post(f"{base}{PREFIX}/organization/auth/login", json={"username": "bob", "password": "bob-pass"})
+    login.raise_for_status()
+    api = httpx.Client(base_url=base + PREFIX, timeout=120,
+                       headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    ssh = paramiko.SSHClient()
+    ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - the benchmark's own loopback sshd
+    ssh.connect(stack.host, port=ssh_port(stack, "alpha"), username="bob", key_filename=str(user_key_path(stack, "bob")),
+                look_for_keys=False, allow_agent=False)
+    made: list[str] = []
+    try:
+        direct_s, gateway_s = [], []
+        for _ in range(args.rounds):
+            direct_s.append(slurm_start(ssh))
+            elapsed, desk = gateway_start(api, base)
+            gateway_s.append(elapsed)
+            made.append(desk["id"])
+            api.delete(f"{VIS}/session/{desk['id']}")
+        d, g = statistics.median(direct_s), statistics.median(gateway_s)
+        print(f"start -> first frame: gateway median {g:.2f} s, Slurm alone (sbatch -> ready) {d:.2f} s, "
+              f"overhead {g - d:+.2f} s (goal <= 3 s), ratio {g / d:.2f}")
+
+        _elapsed, desk = gateway_start(api, base)
+        made.append(desk["id"])
+        # the socket path is not in the API (nobody but the bridge needs it): read it as bob
+        ready = ssh.exec_command(f"cat {desk['work_dir']}/.heroes-desktops/{desk['id']}/ready")[1].read().decode()
+        socket_path = dict(line.split("=", 1) for line in ready.split())["socket"]
+        ticket = api.post(f"{VIS}/session/{desk['id']}/ticket").json()["ticket"]
+        ws, stream = ws_stream(base, f"{PREFIX}{VIS}/ws/{desk['id']}", ticket)
+        with ws:
+            bridged = throughput(stream, args.frames)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(socket_path)
+        with sock:
+            direct = throughput(Stream(sock.sendall, lambda: sock.recv(1 << 20)), args.frames)
+        print(f"frame throughput ({args.frames} raw full frames): bridge {bridged:.1f} MB/s, direct socket "
+              f"{direct:.1f} MB/s, ratio {bridged / direct:.2f} (goal >= 0.8)")
+    finally:
+        for sid in made:
+            api.delete(f"{VIS}/session/{sid}")
+        ssh.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,141 @@
+"""Desktops end to end through the API and the websocket bridge: real Slurm (alpha), real sshd login node and
+per-user certificates (bob's desktop runs as bob), a real TigerVNC server, the bridge's srun channel.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from test_visualization_support import (Rfb, desk, distinct_colours, remote_exists, squeue_ids,  # noqa: F401
+                                        start_desktop, ticket, wait_desktop, ws_path)
+
+pytestmark = pytest.mark.integration
+
+
+def _refused(client, path, **kwargs) -> bool:
+    try:
+        with client.websocket_connect(path, **kwargs) as ws:
+            ws.receive_bytes()
+    except WebSocketDisconnect:
+        return True
+    except Exception as exc:  # noqa: BLE001 - a denied handshake surfaces as the client's own error type
+        return "403" in str(exc) or "denied" in str(exc).lower() or "1008" in str(exc)
+    return False
+
+
+def test_bad_requests_say_why_and_write_nothing(desk):
+    bob = desk["apis"]["bob"]
+    before = bob.get("/organization/visualization/session").json()
+    for body, rule in (({"cores": 64}, "cores"), ({"memory_mb": 10 ** 6}, "memory_mb"), ({"gpus": 1}, "gpus"),
+                       ({"partition": "nope"}, "partition"), ({"minutes": 10 ** 6}, "minutes"),
+                       ({"work_dir": "../../etc"}, "work_dir")):
+        r = bob.post("/organization/visualization/session", json={"cluster": "alpha", **body})
+        assert r.status_code == 422, (body, r.text)
+        assert rule in r.text
+    assert bob.post("/organization/visualization/session", json={"cluster": "nowhere"}).status_code == 404
+    assert bob.get("/organization/visualization/session").json() == before
+
+
+def test_desktop_lifecycle_input_and_isolation(desk, caplog):
+    caplog.set_level(logging.DEBUG)
+    bob, carol = desk["apis"]["bob"], desk["apis"]["carol"]
+    client, stack = desk["anon"].client, desk["stack"]
+    made = start_desktop(bob)
+    assert made["state"] == "PENDING" and made["job_id"] and made["cluster"] == "alpha"
+    sid = made["id"]
+    got = wait_desktop(bob, sid)
+    assert got["state"] == "RUNNING" and got["node"].startswith("alpha-n")
+    assert 0 < got["usage"]["time_left_s"] <= 15 * 60 and got["usage"]["core_hours"] >= 0
+    assert [d["id"] for d in bob.get("/organization/visualization/session", params={"live": True}).json()] \
+        .count(sid) == 1
+
+    # carol (another organization): 404 everywhere, and her websocket is refused
+    for method in ("get", "delete"):
+        assert getattr(carol, method)(f"/organization/visualization/session/{sid}").status_code == 404
+    assert carol.post(f"/organization/visualization/session/{sid}/ticket").status_code == 404
+    assert _refused(client, ws_path(sid), headers=carol.headers)
+    assert _refused(client, ws_path(sid))  # nothing at all
+    assert _refused(client, ws_path(sid), subprotocols=["binary", "heroes-ticket." + secrets.token_hex(24)])
+    good = ticket(bob, sid)
+    assert _refused(client, ws_path(sid), subprotocols=["binary", f"heroes-ticket.{good}"],
+                    headers={"origin": "http://evil.example"})
+
+    # bob through the bridge: a real frame, then typing into the terminal creates a file in his cluster home
+    proof = f"vnc-proof-{secrets.token_hex(4)}"
+    one_time = ticket(bob, sid)
+    with client.websocket_connect(ws_path(sid), subprotocols=["binary", f"heroes-ticket.{one_time}"]) as ws:
+        rfb = Rfb(ws)
+        assert "HEROES desktop" in rfb.handshake()
+        assert distinct_colours(rfb.frame()) > 2, "the desktop shows more than one colour (a terminal is on it)"
+        rfb.click(200, 150)
+        rfb.type(f"touch $HOME/{proof}\n")
+        rfb.frame(incremental=True)
+        deadline = time.monotonic() + 20
+        while not remote_exists(stack, "bob", f"/home/bob/{proof}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert remote_exists(stack, "bob", f"/home/bob/{proof}"), "the typed command ran on the node as bob"
+    # a ticket works once
+    assert _refused(client, ws_path(sid), subprotocols=["binary", f"heroes-ticket.{one_time}"])
+
+    # delete: scancel, gone from squeue by the next poll
+    assert made["job_id"] in squeue_ids(stack)
+    r = bob.delete(f"/organization/visualization/session/{sid}")
+    assert r.status_code == 200 and r.json()["state"] == "CANCELLED" and r.json()["end_reason"] == "deleted"
+    time.sleep(1.5)
+    assert made["job_id"] not in squeue_ids(stack)
+    # the secrets never reached a log line
+    assert one_time not in caplog.text and good not in caplog.text
+    assert bob.headers["Authorization"].split()[-1] not in caplog.text
+
+
+def test_view_only_link(desk):
+    bob, alice, carol = (desk["apis"][n] for n in ("bob", "alice", "carol"))
+    client, stack = desk["anon"].client, desk["stack"]
+    sid = start_desktop(bob)["id"]
+    wait_desktop(bob, sid)
+    assert bob.post(f"/organization/visualization/session/{sid}/share",
+                    json={"viewer": "bob", "minutes": 5}).status_code == 422
+    share = bob.post(f"/organization/visualization/session/{sid}/share", json={"viewer": "alice", "minutes": 0.4})
+    assert share.status_code == 201, share.text
+    share_id = share.json()["id"]
+    assert [s["id"] for s in alice.get("/organization/visualization/shared").json()] == [share_id]
+    assert carol.post(f"/organization/visualization/share/{share_id}/ticket").status_code == 404
+    assert alice.post(f"/organization/visualization/session/{sid}/ticket").status_code == 404
+    view = alice.post(f"/organization/visualization/share/{share_id}/ticket").json()
+    assert view["view_only"] and "view=1" in view["view_url"]
+    proof = f"alice-typed-{secrets.token_hex(4)}"
+    with client.websocket_connect(ws_path(sid), subprotocols=["binary", f"heroes-ticket.{view['ticket']}"]) as ws:
+        rfb = Rfb(ws)
+        rfb.handshake()
+        assert distinct_colours(rfb.frame()) > 2, "alice sees the desktop"
+        rfb.click(200, 150)
+        rfb.type(f"touch $HOME/{proof}\n")
+        rfb.frame(incremental=True)  # the connection is still open: input was dropped, not fatal
+        time.sleep(2)
+    assert not remote_exists(stack, "bob", f"/home/bob/{proof}"), "a view-only viewer cannot type"
+    time.sleep(25)  # the link lasted 0.4 minutes
+    assert alice.post(f"/organization/visualization/share/{share_id}/ticket").status_code == 404
+    assert alice.get("/organization/visualization/shared").json() == []
+    bob.delete(f"/organization/visualization/session/{sid}")
+
+
+def test_idle_desktop_is_culled(desk):
+    bob, stack = desk["apis"]["bob"], desk["stack"]
+    made = start_desktop(bob, idle_minutes=0.05)
+    wait_desktop(bob, made["id"])
+    ended = wait_desktop(bob, made["id"], states={"CANCELLED"}, timeout=30)
+    assert ended["end_reason"] == "idle" and ended["usage"]["time_left_s"] is None
+    time.sleep(1.5)
+    assert made["job_id"] not in squeue_ids(stack)
+
+
+def test_desktop_past_its_time_limit_is_shown_ended(desk):
+    bob = desk["apis"]["bob"]
+    made = start_desktop(bob, minutes=1)
+    ended = wait_desktop(bob, made["id"], states={"TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"}, timeout=200)
+    assert ended["state"] == "TIMEOUT" and ended["end_reason"] == "time limit", ended
+    assert ended["ready"] is False
