@@ -37,8 +37,8 @@ APPS: tuple[App, ...] = (
     App("welcome", "Home", "Your start page: what is ready for you and your recent runs.", "&#8962;"),
     App("submit", "Submit", "Run a workflow: pick a template, fill its form, choose a cluster or let the gateway "
                             "choose.", "&#9654;"),
-    App("monitor", "Monitor", "Your workflow runs with live state, logs, outputs; cancel a run.", "&#9201;"),
-    App("data", "Data", "Your files and your groups' buckets: browse, upload, download, share.", "&#128193;"),
+    App("monitor", "Monitor", "Your workflow runs with live state, logs, outputs; cancel a run.", "&#9719;"),
+    App("data", "Data", "Your files and your groups' buckets: browse, upload, download, share.", "&#9636;"),
     App("energy", "Energy", "Energy each run used, per step and over time.", "&#9889;"),
     App("decision", "Decision", "Where a template would run best: wait, run time, energy and cost per cluster.",
         "&#9878;"),
