@@ -97,8 +97,8 @@ def test_bobs_sbatch_runs_as_bob_and_carol_cannot_touch_it(stack, alpha):
     carol = SlurmClient(identity.connector_as(alpha, "carol"))
     refused = carol.cancel([job_id])
     assert refused.rc != 0 or "not owner" in refused.stderr.lower() or "denied" in refused.stderr.lower(), refused
-    # and her certificate cannot log in as bob (the principal must match the login)
-    carol_cert = identity.get_ca().sign(["carol"], key_id="heroes:carol@alpha", validity_s=300)
+    # and her certificate cannot log in as bob (bob's principals file lists bob@acme only)
+    carol_cert = identity.get_ca().sign(["carol@globex"], key_id="heroes:carol@alpha", validity_s=300)
     with pytest.raises(AuthenticationFailed):
         _credential_pool(alpha, "bob", carol_cert).run(["id", "-un"])
 
@@ -112,32 +112,32 @@ def test_bobs_sbatch_runs_as_bob_and_carol_cannot_touch_it(stack, alpha):
 
 def test_expired_and_foreign_certificates_are_refused(stack, alpha):
     now = int(time.time())
-    expired = identity.get_ca().sign(["bob"], key_id="heroes:expired", validity_s=0,
+    expired = identity.get_ca().sign(["bob@acme"], key_id="heroes:expired", validity_s=0,
                                      valid_after=now - 3600, valid_before=now - 60)
     with pytest.raises(AuthenticationFailed, match="refused user-certificate authentication as 'bob'"):
         _credential_pool(alpha, "bob", expired).run(["id", "-un"])
-    not_yet = identity.get_ca().sign(["bob"], key_id="heroes:future", validity_s=0,
+    not_yet = identity.get_ca().sign(["bob@acme"], key_id="heroes:future", validity_s=0,
                                      valid_after=now + 3600, valid_before=now + 7200)
     with pytest.raises(AuthenticationFailed):
         _credential_pool(alpha, "bob", not_yet).run(["id", "-un"])
     import tempfile
     from pathlib import Path
 
-    rogue = UserCA(Vault(Path(tempfile.mkdtemp()) / "rogue")).sign(["bob"], key_id="rogue", validity_s=300)
+    rogue = UserCA(Vault(Path(tempfile.mkdtemp()) / "rogue")).sign(["bob@acme"], key_id="rogue", validity_s=300)
     with pytest.raises(AuthenticationFailed):
         _credential_pool(alpha, "bob", rogue).run(["id", "-un"])
     # a good one, from the same CA, still works: the refusals were about validity and trust
-    good = identity.get_ca().sign(["bob"], key_id="heroes:good", validity_s=300)
+    good = identity.get_ca().sign(["bob@acme"], key_id="heroes:good", validity_s=300)
     assert _credential_pool(alpha, "bob", good).run(["id", "-un"]).stdout.strip() == "bob"
 
 
 def test_certificates_are_cached_until_near_expiry(stack, alpha):
-    cred = identity.CertificateCredential("alpha", "bob", identity.get_ca(), get_clusters_settings())
+    cred = identity.CertificateCredential("alpha", "bob", identity.get_ca(), get_clusters_settings(), ("bob@acme",))
     first, until = cred.current()
     again, _ = cred.current()
     assert again is first and until - time.time() <= get_clusters_settings().cert_validity_minutes * 60 + 1
     short = get_clusters_settings().model_copy(update={"cert_renew_margin_s": 10 ** 6})
-    renewing = identity.CertificateCredential("alpha", "bob", identity.get_ca(), short)
+    renewing = identity.CertificateCredential("alpha", "bob", identity.get_ca(), short, ("bob@acme",))
     assert renewing.current()[0] is not renewing.current()[0]
 
 
@@ -177,12 +177,26 @@ def test_other_organization_and_invalid_logins_are_refused(stack, alpha):
 
 
 def test_cluster_login_attribute_maps_user_to_account(stack, alpha):
+    """A platform admin's mapping (robert -> bob) works only where the cluster's owner lists robert@acme for
+    bob: the login node, not the gateway, has the last word."""
+    from heroes_dev.components.login import principals_dir
+    from heroes_service.clusters import embedded
+
     robert = Principal(username="robert", organization="acme", roles=frozenset({"user"}))
     identity.set_cluster_login_resolver(lambda p: "bob" if p.username == "robert" else None)
+    listed = principals_dir(stack, "alpha") / "bob"
+    original = listed.read_text()
     try:
+        with pytest.raises(AuthenticationFailed):
+            identity.connector_for(alpha, robert).run(["id", "-un"])
+        listed.write_text(original + "robert@acme\n")
+        embedded.forget_published()
         conn = identity.connector_for(alpha, robert)
+        conn.close()
         assert conn.run(["id", "-un"]).stdout.strip() == "bob"
     finally:
+        listed.write_text(original)
+        embedded.forget_published()
         identity.set_cluster_login_resolver(None)
 
 
@@ -248,7 +262,8 @@ def test_unreachable_node_backs_off_and_says_so(stack, alpha):
     dead = embedded_cluster(stack, "alpha", port=free_port())
     settings = get_clusters_settings().model_copy(update={"connect_attempts": 3, "backoff_base_s": 0.2})
     pool = ConnectionPool(identity.endpoint_of(dead),
-                          identity.CertificateCredential("alpha", "bob", identity.get_ca(), settings), settings)
+                          identity.CertificateCredential("alpha", "bob", identity.get_ca(), settings, ("bob@acme",)),
+                          settings)
     start = time.monotonic()
     with pytest.raises(ClusterUnreachable, match="no TCP connection"):
         ClusterConnector(pool).run(["true"], timeout=20)

@@ -1,8 +1,13 @@
-"""Injection canaries through the connector: argv values, sbatch options, SFTP file names.
+"""Injection canaries through the connector: argv values, sbatch options, SFTP file names; and identity
+injection: a name chosen by an organization admin never becomes another account on the cluster.
 
 Every canary tries to create a marker file (``touch``/redirect). The login node and the test share this
 machine and its /tmp, so the absence of the marker is checked both remotely (as the user) and here.
 Values must also arrive verbatim: ``printf '%s\\0'`` echoes each argv element back unchanged.
+
+Identity (issue 14): users named after other accounts get no connector at all, and the real login node
+refuses a certificate of the gateway's own (trusted) CA whose principals its principals file does not list
+for the account, even if the gateway had signed one.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import pytest
 
 from heroes_service.auth import Principal
 from heroes_service.clusters import identity
-from heroes_service.clusters.errors import InvalidArgument
+from heroes_service.clusters.config import get_clusters_settings
+from heroes_service.clusters.connector import ClusterConnector, ConnectionPool
+from heroes_service.clusters.errors import AuthenticationFailed, InvalidArgument, NoClusterAccess
 from heroes_service.clusters.slurm import FINAL_STATES, SlurmClient
 from heroes_service.clusters.testing import embedded_cluster, isolated_secrets, trust_ca
 
@@ -141,3 +148,69 @@ def test_sftp_file_names_with_canaries_are_literal(conn):
     conn.run(["rm", "-rf", "--", folder]).check()
     for place in (marker, f"heroes-work/{marker}", f"{folder}/{marker}"):
         assert conn.run(["test", "-e", place]).rc == 1, f"canary fired: {place}"
+
+
+# --- identity: chosen names never become other accounts ------------------------------------------------
+def _as_signed(stack_settings, account: str, principals: list[str]) -> str:
+    """Log in to alpha as ``account`` with a certificate of the trusted gateway CA naming ``principals``
+    (what a compromised or careless gateway could sign); ``id -un`` of the session."""
+    signed = identity.get_ca().sign(principals, key_id=f"forged:{','.join(principals)}", validity_s=300)
+
+    class Fixed:
+        kind = "user-certificate"
+        login = account
+
+        def current(self):
+            return signed.pkey, float(signed.valid_before)
+
+    settings = get_clusters_settings().model_copy(update={"connect_attempts": 1})
+    pool = ConnectionPool(identity.endpoint_of(embedded_cluster(stack_settings, "alpha")), Fixed(), settings)
+    try:
+        return ClusterConnector(pool).run(["id", "-un"], timeout=30).stdout.strip()
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("account, principals", [
+    ("carol", ["carol"]),                   # the old scheme: principal = account name
+    ("carol", ["carol@acme"]),              # acme's admin made a user "carol" (after globex's was deleted)
+    ("carol", ["jh-carol@acme", "carol@acme", "bob@acme"]),
+    ("heroes", ["heroes"]),                 # the gateway's service account (a Slurm operator)
+    ("heroes", ["heroes@acme"]),
+    ("root", ["root", "root@acme"]),
+    ("postgres", ["postgres", "postgres@acme"]),  # a system account of the machine
+    ("nobody", ["nobody"]),
+    ("bob", ["carol@globex"]),              # a real principal, but for another account
+])
+def test_login_node_refuses_certificates_whose_principal_is_not_listed_for_the_account(conn, stack_settings,
+                                                                                      account, principals):
+    with pytest.raises(AuthenticationFailed):
+        _as_signed(stack_settings, account, principals)
+
+
+def test_login_node_admits_exactly_the_published_principals(conn, stack_settings):
+    """The positive control of the refusals above: same CA, same node, the listed principals get in."""
+    assert _as_signed(stack_settings, "carol", ["carol@globex"]) == "carol"
+    assert _as_signed(stack_settings, "bob", ["bob@acme"]) == "bob"
+    assert _as_signed(stack_settings, "heroes", ["heroes:service"]) == "heroes"
+
+
+@pytest.mark.parametrize("name", ["jh-carol", "jh-bob", "postgres", "cloudsdk", "heroes", "root", "daemon", "slurm"])
+def test_users_named_after_other_accounts_get_no_connector(conn, stack_settings, name):
+    """acme users named like another tenant's, a system, a service or the gateway host's account: refused
+    by the gateway before any connection (no mapping names them; a mapping to such an account is refused)."""
+    alpha = embedded_cluster(stack_settings, "alpha")
+    impostor = Principal(username=name, organization="acme", roles=frozenset({"user"}))
+    with pytest.raises(NoClusterAccess):
+        identity.connector_for(alpha, impostor)
+    with pytest.raises(NoClusterAccess):
+        identity.connector_for(alpha, type("P", (), {"username": "dave", "organization": "acme",
+                                                     "cluster_login": name})())
+
+
+def test_another_tenants_user_name_in_your_organization_is_not_that_user(conn, stack_settings):
+    """carol@acme is not carol@globex: the mapping the cluster publishes knows only the latter."""
+    alpha = embedded_cluster(stack_settings, "alpha")
+    with pytest.raises(NoClusterAccess, match="carol@acme has no login"):
+        identity.connector_for(alpha, Principal(username="carol", organization="acme", roles=frozenset({"user"})))
+    assert identity.connector_for(alpha, BOB).login == "bob"

@@ -121,8 +121,9 @@ class P:
         self.__dict__.update(extra)
 
 
-def test_cluster_logins():
+def test_cluster_logins(monkeypatch):
     """An explicit login or the platform admin's attribute count; a username alone never does."""
+    monkeypatch.setattr(embedded, "published_login_anywhere", lambda principal: None)  # no embedded node here
     identity.set_cluster_login_resolver(None)
     with pytest.raises(NoClusterAccess, match="has no login"):
         identity.cluster_login(P("bob"))

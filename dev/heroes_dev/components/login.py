@@ -11,7 +11,13 @@ Security shape, the same as a real site's login node:
 * public-key authentication only (no passwords, no keyboard-interactive, no root), keys read from a
   per-cluster directory managed by the stack (``authorized_keys/<user>``), never from users' homes;
 * ``TrustedUserCAKeys`` points at a per-cluster CA file (empty at first): once the gateway's user CA is
-  written there, certificates it signs for a user are accepted without touching authorized keys.
+  written there, certificates it signs are accepted without touching authorized keys — but only where
+  ``AuthorizedPrincipalsFile`` lets them in: ``principals/<account>`` lists the gateway principals
+  (``<user>@<organization>``, the gateway service's ``heroes:service``) that may act as that account. This
+  mapping is the cluster owner's decision (``CLUSTER_PRINCIPALS`` here); an account without a file (root,
+  system accounts, the gateway's ``jh-*`` accounts) accepts no certificate at all, whatever it names.
+  A real site does the same with ``AuthorizedPrincipalsFile /etc/ssh/principals/%u`` (root-owned files
+  it writes from its own user directory) or ``AuthorizedPrincipalsCommand`` (a lookup in that directory).
 
 The demo accounts alice, bob, carol and the ``heroes`` service account get one keypair each (in
 ``settings.etc("login")/keys``), authorized on both clusters, so tests and the gateway can log in.
@@ -35,6 +41,14 @@ SSHD = "/usr/sbin/sshd"
 CLUSTERS = ("alpha", "beta")
 #: sshd refuses to start without its privilege-separation directory
 PRIVSEP_DIR = Path("/run/sshd")
+#: who may act as each account, as the clusters' owner publishes it: gateway principals <user>@<organization>
+#: (the demo realm's users) and the gateway service's own principal for its service account
+CLUSTER_PRINCIPALS = {
+    "alice": ("alice@acme",),
+    "bob": ("bob@acme",),
+    "carol": ("carol@globex",),
+    "heroes": ("heroes:service",),
+}
 
 
 # --- paths and facts other components rely on -------------------------------------------------------
@@ -51,6 +65,11 @@ def host_key_path(settings: StackSettings, cluster: str) -> Path:
 def trusted_ca_path(settings: StackSettings, cluster: str) -> Path:
     """CA public keys whose user certificates ``cluster`` accepts (write the gateway's CA here)."""
     return settings.data(f"login-{cluster}") / "trusted_user_ca_keys"
+
+
+def principals_dir(settings: StackSettings, cluster: str) -> Path:
+    """``<dir>/<account>`` lists the certificate principals that may log in as ``account`` on ``cluster``."""
+    return settings.data(f"login-{cluster}") / "principals"
 
 
 def authorized_keys_dir(settings: StackSettings, cluster: str) -> Path:
@@ -151,6 +170,7 @@ class LoginNode(Component):
         self._ensure_host_key()
         self._ensure_user_keys()
         self._ensure_trusted_ca()
+        self._ensure_principals()
 
     def _ensure_host_key(self) -> None:
         key = host_key_path(self.settings, self.cluster)
@@ -185,6 +205,23 @@ class LoginNode(Component):
             path.touch(mode=0o644)
             say(self.name, f"created empty trusted user CA file {path}")
 
+    def _ensure_principals(self) -> None:
+        """One root-owned principals file per mapped account (rewritten from ``CLUSTER_PRINCIPALS``); files of
+        accounts no longer mapped are removed, so nothing else can log in by certificate."""
+        folder = principals_dir(self.settings, self.cluster)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        for stale in folder.iterdir():
+            if stale.name not in CLUSTER_PRINCIPALS:
+                stale.unlink()
+        for account, principals in CLUSTER_PRINCIPALS.items():
+            path = folder / account
+            text = "".join(p + "\n" for p in principals)
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                say(self.name, f"certificates naming {', '.join(principals)} may act as {account} on {self.cluster}")
+            path.chmod(0o644)
+
     # run
     def config_text(self) -> str:
         s = self.settings
@@ -200,6 +237,8 @@ class LoginNode(Component):
             "PubkeyAuthentication yes",
             f'AuthorizedKeysFile "{authorized_keys_dir(s, self.cluster)}/%u"',
             f'TrustedUserCAKeys "{trusted_ca_path(s, self.cluster)}"',
+            # a certificate logs in only as an account whose file lists one of its principals
+            f'AuthorizedPrincipalsFile "{principals_dir(s, self.cluster)}/%u"',
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "HostbasedAuthentication no",
@@ -226,6 +265,7 @@ class LoginNode(Component):
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        self._ensure_principals()
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
         check = run([SSHD, "-t", "-f", str(self.config_path)], check=False)

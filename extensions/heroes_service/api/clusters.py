@@ -22,12 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
-from ..clusters import identity, logins, usage
+from ..clusters import identity, logins, probes, usage
 from ..clusters.config import bind_state_dir, get_clusters_settings
 from ..clusters.errors import ClusterError, NoClusterAccess
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
 from ..clusters.service import EnrollmentError, Report, run_checks, scan_host_key
 from ..errors import ApiError, Conflict, Invalid, NotFound
+from ..identity import lifecycle
 from ..store import get_session
 
 log = logging.getLogger("heroes_service.clusters")
@@ -44,6 +45,8 @@ def _bind_identity(request: Request) -> None:
 
 router = APIRouter(tags=["clusters"], dependencies=[Depends(_bind_identity)])
 logins.install_default()
+# a deleted or disabled user's pooled SSH sessions and certificates end at once
+lifecycle.register_user_removed(identity.forget_user, restored=identity.restore_user)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 NAME_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
@@ -116,6 +119,7 @@ class EnergyProfile(BaseModel):
 
 
 class HostKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     host: str = Field(pattern=HOST_PATTERN, description="Login node host name or IP address.")
     port: int = Field(22, ge=1, le=65535)
 
@@ -146,7 +150,9 @@ class ClusterCreate(BaseModel):
     identity_mode: Literal["per-user", "service-account"] = Field(
         "per-user", description="per-user: short-lived certificates from the gateway CA for each user's own "
                                 "login; service-account: every user runs as service_login.")
-    service_login: str = Field("heroes", pattern=identity.LOGIN_RE.pattern)
+    service_login: str = Field("heroes", pattern=logins.LOGIN_RE.pattern,
+                               description="The gateway's account on the cluster (reconcilers). Never root, a system "
+                                           "account (uid < 1000) or a jh-* gateway account.")
     service_private_key: SecretStr | None = Field(
         None, max_length=16384,
         description="Private key of service_login (OpenSSH/PEM, unencrypted). Write-only: encrypted at rest, "
@@ -166,6 +172,16 @@ class ClusterCreate(BaseModel):
             raise ValueError("the only placeholder allowed in work_dir is {login}")
         if "~" in value:
             raise ValueError("write work_dir relative to the home directory instead of using '~'")
+        return value
+
+    @field_validator("service_login")
+    @classmethod
+    def _service_login(cls, value: str) -> str:
+        """Root, system (uid < 1000, no login shell) and jh-* accounts are never the gateway's account (an
+        edit of the cluster is validated by this model too)."""
+        reason = logins.refusal(value, service=True)
+        if reason:
+            raise ValueError(reason)
         return value
 
     @field_validator("partitions")
@@ -238,7 +254,14 @@ class TestOut(BaseModel):
 class CaOut(BaseModel):
     public_key: str = Field(description="Line for sshd's TrustedUserCAKeys file on the cluster.")
     fingerprint: str
-    principal_attribute: str = Field(description="Keycloak user attribute holding a user's cluster login.")
+    principal_attribute: str = Field(description="Keycloak user attribute holding a user's cluster login "
+                                                 "(set by the platform admin only).")
+    principal_format: str = Field("<username>@<organization>",
+                                  description="The principal a user's certificate names: list it in the "
+                                              "AuthorizedPrincipalsFile of the account that user may act as.")
+    service_principal: str = Field(logins.SERVICE_PRINCIPAL,
+                                   description="The principal of the gateway's own service certificates (list it "
+                                               "for the service account only).")
     certificate_minutes: int
 
 
@@ -273,6 +296,14 @@ def _out(c: Cluster) -> ClusterOut:
                       slurm_cluster_name=c.slurm_cluster_name, created_by=c.created_by, created_at=c.created_at)
 
 
+def _take_probe(principal: Principal, settings) -> None:
+    """One of the organization's probes this minute, or 429."""
+    try:
+        probes.PROBES.take(principal.organization or principal.username, settings.host_key_probes_per_minute)
+    except probes.RateLimited as exc:
+        raise ApiError(str(exc), status=429, rule="host-probe-rate") from None
+
+
 def _own(session: Session, principal: Principal, cluster_id: str) -> Cluster:
     """The cluster if it belongs to the caller's organization; 404 otherwise (no existence leak)."""
     cluster = cluster_by_id(session, principal.organization, cluster_id)
@@ -298,10 +329,13 @@ def list_clusters(principal: Principal = Depends(org_admin), session: Session = 
 @router.post("/organization/admin/cluster/host-key", response_model=HostKeyOut,
              summary="Step 1 of enrollment: the host key a login node presents (confirm its fingerprint)")
 def host_key(body: HostKeyRequest, principal: Principal = Depends(org_admin)):
+    settings = get_clusters_settings()
+    _take_probe(principal, settings)
     try:
-        key = scan_host_key(body.host, body.port, get_clusters_settings().connect_timeout_s)
-    except ClusterError as exc:
-        raise Invalid(f"cannot read the host key: {exc}", rule="the login node must answer SSH") from None
+        key = scan_host_key(body.host, body.port, settings.connect_timeout_s, settings)
+    except ClusterError:
+        raise Invalid(probes.unreachable_message(body.host, body.port),
+                      rule="the login node must answer SSH at an allowed address") from None
     return HostKeyOut(host=body.host, port=body.port, key_type=key.key_type, fingerprint=key.fingerprint,
                       public_key=key.line())
 
@@ -332,16 +366,12 @@ def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin
     fields = body.model_dump(exclude={"service_private_key"})
     fields["price_model"] = body.price_model.model_dump()
     fields["energy_profile"] = body.energy_profile.model_dump()
-    admin_login = None
-    if not key:
-        try:
-            admin_login = identity.cluster_login(principal)
-        except NoClusterAccess as exc:
-            raise Invalid(str(exc), rule="the enrolling admin needs a cluster login to probe a per-user cluster") \
-                from None
+    settings = get_clusters_settings()
+    _take_probe(principal, settings)
     try:
         cluster, _report = enroll(fields, organization=org, created_by=principal.username,
-                                  admin_login=admin_login or "", service_private_key=key)
+                                  admin_login="", service_private_key=key, admin=None if key else principal,
+                                  settings=settings)
     except EnrollmentError as exc:
         log.warning("enrollment of cluster %s by %s refused: %s", body.name, principal.username, exc)
         raise EnrollmentRefused(exc) from None
@@ -381,18 +411,19 @@ def delete_cluster(cluster_id: str, principal: Principal = Depends(org_admin),
              summary="Test connection: host key, authentication, Slurm, partitions, work dir, SFTP, runtime")
 def test_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
     cluster = _own(session, principal, cluster_id)
+    acting_for = None
     if cluster.identity_mode == identity.SERVICE_ACCOUNT:
         login, mode = cluster.service_login, identity.SERVICE_ACCOUNT
     else:
         mode = identity.PER_USER
         try:
-            login = identity.cluster_login(principal)
+            login, acting_for = logins.login_for(cluster, principal, get_clusters_settings(), identity._login_resolver)
         except NoClusterAccess as exc:
             report = Report()
             report.skip("authentication", str(exc))
             return TestOut(cluster=cluster.name, login="", identity_mode=mode, ok=False,
                            checks=[CheckOut(**c) for c in report.as_dict()["checks"]])
-    report = run_checks(cluster, login, mode)
+    report = run_checks(cluster, login, mode, acting_for=acting_for if mode == identity.PER_USER else None)
     if cluster.service_key_enc and mode == identity.PER_USER:
         service = run_checks(cluster, cluster.service_login, identity.SERVICE_ACCOUNT)
         for check in service.checks:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import Principal, current_principal
 from ..errors import ApiError, Conflict, Incomplete, Invalid, NotFound
+from ..identity import lifecycle
 from ..identity.hub import Hub
 from ..identity.keycloak import OrgDirectory, group_name
 from .compensation import failure
@@ -24,6 +25,12 @@ router = APIRouter(prefix="/organization/admin", tags=["organization admin"])
 
 
 # --- models ---------------------------------------------------------------------------------------------
+class _Write(BaseModel):
+    """Write bodies refuse fields they do not know (a typo or a smuggled attribute is a 422, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class UserOut(BaseModel):
     id: str
     username: str
@@ -35,7 +42,7 @@ class UserOut(BaseModel):
     roles: list[str] | None = None
 
 
-class UserCreate(BaseModel):
+class UserCreate(_Write):
     username: str = Field(pattern=USERNAME_PATTERN, description=USERNAME_RULE)
     email: str | None = Field(None, pattern=EMAIL_PATTERN, max_length=254, description="name@domain")
     first_name: str | None = Field(None, max_length=100)
@@ -46,7 +53,7 @@ class UserCreate(BaseModel):
     roles: list[str] = Field(default_factory=lambda: ["user"], max_length=2, description="Subset of org-admin, user.")
 
 
-class UserPatch(BaseModel):
+class UserPatch(_Write):
     email: str | None = Field(None, pattern=EMAIL_PATTERN, max_length=254, description="name@domain")
     first_name: str | None = Field(None, max_length=100)
     last_name: str | None = Field(None, max_length=100)
@@ -62,12 +69,12 @@ class GroupOut(BaseModel):
     members: list[str] | None = None
 
 
-class GroupCreate(BaseModel):
+class GroupCreate(_Write):
     name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE)
     members: list[str] = Field(default_factory=list, max_length=1000, description="Usernames of the organization.")
 
 
-class GroupPatch(BaseModel):
+class GroupPatch(_Write):
     add_members: list[str] = Field(default_factory=list, max_length=1000)
     remove_members: list[str] = Field(default_factory=list, max_length=1000)
 
@@ -78,7 +85,7 @@ class RoleOut(BaseModel):
     members: list[str] = Field(default_factory=list, description="Usernames in the organization with this role.")
 
 
-class RoleGrant(BaseModel):
+class RoleGrant(_Write):
     role: str = Field(description="org-admin or user")
     username: str = Field(pattern=USERNAME_PATTERN, description=USERNAME_RULE)
 
@@ -152,6 +159,7 @@ def create_user(body: UserCreate, request: Request, org: OrgDirectory = Depends(
     except Exception as exc:
         raise failure(f"creating user {body.username!r}", exc, undo) from None
     forget_principals(request)
+    lifecycle.user_restored(body.username, org.org)  # a name used before starts with no revocation
     user = org.call(org.admin.get_user, user_id, what="user")
     return _user_out(user, groups=sorted(body.groups), roles=sorted(set(body.roles)))
 
@@ -185,6 +193,10 @@ def patch_user(user_id: str, body: UserPatch, request: Request, org: OrgDirector
     if body.password:
         org.call(org.admin.set_user_password, user_id, body.password, temporary=body.temporary_password, what="user")
     forget_principals(request)
+    if body.enabled is False:
+        lifecycle.user_removed(user["username"], org.org)  # their cluster sessions end now, not at expiry
+    elif body.enabled is True:
+        lifecycle.user_restored(user["username"], org.org)
     return get_user(user_id, org)
 
 
@@ -208,6 +220,7 @@ def delete_user(user_id: str, request: Request, org: OrgDirectory = Depends(org_
                 log.error("could not restore hub group %s for %s", name, user["username"])
         raise failure(f"deleting user {user['username']!r}", exc, []) from None
     forget_principals(request)
+    lifecycle.user_removed(user["username"], org.org)
 
 
 # --- groups ---------------------------------------------------------------------------------------------

@@ -67,7 +67,23 @@ class ClustersSettings(BaseSettings):
         True, description="At enrollment, write the gateway's user-CA public key into the TrustedUserCAKeys file "
                           "of an embedded-stack login node (only for host:port pairs of this machine's stack).")
     default_cluster_login_attribute: str = Field(
-        "cluster_login", description="Keycloak user attribute that holds a user's login on the clusters.")
+        "cluster_login", description="Keycloak user attribute that holds a user's login on the clusters. Only the "
+                                     "platform (Keycloak) admin can set it; organization admins cannot.")
+    service_logins: tuple[str, ...] = Field(
+        ("heroes",), description="The gateway's service accounts on clusters: never a user's cluster login.")
+    refused_logins: tuple[str, ...] = Field(
+        ("nobody", "slurm", "munge", "sshd", "admin", "administrator", "operator", "toor"),
+        description="More accounts that can never be a user's cluster login (root, system accounts and jh-* "
+                    "accounts always are).")
+    refuse_gateway_host_accounts: bool = Field(
+        True, description="Refuse a cluster login that is an account of the gateway host itself (unless an embedded "
+                          "login node publishes it). Turn off only where the gateway host shares the clusters' "
+                          "user directory (LDAP), so every cluster account also exists there.")
+    allow_local_hosts: bool = Field(
+        False, description="Platform admin setting: let enrollment and the host-key probe reach loopback, link-local "
+                           "and cloud metadata addresses. The embedded stack's own login nodes are always allowed.")
+    host_key_probes_per_minute: int = Field(
+        10, ge=1, description="Host-key probes (and enrollment attempts) one organization may make per minute.")
 
 
 @lru_cache

@@ -290,6 +290,8 @@ class ConnectionPool:
     def _open(self) -> _Conn:
         """TCP, SSH handshake, pinned host key check, public-key/certificate authentication."""
         ep, timeout = self.endpoint, self.settings.connect_timeout_s
+        # the credential first: a revoked user (NoClusterAccess) must fail here, not look like a network error
+        pkey, expires_at = self.credential.current()
         try:
             sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
         except OSError as exc:
@@ -319,7 +321,6 @@ class ConnectionPool:
                       ep.cluster, ep.host, ep.port, ep.host_key.fingerprint, presented.fingerprint)
             raise HostKeyMismatch(ep.cluster, ep.host, ep.port, ep.host_key.fingerprint, presented.fingerprint)
         try:
-            pkey, expires_at = self.credential.current()
             transport.auth_publickey(self.credential.login, pkey)
         except paramiko.AuthenticationException as exc:
             transport.close()
@@ -372,10 +373,14 @@ def pool_for(endpoint: Endpoint, credential: Credential, key: tuple,
         return pool
 
 
-def close_pools(match: Callable[[tuple], bool] | None = None) -> int:
-    """Close and forget pools (all, or those whose key ``match``es, e.g. one deleted cluster's)."""
+def close_pools(match: Callable[[tuple], bool] | None = None,
+                where: Callable[[tuple, ConnectionPool], bool] | None = None) -> int:
+    """Close and forget pools (all, or those whose key ``match``es, e.g. one deleted cluster's, or for which
+    ``where(key, pool)`` holds, e.g. a deleted user's certificates)."""
     with _POOLS_LOCK:
-        keys = [k for k in _POOLS if match is None or match(k)]
+        keys = [k for k, pool in _POOLS.items()
+                if (match is None and where is None) or (match is not None and match(k))
+                or (where is not None and where(k, pool))]
         pools = [_POOLS.pop(k) for k in keys]
     for pool in pools:
         pool.close()

@@ -2,11 +2,14 @@
 
 Two modes, chosen per cluster at enrollment (``identity_mode``):
 
-* ``per-user`` (the embedded stack's default): each user acts as their own Unix account. The gateway
-  signs a short-lived SSH user certificate (its own CA, ``certs.UserCA``) whose only principal is the
-  user's cluster login, a Keycloak user attribute (``cluster_login``; the username when absent). sshd
-  trusts the CA through ``TrustedUserCAKeys``; nothing per user is installed on the cluster. Certificates
-  are cached per (cluster, login) until ``cert_renew_margin_s`` before they expire.
+* ``per-user`` (the embedded stack's default): each user acts as the Unix account the cluster's owner
+  mapped them to (``logins.login_for``; never simply their username). The gateway signs a short-lived SSH
+  user certificate (its own CA, ``certs.UserCA``) whose principal is the user's *gateway principal*
+  ``<user>@<organization>`` and whose key id names organization, user and account; the login node trusts
+  the CA (``TrustedUserCAKeys``) and lets the principal in only where the account's
+  ``AuthorizedPrincipalsFile`` lists it. Certificates are cached per (cluster, account, principal) until
+  ``cert_renew_margin_s`` before they expire; a deleted or disabled user's are dropped at once
+  (``forget_user``), with their pooled sessions.
 * ``service-account``: every user of the organization runs as one account (the seed's way) whose
   private key was given at enrollment and is stored encrypted (``vault.Vault``).
 
@@ -16,24 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import threading
 import time
 from typing import Any, Callable, Protocol
 
 import paramiko
 
+from . import logins
 from .certs import UserCA
 from .config import ClustersSettings, get_clusters_settings
-from .connector import ClusterConnector, Endpoint, HostKey, pool_for
+from .connector import ClusterConnector, Endpoint, HostKey, close_pools, pool_for
 from .errors import ClusterError, NoClusterAccess
+from .logins import LOGIN_RE, SERVICE_PRINCIPAL, gateway_principal  # noqa: F401 (re-exported: callers use identity.LOGIN_RE)
 from .vault import Vault
 
 PER_USER = "per-user"
 SERVICE_ACCOUNT = "service-account"
 IDENTITY_MODES = (PER_USER, SERVICE_ACCOUNT)
-#: a POSIX login a certificate may name (also what useradd accepts by default)
-LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class ClusterLike(Protocol):
@@ -120,25 +122,49 @@ class ServiceKeyCredential:
 
 
 class CertificateCredential:
-    """A per-user certificate from the gateway CA, re-signed when it nears its end."""
+    """A per-user certificate from the gateway CA for ``login``, re-signed when it nears its end.
+
+    ``principals``: the gateway principals it names (``<user>@<organization>``, or the service's own);
+    the login node admits it only where ``login``'s principals file lists one of them. None: the
+    principals known to act as ``login`` on the cluster are looked up at signing time.
+    """
 
     kind = "user-certificate"
 
-    def __init__(self, cluster: str, login: str, ca: UserCA, settings: ClustersSettings):
-        self.cluster = cluster
+    def __init__(self, cluster, login: str, ca: UserCA, settings: ClustersSettings,
+                 principals: tuple[str, ...] | None = None, user_id: str = ""):
+        self.cluster = getattr(cluster, "name", cluster)
+        self._record = cluster if not isinstance(cluster, str) else None
         self.login = login
+        self.principals = tuple(principals) if principals else None
+        self.user_id = user_id
         self._ca = ca
         self._settings = settings
         self._signed = None
         self._lock = threading.Lock()
-        self.identity = (self.kind, login, id(ca))
+        self.identity = (self.kind, login, id(ca), self.principals)
+
+    def _principals(self) -> tuple[str, ...]:
+        if self.principals:
+            return self.principals
+        found = logins.principals_for(self._record, self.login) if self._record is not None else ()
+        if not found:
+            raise NoClusterAccess(f"no gateway user is known to act as {self.login!r} on cluster {self.cluster!r}")
+        return found
 
     def current(self) -> tuple[paramiko.PKey, float | None]:
         with self._lock:
             now = time.time()
-            if self._signed is None or self._signed.valid_before - self._settings.cert_renew_margin_s <= now:
+            principals = self._principals()
+            revoked = [p for p in principals if p in _REVOKED]
+            if revoked:
+                raise NoClusterAccess(f"{revoked[0]} was deleted or disabled: no certificate is signed for it")
+            if self._signed is None or self._signed.valid_before - self._settings.cert_renew_margin_s <= now \
+                    or self._signed.principals != principals:
+                who = ",".join(principals)
                 self._signed = self._ca.sign(
-                    [self.login], key_id=f"heroes:{self.login}@{self.cluster}",
+                    list(principals), key_id=f"heroes:{who}{':' + self.user_id if self.user_id else ''}"
+                                             f" as {self.login}@{self.cluster}",
                     validity_s=self._settings.cert_validity_minutes * 60)
             return self._signed.pkey, float(self._signed.valid_before)
 
@@ -148,16 +174,19 @@ class CertificateCredential:
         return self._signed
 
 
-_CERTS: dict[tuple[str, str], CertificateCredential] = {}
+_CERTS: dict[tuple, CertificateCredential] = {}
 _CERTS_LOCK = threading.Lock()
+#: gateway principals of deleted or disabled users: no certificate is signed for them in this process
+_REVOKED: set[str] = set()
 
 
-def _certificate_for(cluster: ClusterLike, login: str, settings: ClustersSettings) -> CertificateCredential:
+def _certificate_for(cluster: ClusterLike, login: str, settings: ClustersSettings,
+                     principals: tuple[str, ...] | None = None, user_id: str = "") -> CertificateCredential:
     with _CERTS_LOCK:
-        key = (cluster.id, login)
+        key = (cluster.id, login, principals)
         cred = _CERTS.get(key)
         if cred is None:
-            cred = CertificateCredential(cluster.name, login, get_ca(settings), settings)
+            cred = CertificateCredential(cluster, login, get_ca(settings), settings, principals, user_id)
             _CERTS[key] = cred
         return cred
 
@@ -173,21 +202,13 @@ def set_cluster_login_resolver(resolver: Callable[[Any], str | None] | None) -> 
     _login_resolver = resolver
 
 
-def cluster_login(principal: Any, settings: ClustersSettings | None = None) -> str:
-    """The principal's Unix login on clusters: attribute ``cluster_login`` if known, else the username."""
+def cluster_login(principal: Any, settings: ClustersSettings | None = None, cluster: ClusterLike | None = None) -> str:
+    """The principal's Unix login on ``cluster`` as the cluster's owner mapped it (``logins.login_for``).
+
+    Without a cluster only an explicit login or the platform admin's Keycloak attribute count. A login
+    that is root, a system, service or gateway-host account is refused (``NoClusterAccess``)."""
     settings = settings or get_clusters_settings()
-    login = getattr(principal, "cluster_login", None)
-    if not login:
-        attributes = getattr(principal, "attributes", None) or {}
-        value = attributes.get(settings.default_cluster_login_attribute)
-        login = value[0] if isinstance(value, (list, tuple)) and value else value
-    if not login and _login_resolver is not None:
-        login = _login_resolver(principal)
-    login = login or getattr(principal, "username", None)
-    if not login or not LOGIN_RE.match(login):
-        raise NoClusterAccess(f"user {getattr(principal, 'username', '?')!r} has no valid cluster login "
-                              f"(attribute {settings.default_cluster_login_attribute!r})")
-    return login
+    return logins.login_for(cluster, principal, settings, _login_resolver)[0]
 
 
 # --- connectors --------------------------------------------------------------------------------------
@@ -197,21 +218,27 @@ def endpoint_of(cluster: ClusterLike) -> Endpoint:
 
 
 def connector_as(cluster: ClusterLike, login: str, *, mode: str | None = None,
-                 settings: ClustersSettings | None = None) -> ClusterConnector:
-    """A connector for an explicit account. Trusted callers only (no principal check)."""
+                 settings: ClustersSettings | None = None, acting_for: str | None = None,
+                 user_id: str = "") -> ClusterConnector:
+    """A connector for an explicit account. Trusted callers only (no organization check).
+
+    ``acting_for``: the gateway principal the certificate names (``<user>@<org>``, or the service's own);
+    without it, the principals known to act as ``login`` on the cluster (an instance's owner)."""
     settings = settings or get_clusters_settings()
     mode = mode or cluster.identity_mode
     if mode == PER_USER:
-        if not LOGIN_RE.match(login):
-            raise NoClusterAccess(f"{login!r} is not a valid cluster login")
-        credential = _certificate_for(cluster, login, settings)
+        if acting_for != SERVICE_PRINCIPAL:
+            logins.check_login(login, settings)
+        principals = (acting_for,) if acting_for else None
+        credential = _certificate_for(cluster, login, settings, principals, user_id)
     elif mode == SERVICE_ACCOUNT:
         if not cluster.service_key_enc:
             raise NoClusterAccess(f"cluster {cluster.name!r} has no service-account key")
         credential = ServiceKeyCredential(cluster.service_login, cluster.service_key_enc, get_vault(settings))
+        acting_for = None
     else:
         raise ClusterError(f"unknown identity mode {mode!r}")
-    key = (cluster.id, credential.login, credential.kind)
+    key = (cluster.id, credential.login, credential.kind, acting_for)
     return ClusterConnector(pool_for(endpoint_of(cluster), credential, key, settings))
 
 
@@ -219,31 +246,66 @@ def connector_for(cluster: ClusterLike, principal: Any, *,
                   settings: ClustersSettings | None = None) -> ClusterConnector:
     """The connector a user's actions on ``cluster`` go through.
 
-    Per-user clusters: the user's own login, by certificate. Service-account clusters: the shared
-    account. A principal of another organization gets ``NoClusterAccess`` (platform admins pass).
+    Per-user clusters: the account the cluster's owner mapped the user to, by a certificate naming the
+    user's gateway principal. Service-account clusters: the shared account. A principal of another
+    organization gets ``NoClusterAccess`` (platform admins pass), so does a deleted or disabled user.
     """
     settings = settings or get_clusters_settings()
     org = getattr(principal, "organization", None)
     if org != cluster.organization and not getattr(principal, "is_platform_admin", False):
         raise NoClusterAccess(f"cluster {cluster.name!r} is not available to your organization")
     if cluster.identity_mode == PER_USER:
-        return connector_as(cluster, cluster_login(principal, settings), mode=PER_USER, settings=settings)
+        login, name = logins.login_for(cluster, principal, settings, _login_resolver)
+        if name in _REVOKED:
+            raise NoClusterAccess(f"{name} was deleted or disabled")
+        return connector_as(cluster, login, mode=PER_USER, settings=settings, acting_for=name,
+                            user_id=getattr(principal, "user_id", "") or "")
     return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT, settings=settings)
 
 
 def service_connector(cluster: ClusterLike, *, settings: ClustersSettings | None = None) -> ClusterConnector:
     """The gateway's own account on ``cluster`` (reconcilers, probes): the service key if one was
-    enrolled, else a certificate for ``service_login`` (per-user clusters)."""
+    enrolled, else a certificate naming the service principal for ``service_login`` (per-user clusters;
+    the login node lists that principal for its gateway service account only)."""
     if cluster.service_key_enc:
         return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT, settings=settings)
-    return connector_as(cluster, cluster.service_login, mode=PER_USER, settings=settings)
+    return connector_as(cluster, cluster.service_login, mode=PER_USER, settings=settings,
+                        acting_for=SERVICE_PRINCIPAL)
 
 
 def forget_cluster(cluster_id: str) -> None:
     """Close the pools and drop the cached certificates of a deleted cluster."""
-    from .connector import close_pools
-
     close_pools(lambda key: key[0] == cluster_id)
     with _CERTS_LOCK:
         for key in [k for k in _CERTS if k[0] == cluster_id]:
             del _CERTS[key]
+
+
+def forget_user(username: str, organization: str | None, *, revoke: bool = True) -> int:
+    """A user was deleted or disabled: close every pooled SSH session opened for them and drop their
+    certificates at once; with ``revoke`` no new certificate is signed for them (until ``restore_user``).
+    Returns how many pools were closed."""
+    if not organization:
+        return 0
+    name = f"{username}@{organization}"
+    if revoke:
+        with _CERTS_LOCK:
+            _REVOKED.add(name)
+    def theirs(key: tuple, pool) -> bool:
+        """Pools opened for them, or whose certificate names them (a reconciler acting for their instance)."""
+        signed = getattr(pool.credential, "certificate", None)
+        return (len(key) > 3 and key[3] == name) or bool(signed and name in signed.principals)
+
+    closed = close_pools(where=theirs)
+    with _CERTS_LOCK:
+        for key in [k for k, cred in _CERTS.items() if cred.principals and name in cred.principals]:
+            del _CERTS[key]
+    logins.forget_principal(name)
+    return closed
+
+
+def restore_user(username: str, organization: str | None) -> None:
+    """A user was enabled again (or created anew under the same name): certificates may be signed again."""
+    if organization:
+        with _CERTS_LOCK:
+            _REVOKED.discard(f"{username}@{organization}")

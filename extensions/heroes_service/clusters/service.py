@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -17,10 +16,10 @@ from typing import Any, Callable
 
 import paramiko
 
-from . import embedded, identity
+from . import embedded, identity, logins, probes
 from .config import ClustersSettings, get_clusters_settings
 from .connector import ClusterConnector, ConnectionPool, HostKey
-from .errors import ClusterError, HostKeyMismatch
+from .errors import ClusterError, HostKeyMismatch, NoClusterAccess
 from .models import Cluster
 from .slurm import SlurmClient
 
@@ -87,20 +86,20 @@ def _message(exc: BaseException) -> str:
 
 
 # --- host keys ---------------------------------------------------------------------------------------
-def scan_host_key(host: str, port: int, timeout: float = 10.0) -> HostKey:
-    """The host key a login node presents (SSH handshake only, no authentication)."""
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (a label over 63 chars)
-        raise ClusterError(f"no TCP connection to {host}:{port}: {exc}") from exc
+def scan_host_key(host: str, port: int, timeout: float = 10.0, settings: ClustersSettings | None = None) -> HostKey:
+    """The host key a login node presents (SSH handshake only, no authentication).
+
+    Only to addresses ``probes`` allows, and every failure gives the same message (``probes.ProbeRefused``):
+    an organization admin must not learn which ports of which hosts are open through it."""
+    sock = probes.connect_checked(host, port, timeout, settings)
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     try:
         transport.start_client(timeout=timeout)
         return HostKey.from_pkey(transport.get_remote_server_key())
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise ClusterError(f"SSH handshake with {host}:{port} failed: {exc or type(exc).__name__}") from exc
+    except (paramiko.SSHException, OSError, EOFError):
+        raise probes.ProbeRefused(probes.unreachable_message(host, port)) from None
     finally:
         transport.close()
 
@@ -114,24 +113,30 @@ def normalise_fingerprint(value: str) -> str:
 
 
 # --- probes ------------------------------------------------------------------------------------------
-def probe_connector(cluster: Cluster, login: str, mode: str, settings: ClustersSettings) -> ClusterConnector:
-    """A connector on a private, throw-away pool (tests fresh connections; never reuses the shared pool)."""
+def probe_connector(cluster: Cluster, login: str, mode: str, settings: ClustersSettings,
+                    acting_for: str | None = None) -> ClusterConnector:
+    """A connector on a private, throw-away pool (tests fresh connections; never reuses the shared pool).
+    ``acting_for``: the gateway principal the certificate names (per-user mode)."""
     endpoint = identity.endpoint_of(cluster)
     if mode == identity.SERVICE_ACCOUNT:
         credential = identity.ServiceKeyCredential(login, cluster.service_key_enc or "", identity.get_vault(settings))
     else:
-        credential = identity.CertificateCredential(cluster.name, login, identity.get_ca(settings), settings)
+        if acting_for != logins.SERVICE_PRINCIPAL:
+            logins.check_login(login, settings)
+        credential = identity.CertificateCredential(cluster, login, identity.get_ca(settings), settings,
+                                                    (acting_for,) if acting_for else None)
     probe_settings = settings.model_copy(update={"connect_attempts": 1, "max_connections": 1})
     return ClusterConnector(ConnectionPool(endpoint, credential, probe_settings))
 
 
 def run_checks(cluster: Cluster, login: str, mode: str, *, settings: ClustersSettings | None = None,
-               full: bool = True) -> Report:
+               full: bool = True, acting_for: str | None = None) -> Report:
     """Everything a cluster must do for the gateway, as ``login`` in ``mode``, each step reported."""
     settings = settings or get_clusters_settings()
     report = Report()
     pinned = HostKey(cluster.host_key_type, cluster.host_key_b64)
-    presented = report.step("host_key", lambda: scan_host_key(cluster.host, cluster.port, settings.connect_timeout_s),
+    presented = report.step("host_key", lambda: scan_host_key(cluster.host, cluster.port, settings.connect_timeout_s,
+                                                              settings),
                             lambda k: f"{k.key_type} {k.fingerprint}")
     if presented is None:
         for name in ("authentication", "slurm", "partitions", "work_dir", "sftp", "container_runtime"):
@@ -144,10 +149,13 @@ def run_checks(cluster: Cluster, login: str, mode: str, *, settings: ClustersSet
             report.skip(name, "refused: host key does not match the pinned one")
         return report
     report.checks[-1].detail += " (matches the pinned key)"
-    conn = probe_connector(cluster, login, mode, settings)
+    conn = probe_connector(cluster, login, mode, settings, acting_for)
     try:
         who = report.step("authentication", lambda: conn.run(["id", "-un"], timeout=30).check().stdout.strip(),
                           lambda u: f"logged in as {u} ({'certificate' if mode == identity.PER_USER else 'service key'})")
+        if who is not None:
+            uid = conn.run(["id", "-u"], timeout=30).stdout.strip()
+            report.facts["uid"] = int(uid) if uid.isdigit() else -1
         if who is None:
             for name in ("slurm", "partitions", "work_dir", "sftp", "container_runtime"):
                 report.skip(name, "authentication failed")
@@ -194,8 +202,16 @@ def _sftp_roundtrip(conn: ClusterConnector, work_dir: str) -> int:
 
 
 # --- enrollment --------------------------------------------------------------------------------------
+def check_service_login(login: str, settings: ClustersSettings | None = None) -> None:
+    """Enrollment refuses a service login that is root, a system account or a gateway (``jh-*``) account."""
+    reason = logins.refusal(login, settings, service=True)
+    if reason:
+        raise EnrollmentError(f"service_login: {reason}")
+
+
 def enroll(fields: dict, *, organization: str, created_by: str, admin_login: str,
-           service_private_key: str | None, settings: ClustersSettings | None = None) -> tuple[Cluster, Report]:
+           service_private_key: str | None, settings: ClustersSettings | None = None,
+           admin: Any = None) -> tuple[Cluster, Report]:
     """Build a verified ``Cluster`` (not yet added to a session) or raise ``EnrollmentError``.
 
     Steps: the host key presented must match the fingerprint the admin confirmed; the service key (if
@@ -205,8 +221,9 @@ def enroll(fields: dict, *, organization: str, created_by: str, admin_login: str
     """
     settings = settings or get_clusters_settings()
     host, port = fields["host"], int(fields["port"])
+    check_service_login(fields.get("service_login") or "heroes", settings)
     try:
-        presented = scan_host_key(host, port, settings.connect_timeout_s)
+        presented = scan_host_key(host, port, settings.connect_timeout_s, settings)
     except ClusterError as exc:
         raise EnrollmentError(f"cannot reach the login node: {exc}") from None
     confirmed = normalise_fingerprint(fields["host_key_fingerprint"])
@@ -233,15 +250,25 @@ def enroll(fields: dict, *, organization: str, created_by: str, admin_login: str
         installed = embedded.install_ca_if_embedded(host, port, identity.get_ca(settings).public_key_line())
         if installed:
             log.info("cluster %s: gateway user CA trusted by the embedded login node (%s)", cluster.name, installed)
+    acting_for = None
     if encrypted:
         login, mode = cluster.service_login, identity.SERVICE_ACCOUNT
     else:
-        login, mode = admin_login, identity.PER_USER
-    report = run_checks(cluster, login, mode, settings=settings, full=False)
+        mode = identity.PER_USER
+        login = admin_login
+        if admin is not None:
+            try:
+                login, acting_for = logins.login_for(cluster, admin, settings, identity._login_resolver)
+            except NoClusterAccess as exc:
+                raise EnrollmentError(f"the enrolling admin has no usable login on this cluster: {exc}") from None
+    report = run_checks(cluster, login, mode, settings=settings, full=False, acting_for=acting_for)
     essential = [c for c in report.checks if c.name in ("host_key", "authentication", "slurm", "partitions")]
     if any(c.ok is not True for c in essential):
         failed = "; ".join(f"{c.name}: {c.detail}" for c in essential if c.ok is not True)
         raise EnrollmentError(f"cluster {cluster.name!r} failed its enrollment checks ({failed})", report)
+    if mode == identity.SERVICE_ACCOUNT and report.facts.get("uid", -1) < logins.FIRST_USER_UID:
+        raise EnrollmentError(f"service_login {cluster.service_login!r} is a system account on the cluster "
+                              f"(uid {report.facts.get('uid')}); enroll an unprivileged service account", report)
     found = report.facts["partitions"]
     wanted = fields.get("partitions")
     names = [p.name for p in found]

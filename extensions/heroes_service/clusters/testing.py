@@ -95,7 +95,7 @@ def impostor_sshd(stack_settings, cluster: str = "alpha", *, port: int | None = 
     """A second sshd on a free port with a NEW host key, otherwise like ``cluster``'s login node
     (same trusted CA file, same Slurm): what a man-in-the-middle or a re-installed node looks like.
     ``port`` + ``key_dir`` restart one with the same address and key (an outage and recovery)."""
-    from heroes_dev.components.login import authorized_keys_dir, trusted_ca_path
+    from heroes_dev.components.login import authorized_keys_dir, principals_dir, trusted_ca_path
 
     folder = Path(tempfile.mkdtemp(prefix="heroes-impostor-"))
     key = (key_dir or folder) / "host_ed25519"
@@ -108,6 +108,7 @@ def impostor_sshd(stack_settings, cluster: str = "alpha", *, port: int | None = 
         "AuthenticationMethods publickey", "PubkeyAuthentication yes",
         f'AuthorizedKeysFile "{authorized_keys_dir(stack_settings, cluster)}/%u"',
         f'TrustedUserCAKeys "{trusted_ca_path(stack_settings, cluster)}"',
+        f'AuthorizedPrincipalsFile "{principals_dir(stack_settings, cluster)}/%u"',
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no", "UsePAM yes",  # PAM: the demo accounts have locked passwords
         "LogLevel VERBOSE", "Subsystem sftp internal-sftp", "",
     ]))
@@ -124,8 +125,10 @@ def impostor_sshd(stack_settings, cluster: str = "alpha", *, port: int | None = 
                 if proc.poll() is not None:
                     raise RuntimeError(f"impostor sshd exited: {(folder / 'sshd.log').read_text()[-500:]}")
                 time.sleep(0.1)
+        embedded.register_node("127.0.0.1", port, cluster)  # same accounts and principals as the cluster's node
         yield port, HostKey.parse(Path(str(key) + ".pub").read_text())
     finally:
+        embedded.register_node("127.0.0.1", port, None)
         proc.terminate()  # only the process this helper started, by its own handle
         try:
             proc.wait(timeout=10)
