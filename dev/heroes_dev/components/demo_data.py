@@ -108,7 +108,8 @@ class DemoClient:
             if r.status_code != 200:
                 raise DemoError(f"{user} cannot log in ({r.status_code}: {r.text[:200]})")
             self._tokens[user] = r.json()["access_token"]
-        r = self.http.request(method, path, headers={"Authorization": f"Bearer {self._tokens[user]}"}, **kwargs)
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._tokens[user]}"}
+        r = self.http.request(method, path, headers=headers, **kwargs)
         if r.status_code not in expect:
             raise DemoError(f"{method} {path} as {user} answered {r.status_code}: {r.text[:500]}")
         return r
