@@ -5,17 +5,21 @@ below ``settings.prefix``. Run it as the hub does::
 
     uvicorn heroes_service.app:app --host 127.0.0.1 --port 10101
 
-Building the app applies the database migrations and checks that every route has a row in the access
-table (api/access.py); either failing stops the service from starting.
+Building the app applies the database migrations, builds the long-lived workers (the one reconciler, cluster
+jobs, the workflow engine: ``wiring.py``) and checks that every route has a row in the access table
+(api/access.py). A capability whose router fails to import, a route without a row, or a failed migration
+stops the service from starting; the workers start and stop with the app's lifespan.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import __version__, errors, health
+from . import __version__, errors, health, wiring
 from .api import access
 from .auth import Authenticator
 from .identity.hub import Hub
@@ -41,6 +45,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         docs_url=f"{settings.api_prefix}/docs",
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=f"{settings.api_prefix}/docs/oauth2-redirect",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     engine = make_engine(settings.resolved_database_url())
@@ -52,6 +57,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.authenticator = Authenticator(settings, app.state.identity, app.state.sessions)
     app.dependency_overrides[get_settings] = lambda: settings
     errors.install(app)
+    wiring.build_workers(app)
 
     app.include_router(health.router, prefix=settings.api_prefix)
     for name in OWN_ROUTERS:
@@ -59,25 +65,25 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=settings.api_prefix)
     app.state.reserved_routes = {}
     for name in access.RESERVED:
-        module = _optional(f"{__package__}.api.{name}")
-        if module is not None:
-            app.include_router(module.router, prefix=settings.api_prefix)
-            # from the module's own router: FastAPI >= 0.16x adds one opaque _IncludedRouter to app.routes
-            app.state.reserved_routes[name] = [settings.api_prefix + r.path for r in module.router.routes]
+        # a capability that fails to import stops the start (no silent skip: a missing room is a broken service)
+        module = importlib.import_module(f"{__package__}.api.{name}")
+        app.include_router(module.router, prefix=settings.api_prefix)
+        # from the module's own router: FastAPI >= 0.16x adds one opaque _IncludedRouter to app.routes
+        app.state.reserved_routes[name] = [settings.api_prefix + r.path for r in module.router.routes]
     _allow_org_clients(app)
     access.verify_table(app, settings.api_prefix)
     app.add_middleware(access.AccessMiddleware, fastapi_app=app, prefix=settings.api_prefix)
     return app
 
 
-def _optional(module_name: str):
-    """Import a reserved resource module if its issue has written it (None while it does not exist)."""
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """The workers run while the app serves: the reconciler's threads, the engine's driver pool, tunnels."""
+    wiring.start_workers(app)
     try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None
-        raise
+        yield
+    finally:
+        await asyncio.to_thread(wiring.stop_workers, app)
 
 
 def _allow_org_clients(app: FastAPI) -> None:

@@ -1,7 +1,20 @@
 """Errors the API answers with: one JSON shape ``{"detail": "...", "rule": ...}``, never a stack trace.
 
-Domain code raises ``ApiError`` subclasses; ``install`` maps them, request-validation failures (422) and
-anything unexpected (500 with a generic message, the trace goes to the service log only).
+Domain code raises ``ApiError`` subclasses or its own domain errors; ``install`` maps both, ONCE for every
+route (the way jupyterhub's base handler maps every ``HTTPError``), plus request-validation failures (422)
+and anything unexpected (500 with a generic message, the trace goes to the service log only). Routes do not
+translate domain errors themselves, so the same failure gives the same status everywhere:
+
+==========================================  ======  ==========================================================
+domain error                                status  why
+==========================================  ======  ==========================================================
+``clusters.errors.NoClusterAccess``         403     the caller may not use that cluster (rule cluster-access)
+``clusters.errors.InvalidArgument``         422     a value that cannot cross SSH
+``clusters.errors.ClusterError`` (others)   503     the cluster (SSH, Slurm) is unavailable; try again
+``workflows.templates.TemplateError``       422     the template or its parameters are invalid (with the rule)
+``clusterjobs.JobSpecError``                422     a cluster job's parameters do not fit
+``sqlalchemy.exc.IntegrityError``           409     the change conflicts with what is stored (a duplicate)
+==========================================  ======  ==========================================================
 """
 from __future__ import annotations
 
@@ -73,12 +86,57 @@ class Incomplete(ApiError):
     status = 500
 
 
+def domain_error(exc: Exception) -> ApiError | None:
+    """The ``ApiError`` a domain error stands for (None: not a known domain error). One table, every route."""
+    from sqlalchemy.exc import IntegrityError
+
+    from .clusterjobs.kinds import JobSpecError
+    from .clusters.errors import ClusterError, InvalidArgument, NoClusterAccess
+    from .workflows.templates import TemplateError
+
+    if isinstance(exc, NoClusterAccess):
+        return Forbidden(str(exc), rule="cluster-access")
+    if isinstance(exc, InvalidArgument):
+        return Invalid(str(exc), rule="ssh-argument")
+    if isinstance(exc, ClusterError):
+        return Unavailable(f"cluster unavailable: {exc}", rule="cluster-available")
+    if isinstance(exc, TemplateError):
+        return Invalid(str(exc)[:2000], rule="; ".join(f"{loc}: {msg}" for loc, msg in exc.errors[:10])[:2000])
+    if isinstance(exc, JobSpecError):
+        return Invalid(str(exc), rule="cluster-job-spec")
+    if isinstance(exc, IntegrityError):
+        return Conflict("the change conflicts with data already stored (a duplicate name or a removed reference)",
+                        rule="integrity")
+    return None
+
+
+def domain_error_types() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import IntegrityError
+
+    from .clusterjobs.kinds import JobSpecError
+    from .clusters.errors import ClusterError
+    from .workflows.templates import TemplateError
+
+    return (ClusterError, TemplateError, JobSpecError, IntegrityError)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON shape above."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    async def _domain(request: Request, exc: Exception):
+        mapped = domain_error(exc)
+        if mapped is None:
+            return await _unexpected(request, exc)
+        if mapped.status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(mapped.body(), status_code=mapped.status, headers=mapped.headers)
+
+    for error_type in domain_error_types():
+        app.add_exception_handler(error_type, _domain)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError):

@@ -1,81 +1,30 @@
 """The spawn form: where the server runs (the gateway or an enrolled cluster) and what it asks Slurm for.
 
-Pure functions (unit-tested): ``render_form`` builds the HTML from the clusters the user may use,
-``parse_form`` turns the posted fields into ``user_options``, and ``validate`` checks them against the
-chosen cluster's partitions (as recorded at enrollment) before anything reaches ``sbatch``.
+Pure functions (unit-tested): ``render_form`` builds the HTML from the clusters the user may use (as the
+service lists them), ``parse_form`` turns the posted fields into ``user_options`` and ``target_cluster`` /
+``resources`` read them back. The resources are checked against the partitions by the service when it
+submits (``heroes_service.clusterjobs.resources``), so the hub and the service can never disagree on a rule;
+the service's refusal is shown on the spawn page.
 """
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+
+from heroes_service.clusterjobs.resources import gpu_count
 
 GATEWAY = "gateway"
 #: cluster and partition names as Slurm and the enrollment API allow them
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULTS = {"cores": 1, "memory_mb": 2048, "minutes": 60, "gpus": 0}
-#: hard upper bounds when a partition does not say (keeps a typo from asking for a year)
-MAX_MINUTES = 7 * 24 * 60
 
 
 class OptionsError(ValueError):
     """The user's choices do not fit the cluster; the message is shown on the spawn page."""
 
 
-@dataclass(frozen=True)
-class Choice:
-    """A validated request: ``cluster`` is None for the gateway."""
-
-    cluster: str | None
-    partition: str = ""
-    cores: int = 1
-    memory_mb: int = 2048
-    minutes: int = 60
-    gpus: int = 0
-
-
-def parse_time_limit(text: str) -> int | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` / ``minutes`` / ``infinite`` -> minutes (None: no limit)."""
-    text = (text or "").strip().lower()
-    if not text or text in ("infinite", "unlimited", "n/a"):
-        return None
-    days = 0
-    if "-" in text:
-        day_part, text = text.split("-", 1)
-        days = int(day_part)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        hours, minutes, seconds = 0, parts[0], 0
-    elif len(parts) == 2:
-        hours, minutes, seconds = 0, parts[0], parts[1]
-    else:
-        hours, minutes, seconds = parts[-3:]
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
-
-
-def gpu_count(gres: str) -> int:
-    """``gpu:2`` / ``gpu:a100:4(S:0)`` -> GPUs per node (0 when the partition has none)."""
-    total = 0
-    for item in (gres or "").split(","):
-        fields = item.split("(")[0].split(":")
-        if fields and fields[0] == "gpu" and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
-
-
-def _int_field(options: dict, name: str) -> int:
-    value = options.get(name, DEFAULTS[name])
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise OptionsError(f"{name.replace('_', ' ')} must be a whole number, not {str(value)[:20]!r}") from None
-    if number < 0:
-        raise OptionsError(f"{name.replace('_', ' ')} must not be negative")
-    return number
-
-
 def parse_form(formdata: dict[str, list[str]]) -> dict:
-    """Posted fields -> ``user_options`` (strings kept as typed; ``validate`` checks them)."""
+    """Posted fields -> ``user_options`` (strings kept as typed; the service checks them)."""
     first = {key: (values[0] if values else "") for key, values in formdata.items()}
     options = {"target": first.get("target", GATEWAY) or GATEWAY}
     if options["target"] != GATEWAY:
@@ -85,39 +34,20 @@ def parse_form(formdata: dict[str, list[str]]) -> dict:
     return options
 
 
-def validate(options: dict, partitions: list[dict], default_partition: str = "") -> Choice:
-    """Check ``user_options`` for a cluster against its partitions; a clear ``OptionsError`` otherwise."""
+def target_cluster(options: dict) -> str | None:
+    """The cluster named by ``user_options['target']`` (None: the gateway); ``OptionsError`` for anything else."""
     target = options.get("target") or GATEWAY
     if target == GATEWAY:
-        return Choice(cluster=None)
+        return None
     if not target.startswith("cluster:") or not _NAME.match(target[8:]):
         raise OptionsError(f"unknown target {target[:80]!r}: choose the gateway or one of your clusters")
-    cluster = target[8:]
-    by_name = {p["name"]: p for p in partitions}
-    partition = options.get("partition") or default_partition or next(
-        (p["name"] for p in partitions if p.get("default")), "")
-    if partition not in by_name:
-        known = ", ".join(sorted(by_name)) or "none recorded"
-        raise OptionsError(f"cluster {cluster} has no partition {str(partition)[:40]!r} (partitions: {known})")
-    part = by_name[partition]
-    cores, memory_mb, minutes, gpus = (_int_field(options, n) for n in ("cores", "memory_mb", "minutes", "gpus"))
-    if cores < 1:
-        raise OptionsError("ask for at least 1 core")
-    if part.get("cpus_per_node") and cores > int(part["cpus_per_node"]):
-        raise OptionsError(f"partition {partition} has {part['cpus_per_node']} cores per node; you asked for {cores}")
-    if memory_mb < 64:
-        raise OptionsError("ask for at least 64 MB of memory")
-    if part.get("memory_mb") and memory_mb > int(part["memory_mb"]):
-        raise OptionsError(f"partition {partition} has {part['memory_mb']} MB per node; you asked for {memory_mb} MB")
-    if minutes < 1:
-        raise OptionsError("ask for at least 1 minute")
-    limit = parse_time_limit(str(part.get("time_limit", ""))) or MAX_MINUTES
-    if minutes > limit:
-        raise OptionsError(f"partition {partition} allows at most {limit} minutes; you asked for {minutes}")
-    if gpus > gpu_count(str(part.get("gres", ""))):
-        raise OptionsError(f"partition {partition} has {gpu_count(str(part.get('gres', '')))} GPUs per node; "
-                           f"you asked for {gpus}")
-    return Choice(cluster=cluster, partition=partition, cores=cores, memory_mb=memory_mb, minutes=minutes, gpus=gpus)
+    return target[8:]
+
+
+def resources(options: dict) -> dict:
+    """The resource fields of ``user_options`` as typed (the service checks them against the partition)."""
+    return {key: options[key] for key in ("partition", "cores", "memory_mb", "minutes", "gpus")
+            if options.get(key, "") != ""}
 
 
 def render_form(clusters: list[dict]) -> str:

@@ -1,35 +1,38 @@
 """``HeroesSpawner``: JupyterLab on the gateway or as a Slurm job on an enrolled cluster.
 
-A subclass of batchspawner's ``SlurmSpawner`` whose Slurm commands never touch a local shell: they are
-argv lists sent through the service's ``ClusterConnector`` (pinned host key, per-user certificate), so the
-hub host needs no Unix account, sudo or ssh config for users and ``pwd.getpwnam`` is never called.
+A subclass of batchspawner's ``SlurmSpawner`` that never runs a Slurm command itself: the job is a cluster
+job of the HEROES service (kind ``jupyterlab``), submitted, watched and cancelled through the service's
+``/heroes/hub/cluster-jobs`` API with the hub's own service token, acting for the user
+(``service_client.py``). The hub therefore holds no database URL, no user CA and no cluster key, and a
+poll costs no ``squeue``: the service's one reconciler per cluster keeps every job's state in its database.
 Choosing "the gateway" in the form delegates to ``HeroesLocalSpawner`` (a child spawner), so one hub
 spawner class serves both.
 
 Differences from batchspawner, each for a known trap (see docs/architecture.md, pitfalls file):
 
-* a failed ``squeue`` (non-zero exit other than "Invalid job id", SSH down, timeout) is UNKNOWN: the hub
-  keeps the server and asks again next poll, it is never dropped (batchspawner#315);
+* a state the service cannot give (service down, cluster unreachable) is UNKNOWN: the hub keeps the server
+  and asks again next poll, it is never dropped (batchspawner#315); the reconciler, too, keeps a job whose
+  ``squeue`` failed as it was;
 * a job that is gone from the queue, or CANCELLED/COMPLETING/FAILED, is noticed on the next poll;
 * the job's port comes back through ``api.py``'s strict handler (only ``port``, only our spawners);
-* state (``job_id``, cluster, node address, target) is saved, so with ``cleanup_servers = False`` a hub
-  restart finds the job again.
+* state (``job_id``, the service's job id, cluster, node address, target) is saved, so with
+  ``cleanup_servers = False`` a hub restart finds the job again.
 """
 from __future__ import annotations
 
 import asyncio
-import re
+import os
 from pathlib import Path
 
 from batchspawner import JobStatus, SlurmSpawner
-from traitlets import Bool, Dict, Integer, List, Type, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Type, Unicode, default
 
-from . import access, form
-from .jobscript import JobRequest, render
+from . import form
 from .local import HeroesLocalSpawner
+from .service_client import ClusterJobsClient, ServiceError
 
-#: squeue states in which the server is (or will be) alive
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED"}
+#: cluster-job states (the service's) in which the server is (or will be) alive
+PENDING_STATES = {"SUBMITTING", "PENDING"}
 RUNNING_STATES = {"RUNNING"}
 #: traits of a Spawner the hub sets at spawn time; copied to the gateway child before it starts
 _RUNTIME_TRAITS = ("api_token", "oauth_client_id", "oauth_access_scopes", "oauth_roles", "server_token_scopes",
@@ -38,32 +41,20 @@ _CHILD_KWARGS = ("user", "orm_spawner", "hub", "authenticator", "config", "proxy
                  "cookie_options", "cookie_host_prefix_enabled", "public_url", "public_hub_url")
 
 
-def parse_test_only(stderr: str) -> str:
-    """``sbatch --test-only`` -> 'expected start 2026-11-25T21:00:00 on alpha-n1' ('' when absent)."""
-    match = re.search(r"to start at (\S+) using (\d+) processors on nodes (\S+)", stderr or "")
-    if not match:
-        return ""
-    return f"expected start {match.group(1)} on {match.group(3)}"
-
-
-def classify(result_rc: int, stdout: str, stderr: str) -> tuple[JobStatus, str, str]:
-    """One ``squeue -h -j ID -o %T|%B`` answer -> (status, Slurm state, batch host).
-
-    Only an answer that says the job is not there counts as gone; any other failure is UNKNOWN."""
-    if result_rc != 0:
-        if "invalid job id" in (stderr or "").lower():
-            return JobStatus.NOTFOUND, "", ""
+def classify(state: dict | None) -> tuple[JobStatus, str, str]:
+    """The service's answer for a job -> (status, state, node address). None (no answer) is UNKNOWN."""
+    if state is None:
         return JobStatus.UNKNOWN, "", ""
-    line = next((ln for ln in stdout.splitlines() if ln.strip()), "")
-    if not line:
-        return JobStatus.NOTFOUND, "", ""
-    state, _, host = line.strip().partition("|")
-    state = state.split()[0].rstrip("+") if state.split() else ""
-    if state in RUNNING_STATES:
-        return JobStatus.RUNNING, state, host
-    if state in PENDING_STATES:
-        return JobStatus.PENDING, state, host
-    return JobStatus.NOTFOUND, state, host
+    name = state.get("state", "")
+    host = state.get("node_addr") or (state.get("node") or "").split(",")[0]
+    if name in RUNNING_STATES:
+        return JobStatus.RUNNING, name, host
+    if name in PENDING_STATES:
+        return JobStatus.PENDING, name, host
+    return JobStatus.NOTFOUND, name, host
+
+
+_CLIENTS: dict[tuple[str, str], ClusterJobsClient] = {}
 
 
 class HeroesSpawner(SlurmSpawner):
@@ -81,40 +72,44 @@ class HeroesSpawner(SlurmSpawner):
         help="Address the single-user server binds on the node. The proxy connects to the node's NodeAddr "
              "(from sinfo), so it must be reachable from the hub (or tunnelled, see docs). The embedded stack "
              "uses 127.0.0.1 (nodes are the hub's own machine).")
-    squeue_argv = List(
-        Unicode(), ["squeue"], config=True,
-        help="argv prefix of the status query (each element quoted before it crosses SSH); '-h -j ID -o %T|%B' "
-             "is appended. Tests point it at a failing variant to prove a failed squeue keeps the server.")
-    command_timeout = Integer(60, config=True, help="Seconds one Slurm command over SSH may take.")
+    service_api_url = Unicode(
+        "", config=True,
+        help="The HEROES service's API base (e.g. http://127.0.0.1:10101/services/heroes/api/v1): every cluster "
+             "action of the hub is a request there. Empty: $HEROES_HUB_SERVICE_API_URL.")
+    service_token = Unicode(
+        "", config=True,
+        help="Token of the hub's own token-only service that the HEROES service accepts for its hub-only routes "
+             "(ServiceSettings.server_keys_service). Empty: $HEROES_HUB_SERVICE_TOKEN. Never logged.")
+    start_wait_s = Float(
+        10.0, config=True,
+        help="While a cluster server starts, each state request may wait this long for the job to change "
+             "(the service wakes its reconciler), so the hub learns of the start within about a second.")
     default_server_form = Bool(
         False, config=True,
         help="Show the spawn form for the default server too. False: the default server is always on the "
              "gateway and the form is offered for named servers (JupyterHub.allow_named_servers).")
-    job_name_prefix = Unicode("jupyterhub-", config=True,
-                              help="Slurm job name of a server: '<prefix><hub user>[-<server name>]'.")
     node_addresses = Dict(
         config=True,
         help="Slurm node name -> address the proxy uses, when NodeAddr from sinfo is not reachable from the hub.")
-
     kernels_dir = Unicode(
         "", config=True,
         help="World-readable directory where the hub publishes heroes_kernels (lib/) and per-organization "
              "kernelspecs of remote Slurm kernels (orgs/<org>/kernels); gateway servers get it on PYTHONPATH "
              "and JUPYTER_PATH. Empty: no remote kernels.")
-
     tunnel_to_node = Bool(
         False, config=True,
-        help="Reach cluster servers through the user's SSH connection to the login node (a local port on the "
-             "hub host relays to node:port) instead of connecting to the node directly. For sites whose "
-             "nodes are not routable from the hub; the nodes must still reach the hub API (README).")
+        help="Reach cluster servers through the user's SSH connection to the login node (the service relays a "
+             "local port of the gateway host to node:port) instead of connecting to the node directly. For "
+             "sites whose nodes are not routable from the hub; the nodes must still reach the hub API (README).")
 
     target = Unicode("")
     remote = Unicode("")  # node:port of a tunnelled server
     tunnel_port = Integer(0)
-    _forward = None
     cluster_name = Unicode("")
+    cluster_job = Unicode("")  # the service's id of the job
     node_addr = Unicode("")
     estimate = Unicode("")
+    _starting = False
 
     # --- batchspawner traits that would call pwd.getpwnam on the hub host -----------------------------------
     @default("req_homedir")
@@ -130,64 +125,30 @@ class HeroesSpawner(SlurmSpawner):
     def _form_default(self):
         return self._options_form
 
+    # --- the service ------------------------------------------------------------------------------------------
+    def service(self) -> ClusterJobsClient:
+        url = self.service_api_url or os.environ.get("HEROES_HUB_SERVICE_API_URL", "")
+        token = self.service_token or os.environ.get("HEROES_HUB_SERVICE_TOKEN", "")
+        client = _CLIENTS.get((url, token))
+        if client is None:
+            client = _CLIENTS[(url, token)] = ClusterJobsClient(url, token)
+        return client
+
     # --- the form ---------------------------------------------------------------------------------------------
     async def _options_form(self, spawner) -> str:
         """The form, for named servers only: the default server starts on the gateway at once (login lands
         in JupyterLab as before); 'New server' on the hub's home page offers the gateway or a cluster."""
         if not self.name and not self.default_server_form:
             return ""
-        views = await asyncio.to_thread(access.clusters_for, self._groups())
-        clusters = []
-        for view in views:
-            estimate = ""
-            try:
-                estimate = await asyncio.wait_for(self._estimate(view, form.Choice(
-                    cluster=view.name, partition=view.default_partition, cores=form.DEFAULTS["cores"],
-                    memory_mb=512, minutes=form.DEFAULTS["minutes"])), 15)
-            except Exception as exc:  # noqa: BLE001 - an unreachable cluster still shows in the form
-                self.log.warning("no start estimate for %s: %s", view.name, type(exc).__name__)
-            clusters.append({"name": view.name, "partitions": view.partitions,
-                             "default_partition": view.default_partition, "estimate": estimate})
+        try:
+            clusters = await self.service().clusters(self.user.name, estimate=True)
+        except ServiceError as exc:  # the gateway is still offered
+            self.log.warning("no clusters for %s's form: %s", self.user.name, exc)
+            clusters = []
         return form.render_form(clusters)
 
     def options_from_form(self, formdata):
         return form.parse_form(formdata)
-
-    # --- helpers ----------------------------------------------------------------------------------------------
-    def _groups(self) -> list[str]:
-        return [g.name for g in getattr(self.user, "groups", [])]
-
-    def _view(self):
-        view = access.cluster_for(self._groups(), self.cluster_name)
-        if view is None:
-            raise form.OptionsError(f"cluster {self.cluster_name!r} is not enrolled for your organization")
-        return view
-
-    async def _run(self, argv: list[str], stdin: str | None = None):
-        """One command on the cluster as the user (blocking SSH in a thread)."""
-        view = await asyncio.to_thread(self._view)
-        conn = access.connector(view, self.user.name)
-        return await asyncio.to_thread(conn.run, argv, stdin=stdin, timeout=self.command_timeout)
-
-    async def run_command(self, cmd, input=None, env=None):
-        """batchspawner's hook, argv-only: ``cmd`` is a list, run through the connector; stdout on success."""
-        if isinstance(cmd, str):
-            raise TypeError("HeroesSpawner runs argv lists only, never shell strings")
-        result = await self._run(list(cmd), stdin=input)
-        if not result.ok:
-            raise RuntimeError(result.stderr.strip() or f"{cmd[0]} exited {result.rc}")
-        return result.stdout.strip()
-
-    async def _estimate(self, view, choice: form.Choice) -> str:
-        conn = access.connector(view, self.user.name)
-        script = render(self._request(choice), {}, "/bin/true", ["true"])
-        result = await asyncio.to_thread(conn.run, ["sbatch", "--test-only"], stdin=script, timeout=15)
-        return parse_test_only(result.stderr)
-
-    def _request(self, choice: form.Choice) -> JobRequest:
-        suffix = f"-{self.name}" if self.name else ""
-        return JobRequest(job_name=f"{self.job_name_prefix}{self.user.name}{suffix}", partition=choice.partition,
-                          cores=choice.cores, memory_mb=choice.memory_mb, minutes=choice.minutes, gpus=choice.gpus)
 
     def _python(self) -> str:
         return self.singleuser_python or str(Path(self.cmd[0]).parent / "python")
@@ -204,20 +165,23 @@ class HeroesSpawner(SlurmSpawner):
     def _on_gateway(self) -> bool:
         return (self.target or "gateway") == "gateway"
 
-    def _publish_kernels(self) -> None:
-        """Remote-kernel provisioner + this user's kernelspecs (their organizations' clusters x profiles)."""
+    async def _publish_kernels(self) -> None:
+        """Remote-kernel provisioner + this user's kernelspecs (their organization's clusters x profiles)."""
         from heroes_kernels.kernelspecs import publish, write_kernelspecs
 
+        try:
+            clusters = [c["name"] for c in await self.service().clusters(self.user.name)]
+        except ServiceError as exc:
+            self.log.warning("no remote kernels for %s: %s", self.user.name, exc)
+            return
         root = Path(self.kernels_dir)
-        lib = publish(root / "lib")
-        views = access.clusters_for(self._groups())
-        orgs = sorted({v.organization for v in views})
-        for org in orgs:
-            write_kernelspecs(root / "orgs" / org, [v.name for v in views if v.organization == org])
+        lib = await asyncio.to_thread(publish, root / "lib")
         env = dict(self.environment)
         env["PYTHONPATH"] = ":".join(p for p in [env.get("PYTHONPATH", ""), str(lib)] if p)
-        if orgs:
-            env["JUPYTER_PATH"] = ":".join(str(root / "orgs" / org) for org in orgs)
+        if clusters:
+            folder = root / "users" / self.user.name
+            await asyncio.to_thread(write_kernelspecs, folder, clusters)
+            env["JUPYTER_PATH"] = str(folder)
         self.environment = env
 
     # --- lifecycle --------------------------------------------------------------------------------------------
@@ -226,21 +190,19 @@ class HeroesSpawner(SlurmSpawner):
         self.target = choice.get("target") or "gateway"
         if self._on_gateway():
             if self.kernels_dir:
-                await asyncio.to_thread(self._publish_kernels)
+                await self._publish_kernels()
             child = self._gateway()
             for name in _RUNTIME_TRAITS:
                 if self.has_trait(name) and child.has_trait(name):
                     setattr(child, name, getattr(self, name))
             return await child.start()
-        self.cluster_name = self.target.removeprefix("cluster:")
-        self.remote, self.tunnel_port = "", 0
-        view = await asyncio.to_thread(self._view)
-        self._choice = form.validate(choice, view.partitions, view.default_partition)
+        self.cluster_name = form.target_cluster(choice) or ""
+        self.remote, self.tunnel_port, self.cluster_job = "", 0, ""
+        self._starting = True
         try:
-            self.estimate = await self._estimate(view, self._choice)
-        except Exception as exc:  # noqa: BLE001 - the estimate is advice, the submission decides
-            self.log.warning("sbatch --test-only for %s failed: %s", self.user.name, type(exc).__name__)
-        ip, port = await super().start()
+            ip, port = await super().start()
+        finally:
+            self._starting = False
         if not self.tunnel_to_node:
             return ip, port
         self.remote = f"{ip}:{port}"
@@ -248,61 +210,54 @@ class HeroesSpawner(SlurmSpawner):
         return "127.0.0.1", self.tunnel_port
 
     async def _open_tunnel(self) -> None:
-        """The hub-side end of the SSH tunnel to the server (same local port after a hub restart)."""
-        from .tunnel import Forward
-
-        host, _, port = self.remote.rpartition(":")
-        view = await asyncio.to_thread(self._view)
-        conn = access.connector(view, self.user.name)
-        self._forward = await asyncio.to_thread(Forward, conn, host, int(port), self.tunnel_port)
-        self.tunnel_port = self._forward.local_port
+        """The service relays a local port of the gateway host to the server (same port after a restart)."""
+        _, _, port = self.remote.rpartition(":")
+        self.tunnel_port = await self.service().tunnel(self.user.name, self.cluster_job, int(port), self.tunnel_port)
         self.log.info("%s's server %s tunnelled at 127.0.0.1:%d", self.user.name, self.remote, self.tunnel_port)
 
-    def _close_tunnel(self) -> None:
-        if self._forward is not None:
-            self._forward.close()
-            self._forward = None
-
     async def submit_batch_script(self):
-        script = render(self._request(self._choice), self.get_env(), self._python(), self.cmd + self.get_args(),
-                        self.node_bind_ip)
-        self.log.info("Submitting %s's server to %s (%s)", self.user.name, self.cluster_name, self._choice)
-        out = await self.run_command(["sbatch", "--parsable"], input=script)
-        from heroes_service.clusters.slurm import parse_job_id
-
-        self.job_id = parse_job_id(out)
+        params = {"env": self.get_env(), "command": self.cmd + self.get_args(), "python": self._python(),
+                  "bind_ip": self.node_bind_ip}
+        self.log.info("Submitting %s's server to %s", self.user.name, self.cluster_name)
+        try:
+            job = await self.service().submit(self.user.name, "jupyterlab", self.cluster_name,
+                                              form.resources(self.user_options or {}), params, ref=self.name or "")
+        except ServiceError as exc:
+            raise form.OptionsError(exc.detail if exc.refused else f"the cluster job was not submitted: {exc}") \
+                from None
+        self.cluster_job, self.job_id = job["id"], job["job_id"] or ""
         self.log.info("%s's server is job %s on %s", self.user.name, self.job_id, self.cluster_name)
         return self.job_id
 
     async def query_job_status(self):
-        if not self.job_id:
+        if not self.cluster_job:
             self.job_status = ""
             return JobStatus.NOTFOUND
+        wait = self.start_wait_s if self._starting and self.port == 0 else 0
         try:
-            result = await self._run([*self.squeue_argv, "-h", "-j", self.job_id, "-o", "%T|%B"])
-            status, state, host = classify(result.rc, result.stdout, result.stderr)
-            detail = result.stderr.strip()[:200]
-        except Exception as exc:  # noqa: BLE001 - SSH down, timeout, cluster record unreadable: ask again later
-            status, state, host, detail = JobStatus.UNKNOWN, "", "", type(exc).__name__
+            answer = await self.service().state(self.user.name, self.cluster_job, wait_s=wait)
+            detail = ""
+        except ServiceError as exc:
+            answer, detail = ({"state": "GONE"} if exc.status == 404 else None), exc.detail
+        status, state, host = classify(answer)
+        if answer:
+            self.job_id = answer.get("job_id") or self.job_id
+            self._tunnels = answer.get("tunnels") or {}
         if status == JobStatus.RUNNING and host and not self.node_addr:
-            self.node_addr = await self._address_of(host)
+            self.node_addr = self.node_addresses.get(answer.get("node", ""), host)
         self.job_status = f"{status.name} {state} {host}".strip()
         if status == JobStatus.UNKNOWN:
             self.log.warning("Status of %s's job %s on %s unknown (%s); keeping the server, asking again next poll",
-                             self.user.name, self.job_id, self.cluster_name, detail)
+                             self.user.name, self.job_id, self.cluster_name, detail[:200])
         return status
-
-    async def _address_of(self, node: str) -> str:
-        """Where the proxy reaches ``node``: configured map, else NodeAddr from sinfo, else the name."""
-        if node in self.node_addresses:
-            return self.node_addresses[node]
-        result = await self._run(["sinfo", "-h", "-N", "-n", node, "-o", "%o"])
-        addr = next((ln.strip() for ln in result.stdout.splitlines() if ln.strip()), "") if result.ok else ""
-        return addr or node
 
     async def cancel_batch_job(self):
         self.log.info("Cancelling %s's job %s on %s", self.user.name, self.job_id, self.cluster_name)
-        await self.run_command(["scancel", self.job_id])
+        try:
+            await self.service().cancel(self.user.name, self.cluster_job)
+        except ServiceError as exc:
+            if exc.status != 404:
+                raise
 
     def state_isrunning(self):
         return self.job_status.startswith("RUNNING")
@@ -316,21 +271,20 @@ class HeroesSpawner(SlurmSpawner):
     def state_gethost(self):
         return self.node_addr or self.job_status.split()[-1]
 
+    _tunnels: dict = {}
+
     async def poll(self):
         if self._on_gateway():
             return await self._gateway().poll()
         status = await super().poll()
-        if status is not None:
-            self._close_tunnel()
-        elif self.remote and self._forward is None and self.state_isrunning():
-            await self._open_tunnel()  # after a hub restart
+        if status is None and self.remote and self.state_isrunning() and "server" not in self._tunnels:
+            await self._open_tunnel()  # after a service restart: the same local port again
         return status
 
     async def stop(self, now=False):
         if self._on_gateway():
             return await self._gateway().stop(now=now)
-        self._close_tunnel()
-        if not self.job_id:
+        if not self.cluster_job:
             return
         return await super().stop(now=now)
 
@@ -338,8 +292,6 @@ class HeroesSpawner(SlurmSpawner):
         if self._on_gateway():
             yield {"message": "Starting JupyterLab on the gateway..."}
             return
-        if self.estimate:
-            yield {"message": f"Cluster {self.cluster_name}: {self.estimate}"}
         async for event in super().progress():
             yield event
 
@@ -350,7 +302,7 @@ class HeroesSpawner(SlurmSpawner):
         if self._on_gateway():
             state["gateway"] = self._gateway().get_state()
         else:
-            state.update(cluster=self.cluster_name, node_addr=self.node_addr)
+            state.update(cluster=self.cluster_name, node_addr=self.node_addr, cluster_job=self.cluster_job)
             if self.remote:
                 state.update(remote=self.remote, tunnel_port=self.tunnel_port)
         return state
@@ -359,6 +311,7 @@ class HeroesSpawner(SlurmSpawner):
         super().load_state(state)
         self.target = state.get("target", "gateway")
         self.cluster_name = state.get("cluster", "")
+        self.cluster_job = state.get("cluster_job", "")
         self.node_addr = state.get("node_addr", "")
         self.remote = state.get("remote", "")
         self.tunnel_port = int(state.get("tunnel_port", 0))
@@ -373,4 +326,5 @@ class HeroesSpawner(SlurmSpawner):
         self.node_addr = ""
         self.estimate = ""
         self.remote = ""
+        self.cluster_job = ""
         self.tunnel_port = 0

@@ -3,8 +3,9 @@ on an enrolled cluster, reached through SSH-tunnelled ports.
 
 It runs inside the user's server and holds no cluster credentials: every cluster action is a call to the
 hub's ``/hub/api/heroes/kernels`` API (extensions/heroes_spawner/kernels_api.py) with the server's own
-``JUPYTERHUB_API_TOKEN``; the hub submits the job as the user, forwards the kernel's five ports to its
-loopback through the login node, and cancels the job on shutdown. Interrupt is ``scancel --signal=INT``
+``JUPYTERHUB_API_TOKEN``; the hub passes it on to the HEROES service (a cluster job of kind ``kernel``),
+which submits the job as the user, forwards the kernel's five ports to the gateway's loopback through the
+login node, and cancels the job on shutdown. ``job_id`` is the service's id of the job. Interrupt is ``scancel --signal=INT``
 of the batch step (the kernel process itself); restart is shutdown + a new job.
 
 Kernelspec (``kernels.py`` writes them per cluster):
@@ -89,7 +90,8 @@ class SlurmKernelProvisioner(KernelProvisionerBase):
             "cluster": self.cluster, "partition": self.partition, "cores": self.cores, "memory_mb": self.memory_mb,
             "minutes": self.minutes, "gpus": self.gpus, "key": key})
         self.job_id, self._exit = created["job_id"], None
-        self.log.info("remote kernel: Slurm job %s on %s", self.job_id, self.cluster)
+        self.log.info("remote kernel: job %s (Slurm job %s) on %s", self.job_id, created.get("slurm_job_id"),
+                      self.cluster)
         deadline = time.monotonic() + self.start_timeout
         while True:
             _, state = await self._hub("GET", f"/{self.cluster}/{self.job_id}")

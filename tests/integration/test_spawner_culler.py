@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from test_spawner_support import (SERVER_JOB, ensure_enrolled, jobs_named, server_of, start_cluster_server,
+from spawner_support import (SERVER_JOB, ensure_enrolled, jobs_named, server_of, start_cluster_server,
                                   wait_until)
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from heroes_dev.components.jupyterhub import hub_url
-from test_spawner_support import (SERVER_JOB, ensure_enrolled, hub_admin, jobs_named, server_of, server_token,
+from spawner_support import (SERVER_JOB, ensure_enrolled, hub_admin, jobs_named, server_of, server_token,
                                   slurm, start_cluster_server, wait_until)
 
 pytestmark = pytest.mark.integration

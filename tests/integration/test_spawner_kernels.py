@@ -15,11 +15,10 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from heroes_dev.components.jupyterhub import hub_url
-from test_spawner_support import (ensure_enrolled, hub_admin, jobs_named, server_of, server_token, slurm,
-                                  wait_until)
+from spawner_support import (KERNEL_JOB, ensure_enrolled, hub_admin, jobs_named, server_of, server_token, slurm,
+                             wait_until)
 
 pytestmark = pytest.mark.integration
-KERNEL_JOB = "heroes-kernel-bob"
 SPEC = "heroes-alpha-small"
 
 
@@ -28,7 +27,8 @@ def gateway_server(require, stack_settings):
     for name in ("jupyterhub", "slurm-alpha", "login-alpha"):
         require(name)
     ensure_enrolled(stack_settings, "alpha")
-    slurm(stack_settings, "alpha", "scancel", "-n", KERNEL_JOB, user="bob")  # leftovers of interrupted runs
+    for leftover in jobs_named(stack_settings, "alpha", KERNEL_JOB):  # of interrupted runs
+        slurm(stack_settings, "alpha", "scancel", leftover["id"])
     for _ in range(3):  # a shared hub: another session may stop bob's server while it starts
         with hub_admin(stack_settings) as api:
             api.delete("/users/bob/server")

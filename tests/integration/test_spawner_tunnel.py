@@ -16,7 +16,7 @@ import pytest
 
 from heroes_service.clusters import identity
 from heroes_service.clusters.config import get_clusters_settings
-from test_spawner_support import ensure_enrolled, slurm, wait_until
+from spawner_support import ensure_enrolled, slurm, wait_until
 
 pytestmark = pytest.mark.integration
 SERVER = r"""

@@ -145,6 +145,13 @@ ACCESS: dict[tuple[str, str], str] = {
     # {path:path} form lets the middleware match paths with slashes
     ("GET", "/organization/visualization/novnc/{path}"): PUBLIC,
     ("GET", "/organization/visualization/novnc/{path:path}"): PUBLIC,
+    # --- cluster jobs: the hub runs servers and kernels for a user (api/cluster_jobs.py); never a person ------
+    ("GET", "/heroes/hub/cluster-jobs/clusters"): HUB_SERVICE,
+    ("POST", "/heroes/hub/cluster-jobs/"): HUB_SERVICE,
+    ("GET", "/heroes/hub/cluster-jobs/{job_id}"): HUB_SERVICE,
+    ("DELETE", "/heroes/hub/cluster-jobs/{job_id}"): HUB_SERVICE,
+    ("POST", "/heroes/hub/cluster-jobs/{job_id}/signal"): HUB_SERVICE,
+    ("POST", "/heroes/hub/cluster-jobs/{job_id}/tunnel"): HUB_SERVICE,
 }
 
 #: resources written by other issues: module api/<name>.py (exporting ``router``) -> path prefixes it owns
@@ -152,7 +159,6 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "data": ("/organization/data",),
     "workflows": ("/organization/workflow", "/organization/admin/workflow"),
     "clusters": ("/organization/cluster", "/organization/admin/cluster", "/heroes/admin/clusters"),
-    "template": ("/organization/template",),
     "decision": ("/organization/decision",),
     "energy": ("/organization/decision/ingest_ear_files", "/organization/decision/energy"),
     "decision_history": ("/organization/admin/decision/history", "/organization/decision/history"),
@@ -160,11 +166,8 @@ RESERVED: dict[str, tuple[str, ...]] = {
     "server_keys": ("/organization/data/server-credentials",),
     "cluster_checks": ("/organization/admin/cluster/",),
     "template_checks": ("/organization/admin/workflow/template/check",),
+    "cluster_jobs": ("/heroes/hub/cluster-jobs",),
 }
-
-
-def level_of(method: str, path: str) -> str | None:
-    return ACCESS.get((method.upper(), path))
 
 
 def app_routes(app: FastAPI, prefix: str) -> list[tuple[str, str]]:

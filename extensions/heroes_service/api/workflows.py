@@ -9,15 +9,15 @@
 Instances are visible to their owner and to their organization's admins only; anything else answers 404,
 the same as an id that does not exist.
 
-The router's lifespan starts the engine (``workflows.engine``) with the app: the driver pool and one
-reconciler thread per cluster with live work.
+The domain is in ``workflows/`` (submission rules in ``workflows/submission.py``, the engine in
+``workflows/engine.py``); the app builds and starts the engine in its lifespan (``app.py``). Domain errors
+(templates, cluster access) are mapped to statuses once, in ``errors.py``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -28,23 +28,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
+from ..clusterjobs.submit import owner_connector
 from ..clusters import identity as cluster_identity
-from ..clusters import logins
 from ..clusters import usage as cluster_usage
-from ..clusters.config import bind_state_dir
-from ..clusters.errors import ClusterError, NoClusterAccess
-from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
-from ..decision import frequency, placement
-from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from ..clusters.errors import ClusterError
+from ..clusters.models import cluster_by_id
+from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..identity import lifecycle
 from ..store import get_session
-from ..store.models import Organization
 from ..workflows import models as m
-from ..workflows.config import get_workflow_settings
-from ..workflows.engine import WorkflowEngine, owner_connector, read_tail
-from ..workflows.render import instance_dir, job_name, log_path
-from ..workflows.staging import Staging
-from ..workflows.templates import Template, TemplateError, parse_template, resolve_parameters
+from ..workflows.cluster_files import read_tail
+from ..workflows.engine import WorkflowEngine
+from ..workflows.render import log_path
+from ..workflows.submission import Submission, own_template, record_submission, visible_instance
+from ..workflows.templates import Template, parse_template
+from ..wiring import bind_clusters
 
 # deleting an organization with live instances is refused unless forced (platform admin's route)
 lifecycle.register_work_checker(m.running_work)
@@ -55,53 +53,13 @@ any_user = require_role("user")
 org_admin = require_role("org-admin")
 
 
-# --- engine wiring --------------------------------------------------------------------------------------
-def _bind_clusters(app) -> None:
-    """Cluster logins through the app's Keycloak client; cluster secrets below the app's state dir."""
-    logins.bind(app.state.identity)
-    settings = getattr(app.state, "settings", None)
-    if settings is not None and bind_state_dir(settings.state_dir):
-        cluster_identity.forget_secrets()
-
-
-def _data_service(app):
-    service = getattr(app.state, "data", None)
-    if service is None:
-        from .. import data as data_pkg
-
-        service = data_pkg.build(app.state.settings)
-        app.state.data = service
-    return service
-
-
-def engine_of(app) -> WorkflowEngine:
-    engine = getattr(app.state, "workflows", None)
-    if engine is None:
-        _bind_clusters(app)
-        engine = WorkflowEngine(app.state.sessions, get_workflow_settings(), lambda: Staging(_data_service(app)),
-                                app.state.settings.state_dir)
-        app.state.workflows = engine
-    return engine
-
-
-@asynccontextmanager
-async def lifespan(app):
-    engine = engine_of(app)
-    if engine.settings.reconciler:
-        engine.start()
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(engine.stop)
-        app.state.workflows = None
-
-
 def engine(request: Request) -> WorkflowEngine:
-    _bind_clusters(request.app)
-    return engine_of(request.app)
+    """The app's engine (built in app.py); the clusters library is bound to this app first (tests run several)."""
+    bind_clusters(request.app)
+    return request.app.state.workflows
 
 
-router = APIRouter(tags=["workflows"], lifespan=lifespan)
+router = APIRouter(tags=["workflows"])
 
 
 # --- models ---------------------------------------------------------------------------------------------
@@ -233,72 +191,6 @@ def _instance_out(session: Session, inst: m.WorkflowInstance, events: bool = Tru
                        output_bucket=inst.output_bucket, output_prefix=inst.output_prefix)
 
 
-def _own_template(session: Session, principal: Principal, template_id: str) -> m.WorkflowTemplate:
-    row = session.get(m.WorkflowTemplate, template_id) if len(template_id) <= 32 else None
-    if row is None or row.deleted or row.organization != principal.organization:
-        raise NotFound(f"template {template_id!r} not found")
-    return row
-
-
-def _visible_instance(session: Session, principal: Principal, instance_id: str) -> m.WorkflowInstance:
-    inst = session.get(m.WorkflowInstance, instance_id) if len(instance_id) <= 32 else None
-    if inst is None or inst.organization != principal.organization or \
-            (inst.username != principal.username and not principal.is_org_admin):
-        raise NotFound(f"instance {instance_id!r} not found")
-    return inst
-
-
-def _template_error(exc: TemplateError) -> Invalid:
-    return Invalid(str(exc)[:2000], rule="; ".join(f"{loc}: {msg}" for loc, msg in exc.errors[:10])[:2000])
-
-
-def _choose_cluster(session: Session, principal: Principal, wanted: str, template: Template,
-                    values: dict) -> tuple[Cluster, dict | None]:
-    """(cluster, the placement decision when ``auto`` chose it, else None)."""
-    if wanted != "auto":
-        cluster = cluster_by_name(session, principal.organization, wanted) or \
-            cluster_by_id(session, principal.organization, wanted)
-        if cluster is None:
-            raise NotFound(f"cluster {wanted!r} not found among your organization's clusters")
-        return cluster, None
-    candidates = clusters_of(session, principal.organization)
-    if not candidates:
-        raise Conflict("your organization has no cluster to run on", rule="no-cluster")
-    return placement.place(session, principal, template, values, candidates)
-
-
-def _accepted_options(session: Session, principal: Principal, body: SubmitIn, template: Template, values: dict,
-                      cluster: Cluster, decision: dict | None) -> tuple[dict[str, list[str]], list[str]]:
-    """Per step, the sbatch options the user accepted (right-sizing, CPU frequency), and the events saying so.
-    A frequency the cluster does not offer is refused (422) before anything is written."""
-    options: dict[str, list[str]] = {step.name: [] for step in template.steps}
-    events: list[str] = []
-    if body.cpu_freq_khz is not None:
-        try:
-            frequency.check_frequency(body.cpu_freq_khz, cluster.energy_profile)
-        except ValueError as exc:
-            raise Invalid(f"cluster {cluster.name!r}: {exc}", rule="cpu-freq-offered-by-cluster") from None
-        for step_options in options.values():
-            step_options.append(f"--cpu-freq={body.cpu_freq_khz}")
-        events.append(f"--cpu-freq={body.cpu_freq_khz} kHz applied to every step (accepted by the user)")
-    if body.accept_rightsizing:
-        recommendation = decision.get("rightsizing") if decision else None  # auto: the chosen cluster's
-        if recommendation is None:
-            est = placement.estimate_for(session, principal, template, values, cluster)
-            recommendation = placement.rightsizing(template, est)
-        sized = placement.rightsized_steps(template, values, recommendation)
-        resources = dict(placement.resolved_steps(template, values))
-        changes = []
-        for name, new in sized.items():
-            options[name] += [f"--time={new['time_minutes']}", f"--mem={new['memory_mb']}M"]
-            old = resources[name]
-            changes.append(f"{name}: --time {old['time_minutes']}->{new['time_minutes']} min, "
-                           f"--mem {old['memory_mb']}->{new['memory_mb']}M")
-        events.append(f"right-sizing accepted ({recommendation['basis']}, {recommendation['history_jobs']} "
-                      f"run(s)): " + "; ".join(changes))
-    return options, events
-
-
 # --- templates ------------------------------------------------------------------------------------------
 @router.post("/organization/admin/workflow/template", response_model=TemplateOut, status_code=201,
              summary="Publish a workflow template (a known name becomes its next version)")
@@ -306,10 +198,7 @@ def create_template(body: TemplateIn = Body(...), principal: Principal = Depends
                     session: Session = Depends(get_session)):
     if (body.source is None) == (body.template is None):
         raise Invalid("give either 'source' (YAML/JSON text) or 'template' (an object)", rule="one-of-source-template")
-    try:
-        template = parse_template(body.source if body.source is not None else body.template)
-    except TemplateError as exc:
-        raise _template_error(exc) from None
+    template = parse_template(body.source if body.source is not None else body.template)
     latest = session.scalar(select(func.max(m.WorkflowTemplate.version)).where(
         m.WorkflowTemplate.organization == principal.organization, m.WorkflowTemplate.name == template.name))
     template.version = (latest or 0) + 1
@@ -325,7 +214,7 @@ def create_template(body: TemplateIn = Body(...), principal: Principal = Depends
                summary="Delete a template version (instances keep their record)")
 def delete_template(template_id: str, principal: Principal = Depends(org_admin),
                     session: Session = Depends(get_session)):
-    row = _own_template(session, principal, template_id)
+    row = own_template(session, principal, template_id)
     row.deleted = True
     return Response(status_code=204)
 
@@ -350,7 +239,7 @@ def list_templates(all_versions: bool = False, principal: Principal = Depends(an
 @router.get("/organization/workflow/template/{template_id}", response_model=TemplateOut,
             summary="One template version with its parameter form schema")
 def get_template(template_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
-    return _template_out(_own_template(session, principal, template_id))
+    return _template_out(own_template(session, principal, template_id))
 
 
 # --- instances ------------------------------------------------------------------------------------------
@@ -361,7 +250,9 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
     if principal.organization is None:
         raise Conflict("you belong to no organization, so no cluster or template is yours to run",
                        rule="organization-member")
-    instance_id = await asyncio.to_thread(_record_submission, request, wf, principal, body)
+    submission = Submission(**body.model_dump(exclude={"wait"}))
+    instance_id = await asyncio.to_thread(record_submission, request.app.state.sessions, wf.staging, principal,
+                                          submission)
     future = wf.start_drive(instance_id)
     if body.wait and future is not None:
         try:
@@ -371,70 +262,9 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
     return await asyncio.to_thread(_read_instance, request, principal, instance_id)
 
 
-def _record_submission(request: Request, wf: WorkflowEngine, principal: Principal, body: SubmitIn) -> str:
-    """Validate everything, then commit the instance and its steps (state NEW): the intent."""
-    with request.app.state.sessions() as session:
-        if body.template_id:
-            row = _own_template(session, principal, body.template_id)
-        elif body.template:
-            row = session.scalars(select(m.WorkflowTemplate).where(
-                m.WorkflowTemplate.organization == principal.organization, m.WorkflowTemplate.name == body.template,
-                m.WorkflowTemplate.deleted.is_(False)).order_by(m.WorkflowTemplate.version.desc())).first()
-            if row is None:
-                raise NotFound(f"template {body.template!r} not found")
-        else:
-            raise Invalid("give template_id or template (a name)", rule="one-of-template-id-name")
-        template = Template.model_validate(row.spec)
-        try:
-            values = resolve_parameters(template, body.parameters)
-            for step in template.steps:
-                step.resources.resolved(values)
-        except TemplateError as exc:
-            raise _template_error(exc) from None
-        cluster, decision = _choose_cluster(session, principal, body.cluster, template, values)
-        accepted, accepted_events = _accepted_options(session, principal, body, template, values, cluster, decision)
-        try:
-            login = cluster_identity.connector_for(cluster, principal).login
-        except NoClusterAccess as exc:
-            raise Forbidden(str(exc), rule="cluster-access") from None
-        except ClusterError as exc:
-            raise Unavailable(f"cluster {cluster.name!r}: {exc}") from None
-        staging = wf.staging
-        for param in template.parameters:
-            if param.type == "file" and param.name in values:
-                info = staging.check_input(principal, values[param.name])
-                values[param.name] = {"bucket": info["bucket"], "key": info["key"]}
-        bucket = staging.output_bucket(principal.username, principal.organization)
-        org = session.scalars(select(Organization).where(Organization.name == principal.organization)).first()
-        instance_id = m.new_id()
-        inst = m.WorkflowInstance(
-            id=instance_id, organization=principal.organization, organization_id=org.id if org else "", username=principal.username,
-            user_id=principal.user_id, name=body.name, template_id=row.id, template_name=row.name,
-            template_version=row.version, cluster_id=cluster.id, cluster_name=cluster.name, cluster_login=login,
-            parameters=values, state=m.NEW, reason="", outputs=[], output_bucket=bucket)
-        inst.work_dir = instance_dir(cluster.work_dir_for(login), instance_id)
-        inst.output_prefix = f"workflows/{inst.id}/"
-        session.add(inst)
-        session.flush()  # the instance row first: steps and events reference it
-        for position, step in enumerate(template.ordered_steps()):
-            session.add(m.WorkflowStep(instance_id=inst.id, name=step.name, position=position,
-                                       depends_on=list(step.depends_on), state=m.STEP_NEW,
-                                       job_name=job_name(inst.id, step.name), reason="", log_tail="", script="",
-                                       options=accepted.get(step.name, [])))
-        session.add(m.WorkflowEvent(instance_id=inst.id, from_state="", to_state=m.NEW,
-                                    detail=f"submitted by {principal.username} to {cluster.name}"))
-        if decision is not None:
-            session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW,
-                                        detail=f"placement ({decision['policy']}): {decision['reason']}"[:4000]))
-        for detail in accepted_events:
-            session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW, detail=detail[:4000]))
-        session.commit()
-        return inst.id
-
-
 def _read_instance(request: Request, principal: Principal, instance_id: str) -> InstanceOut:
     with request.app.state.sessions() as session:
-        return _instance_out(session, _visible_instance(session, principal, instance_id))
+        return _instance_out(session, visible_instance(session, principal, instance_id))
 
 
 @router.get("/organization/workflow/instance", response_model=list[InstanceSummary],
@@ -452,7 +282,7 @@ def list_instances(state: str | None = Query(None, max_length=32), limit: int = 
 @router.get("/organization/workflow/instance/{instance_id}", response_model=InstanceOut,
             summary="One instance: steps, job ids, states, events, outputs")
 def get_instance(instance_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
-    return _instance_out(session, _visible_instance(session, principal, instance_id))
+    return _instance_out(session, visible_instance(session, principal, instance_id))
 
 
 @router.delete("/organization/workflow/instance/{instance_id}", status_code=202,
@@ -460,7 +290,7 @@ def get_instance(instance_id: str, principal: Principal = Depends(any_user), ses
 def cancel_instance(request: Request, instance_id: str, principal: Principal = Depends(any_user),
                     wf: WorkflowEngine = Depends(engine)):
     with request.app.state.sessions() as session:
-        inst = _visible_instance(session, principal, instance_id)
+        inst = visible_instance(session, principal, instance_id)
         if inst.username != principal.username and not principal.is_org_admin:
             raise NotFound(f"instance {instance_id!r} not found")
         cluster = cluster_by_id(session, None, inst.cluster_id)
@@ -485,7 +315,7 @@ def cancel_instance(request: Request, instance_id: str, principal: Principal = D
 def step_log(request: Request, instance_id: str, step: str, tail: int = Query(65536, ge=1, le=16 * 1024**2),
              principal: Principal = Depends(any_user), wf: WorkflowEngine = Depends(engine)):
     with request.app.state.sessions() as session:
-        inst = _visible_instance(session, principal, instance_id)
+        inst = visible_instance(session, principal, instance_id)
         if step not in {s.name for s in inst.steps}:
             raise NotFound(f"step {step!r} not found")
         cluster = cluster_by_id(session, None, inst.cluster_id)
@@ -503,7 +333,7 @@ def step_log(request: Request, instance_id: str, step: str, tail: int = Query(65
             summary="The node(s) an instance runs (or ran) on, per step")
 def visualization(instance_id: str = Query(..., max_length=32), principal: Principal = Depends(any_user),
                   session: Session = Depends(get_session)):
-    inst = _visible_instance(session, principal, instance_id)
+    inst = visible_instance(session, principal, instance_id)
     nodes: list[str] = []
     for s in inst.steps:
         for node in _expand_nodes(s.nodes):
@@ -544,4 +374,4 @@ def admin_instances(template_id: str, principal: Principal = Depends(org_admin),
     return [InstanceSummary(**_summary(r)) for r in rows]
 
 
-__all__ = ["router", "engine_of"]
+__all__ = ["router"]

@@ -18,7 +18,9 @@ from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_dev.components.slurm import slurm_env
 
 PREFIX = "/services/heroes/api/v1"
-SERVER_JOB = "jupyterhub-bob"
+#: Slurm job names of cluster jobs are ``heroes.<kind>.<id>`` (clusterjobs/models.py): prefixes of bob's jobs
+SERVER_JOB = "heroes.jupyterlab."
+KERNEL_JOB = "heroes.kernel."
 
 
 def service_login(stack, username: str, password: str) -> httpx.Client:
@@ -73,11 +75,16 @@ def slurm(stack, cluster: str, *argv: str, user: str | None = None) -> subproces
     return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
-def jobs_named(stack, cluster: str, name: str) -> list[dict]:
-    """Live jobs called ``name``: id, user, state, node (Slurm's own answer, not the hub's)."""
-    out = slurm(stack, cluster, "squeue", "-h", "-n", name, "-o", "%i|%u|%T|%N").stdout
-    rows = [line.split("|") for line in out.splitlines() if line.strip()]
-    return [{"id": r[0], "user": r[1], "state": r[2], "node": r[3]} for r in rows]
+def jobs_named(stack, cluster: str, name: str, user: str = "bob") -> list[dict]:
+    """Live jobs called ``name`` (a name ending in '.' is a prefix, then only ``user``'s): id, user, state,
+    node (Slurm's own answer, not the hub's)."""
+    if name.endswith("."):
+        out = slurm(stack, cluster, "squeue", "-h", "-u", user, "-o", "%i|%u|%T|%N|%j").stdout
+    else:
+        out = slurm(stack, cluster, "squeue", "-h", "-n", name, "-o", "%i|%u|%T|%N|%j").stdout
+    rows = [line.split("|", 4) for line in out.splitlines() if line.strip()]
+    return [{"id": r[0], "user": r[1], "state": r[2], "node": r[3], "name": r[4]} for r in rows
+            if r[4] == name or (name.endswith(".") and r[4].startswith(name))]
 
 
 def wait_until(what: str, probe, timeout: float, every: float = 1.0):
