@@ -200,15 +200,17 @@ class JupyterHub(Component):
         from heroes_widgets.launcher import server_proxy_config  # late: the widgets package is user-side
 
         etc = self.singleuser_env / "etc" / "jupyter"
-        (etc / "jupyter_server_config.d").mkdir(parents=True, exist_ok=True)
         (etc / "labconfig").mkdir(parents=True, exist_ok=True)
         python = str(self.singleuser_env / "bin" / "python")
-        (etc / "jupyter_server_config.d" / "heroes-apps.json").write_text(
-            json.dumps(server_proxy_config(python), indent=1) + "\n")
-        (etc / "labconfig" / "page_config.json").write_text(json.dumps(
+        # jupyter_server_config.json, not a file in jupyter_server_config.d/: that folder is read for
+        # extension switches only, so the launcher's servers went unseen there
+        server_config, page_config = etc / "jupyter_server_config.json", etc / "labconfig" / "page_config.json"
+        server_config.write_text(json.dumps(server_proxy_config(python), indent=1) + "\n")
+        page_config.write_text(json.dumps(
             {"disabledExtensions": {"@voila-dashboards/jupyterlab-preview": True}}, indent=1) + "\n")
-        for path in (etc / "jupyter_server_config.d" / "heroes-apps.json", etc / "labconfig" / "page_config.json"):
+        for path in (server_config, page_config):
             path.chmod(0o644)
+        (etc / "jupyter_server_config.d" / "heroes-apps.json").unlink(missing_ok=True)  # where it was first put
 
     def _env(self) -> dict[str, str]:
         """The hub's environment: everything the config reads from the stack, secrets from 0600 files."""
