@@ -161,7 +161,7 @@ class EnergyApp:
         for i, title in enumerate(["Steps", "Power timeline", "Clusters & templates", "Totals"]):
             tabs.set_title(i, title)
         self.tabs = tabs
-        self.widget = _css(widgets.VBox([widgets.HTML("<h3>HEROES energy</h3><p>Hatched bars, dashed lines and "
+        self.widget = _css(widgets.VBox([widgets.HTML("<p>Hatched bars, dashed lines and "
                                                       "<b>(estimated)</b> mark estimated values.</p>"),
                                          filters, self.status, tabs]), "heroes-energy-app")
         self.refresh()
