@@ -24,8 +24,10 @@ ENV_PREFIX = "HEROES_S3_"
 #: S3 error codes that mean "these keys are not (or no longer) accepted"
 REFUSED_CODES = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken",
                            "ExpiredToken", "403"})
-#: shown in JupyterLab's dialogs and Voila's error page; a reason phrase is one plain line
-REFUSED_REASON = "Notebook storage refused this server's keys"
+#: the status line's reason: Voila's error page shows only this (JupyterLab's dialogs show RECOVER whole), so it
+#: carries the way out too; one plain line
+REFUSED_REASON = ("Notebook storage refused this server's keys. Your files are safe: stop and start your server "
+                  "(File > Hub Control Panel: Stop My Server, then Start My Server)")
 RECOVER = ("Your notebook storage (S3 bucket {bucket}) refused this server's keys ({code}): they were revoked or "
            "replaced. Your files are safe in the bucket. To recover, stop this server and start it again: in "
            "JupyterLab use File > Hub Control Panel, then 'Stop My Server' and 'Start My Server' (or open "
