@@ -140,7 +140,9 @@ def test_one_squeue_and_one_sacct_say_everything():
     seen = observe({k: k for k in "12345678"} | {"new": None}, queue, accounted)
     assert {k: v.kind for k, v in seen.items()} == {"1": LIVE, "2": FINAL, "3": ENDED, "4": LIVE, "5": FINAL,
                                                     "6": MISSING, "7": LIVE, "8": MISSING}
-    assert [j for j in "12345678" if needs_accounting(j, queue)] == ["3", "5", "6", "7", "8"]
+    assert [j for j in "12345678" if needs_accounting(j, queue)] == ["2", "3", "5", "6", "7", "8"]
+    with_record = observe({"2": "2"}, queue, {"2": job("2", "COMPLETED", partition="compute", alloc_tres="cpu=1")})
+    assert with_record["2"].kind == FINAL and with_record["2"].job.alloc_tres == "cpu=1"
 
 
 def test_elapsed_for_the_ledger():

@@ -379,11 +379,7 @@ def create_server(organization_id: str, body: ServerCreate, session: Session = D
         raise Conflict(f"server {body.name!r} already exists in {org.name}")
     server = StorageServer(organization_id=org.id, name=body.name, endpoint_url=body.endpoint_url, region=body.region)
     session.add(server)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"server {body.name!r} already exists in {org.name}") from None
+    session.commit()  # a concurrent twin: IntegrityError -> 409 (errors.py), the transaction rolled back
     return _server_out(server)
 
 

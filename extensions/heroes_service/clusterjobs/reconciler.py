@@ -90,7 +90,9 @@ def observe(tracked: dict[Any, str], queue: dict[str, Job], accounted: dict[str,
         if queued is not None and queued.state in ACTIVE_STATES:
             out[key] = Observation(LIVE, queued)
         elif queued is not None and queued.state == "COMPLETED":
-            out[key] = Observation(FINAL, queued)  # exit code 0 by definition
+            # exit code 0 by definition; the accounting record, when there is one, carries the ledger's TRES
+            final_row = row is not None and row.state == "COMPLETED" and row.partition
+            out[key] = Observation(FINAL, row if final_row else queued)
         # a just-ended job can have a provisional accounting record (no partition yet): wait a cycle
         elif row is not None and row.state in FINAL_STATES and row.partition and row.name != "allocation":
             out[key] = Observation(FINAL, row)
@@ -106,8 +108,10 @@ def observe(tracked: dict[Any, str], queue: dict[str, Job], accounted: dict[str,
 
 
 def needs_accounting(job_id: str, queue: dict[str, Job]) -> bool:
+    """Jobs whose end (exit code, the ledger's allocated TRES) only the accounting knows: not in the queue, or
+    in it with a final state. Live jobs never cost a ``sacct``."""
     job = queue.get(job_id)
-    return job is None or (job.state not in ACTIVE_STATES and job.state != "COMPLETED")
+    return job is None or job.state not in ACTIVE_STATES
 
 
 class Reconciler:
