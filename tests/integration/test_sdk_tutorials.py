@@ -73,6 +73,17 @@ def text_of(outputs: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def values(array) -> list:
+    """A plotly JSON array as a list (plotly 6+ writes numeric arrays as base64 typed arrays)."""
+    if isinstance(array, dict) and "bdata" in array:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
 def assert_no_errors(notebook) -> None:
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
@@ -90,10 +101,10 @@ def test_tutorial_1_submit_and_read_results(user_kernel, tmp_path):
     [table] = data_of(tagged(nb, "dataframe"), "text/html")
     assert "<table" in table and "exact" in table
     [figure] = data_of(tagged(nb, "figure"), PLOTLY)
-    assert [t["name"] for t in figure["data"]] == ["u", "exact"] and len(figure["data"][0]["x"]) == 120
+    assert [t["name"] for t in figure["data"]] == ["u", "exact"] and len(values(figure["data"][0]["x"])) == 120
     [energy] = data_of(tagged(nb, "energy-figure"), PLOTLY)
     bars = [t for t in energy["data"] if t["type"] == "bar"]
-    assert bars and bars[0]["x"] == ["simulate"] and bars[0]["y"][0] > 0, energy["layout"].get("title")
+    assert bars and values(bars[0]["x"]) == ["simulate"] and values(bars[0]["y"])[0] > 0, energy["layout"].get("title")
 
 
 def test_tutorial_2_compare_clusters_and_right_size(user_kernel, tmp_path):
