@@ -337,3 +337,48 @@ def test_deleting_or_disabling_a_user_ends_their_cluster_sessions(acme_alpha, st
         if user_id:
             alice.delete(f"/organization/admin/users/{user_id}")
         identity.restore_user(name, "acme")
+
+
+# --- the host-key probe is no port scanner (issue 14) ------------------------------------------------------
+def test_host_key_probe_is_no_port_scanner(callers, stack_settings, monkeypatch):
+    """Loopback, link-local and metadata addresses are refused; where the platform admin allows local hosts, a
+    closed port and an open non-SSH port answer the same sentence; an organization's probes are rate-limited."""
+    import socket
+
+    from heroes_service.clusters import probes
+    from heroes_service.clusters.config import get_clusters_settings
+    from heroes_service.clusters.testing import free_port
+
+    admin = callers["org_admin"][0]
+    probes.PROBES.clear()
+
+    def probe(host: str, port: int):
+        return admin.post("/organization/admin/cluster/host-key", json={"host": host, "port": port})
+
+    def sentence(response, host: str, port: int) -> str:
+        assert response.status_code == 422, response.text
+        return response.json()["detail"].replace(f"{host}:{port}", "HOST")
+
+    postgres_port = stack_settings.ports.postgres
+    for host, port in (("127.0.0.1", postgres_port), ("169.254.169.254", 80), ("0:0:0:0:0:0:0:1", 22), ("localhost", 8080)):
+        assert "no SSH host key could be read" in sentence(probe(host, port), host, port)
+    # the embedded stack's own login node stays reachable (its clusters are on 127.0.0.1)
+    from heroes_dev.components.login import ssh_port
+
+    assert probe(stack_settings.host, ssh_port(stack_settings, "alpha")).status_code == 200
+    monkeypatch.setenv("HEROES_SERVICE_CLUSTERS_ALLOW_LOCAL_HOSTS", "true")
+    get_clusters_settings.cache_clear()
+    try:
+        closed = free_port()
+        with socket.create_connection(("127.0.0.1", postgres_port), timeout=5):
+            pass  # the open, non-SSH port really is open
+        answers = {sentence(probe("127.0.0.1", closed), "127.0.0.1", closed),
+                   sentence(probe("127.0.0.1", postgres_port), "127.0.0.1", postgres_port)}
+        assert len(answers) == 1, answers  # closed and open-but-not-SSH cannot be told apart
+    finally:
+        monkeypatch.delenv("HEROES_SERVICE_CLUSTERS_ALLOW_LOCAL_HOSTS")
+        get_clusters_settings.cache_clear()
+    statuses = [probe("127.0.0.1", 1).status_code for _ in range(get_clusters_settings().host_key_probes_per_minute)]
+    assert statuses[-1] == 429 and set(statuses[:-1]) <= {422, 429}, statuses
+    assert "per minute" in probe("127.0.0.1", 1).text
+    probes.PROBES.clear()

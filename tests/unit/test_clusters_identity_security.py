@@ -163,3 +163,28 @@ def test_probes_are_rate_limited_per_organization():
     with pytest.raises(probes.RateLimited, match="at most 3"):
         limit.take("acme", 3)
     limit.take("globex", 3)  # another organization has its own budget
+
+
+def test_deleting_an_organization_ends_every_session_of_its_users(tmp_path, monkeypatch):
+    ca = UserCA(Vault(tmp_path / "s"))
+    monkeypatch.setattr(identity, "get_ca", lambda s=None: ca)
+    monkeypatch.setattr(logins, "check_login", lambda login, s=None: login)
+    cluster = SimpleNamespace(id="c-org", name="alpha", host="203.0.113.7", port=22, identity_mode="per-user",
+                              host_key_type="ssh-ed25519", host_key_b64="AAAA", service_key_enc=None,
+                              service_login="heroes", organization="gone")
+    mine = identity.connector_as(cluster, "u1", acting_for="u1@gone", settings=settings())
+    other = identity.connector_as(cluster, "u2", acting_for="u2@stays", settings=settings())
+    closed = []
+    monkeypatch.setattr(mine._pool, "close", lambda: closed.append("gone"))
+    monkeypatch.setattr(other._pool, "close", lambda: closed.append("stays"))
+    try:
+        assert identity.forget_organization("gone") == 1 and closed == ["gone"]
+        with pytest.raises(NoClusterAccess):
+            mine._pool.credential.current()
+        other._pool.credential.current()
+        identity.restore_organization("gone")
+        mine._pool.credential.current()
+    finally:
+        identity.restore_organization("gone")
+        connector.close_pools(lambda key: key[0] == "c-org")
+        identity.forget_cluster("c-org")

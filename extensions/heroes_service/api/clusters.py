@@ -45,8 +45,20 @@ def _bind_identity(request: Request) -> None:
 
 router = APIRouter(tags=["clusters"], dependencies=[Depends(_bind_identity)])
 logins.install_default()
-# a deleted or disabled user's pooled SSH sessions and certificates end at once
+# a deleted or disabled user's (or a deleted organization's) pooled SSH sessions and certificates end at once
+
+
+def _organization_deleted(session: Session, org) -> None:
+    identity.forget_organization(org.name)
+
+
+def _organization_created(session: Session, org) -> None:
+    identity.restore_organization(org.name)
+
+
 lifecycle.register_user_removed(identity.forget_user, restored=identity.restore_user)
+lifecycle.register_deleted(_organization_deleted)
+lifecycle.register_created(_organization_created)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 NAME_RULE = "2-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"

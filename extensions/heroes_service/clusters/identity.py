@@ -156,7 +156,7 @@ class CertificateCredential:
         with self._lock:
             now = time.time()
             principals = self._principals()
-            revoked = [p for p in principals if p in _REVOKED]
+            revoked = [p for p in principals if _revoked(p)]
             if revoked:
                 raise NoClusterAccess(f"{revoked[0]} was deleted or disabled: no certificate is signed for it")
             if self._signed is None or self._signed.valid_before - self._settings.cert_renew_margin_s <= now \
@@ -178,6 +178,8 @@ _CERTS: dict[tuple, CertificateCredential] = {}
 _CERTS_LOCK = threading.Lock()
 #: gateway principals of deleted or disabled users: no certificate is signed for them in this process
 _REVOKED: set[str] = set()
+#: organizations deleted in this process: none of their principals gets a certificate
+_REVOKED_ORGS: set[str] = set()
 
 
 def _certificate_for(cluster: ClusterLike, login: str, settings: ClustersSettings,
@@ -256,7 +258,7 @@ def connector_for(cluster: ClusterLike, principal: Any, *,
         raise NoClusterAccess(f"cluster {cluster.name!r} is not available to your organization")
     if cluster.identity_mode == PER_USER:
         login, name = logins.login_for(cluster, principal, settings, _login_resolver)
-        if name in _REVOKED:
+        if _revoked(name):
             raise NoClusterAccess(f"{name} was deleted or disabled")
         return connector_as(cluster, login, mode=PER_USER, settings=settings, acting_for=name,
                             user_id=getattr(principal, "user_id", "") or "")
@@ -302,6 +304,36 @@ def forget_user(username: str, organization: str | None, *, revoke: bool = True)
             del _CERTS[key]
     logins.forget_principal(name)
     return closed
+
+
+def forget_organization(organization: str) -> int:
+    """An organization was deleted: every pooled session of its users ends and nothing is signed for them
+    any more (until an organization of that name is created again: ``restore_organization``)."""
+    suffix = f"@{organization}"
+    with _CERTS_LOCK:
+        _REVOKED_ORGS.add(organization)
+
+    def theirs(key: tuple, pool) -> bool:
+        signed = getattr(pool.credential, "certificate", None)
+        named = list(signed.principals) if signed else []
+        if len(key) > 3 and key[3]:
+            named.append(key[3])
+        return any(p.endswith(suffix) for p in named)
+
+    closed = close_pools(where=theirs)
+    with _CERTS_LOCK:
+        for key in [k for k, cred in _CERTS.items() if any(p.endswith(suffix) for p in cred.principals or ())]:
+            del _CERTS[key]
+    return closed
+
+
+def restore_organization(organization: str) -> None:
+    with _CERTS_LOCK:
+        _REVOKED_ORGS.discard(organization)
+
+
+def _revoked(principal: str) -> bool:
+    return principal in _REVOKED or principal.rpartition("@")[2] in _REVOKED_ORGS
 
 
 def restore_user(username: str, organization: str | None) -> None:
