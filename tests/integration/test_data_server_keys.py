@@ -1,4 +1,4 @@
-"""S3 keys per single-user server (issue 17), through the running hub: a user with two running servers keeps
+"""S3 keys per single-user server (issue 17), through the running hub: a person with two running servers keeps
 both working, a restart of one leaves the other alone, a stopped server's keys stop working, and a server whose
 keys are refused says so (and how to recover) instead of a bare 404.
 
@@ -8,6 +8,7 @@ each server's own keys with its token-only service ``hub-server-keys``; the hub 
 """
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -19,37 +20,68 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from heroes_dev.components import keycloak as kc
 from heroes_dev.components.jupyterhub import admin_token, hub_url
-from heroes_dev.components.s3 import s3_endpoint
+from heroes_dev.components.s3 import client as s3_root, s3_endpoint
 
 pytestmark = pytest.mark.integration
 SECOND = "keys-second"
+#: a person of acme of this test's own (the demo users' servers are started and stopped by other tests)
+USER = "keystest"
+BUCKET = f"heroes-u-{USER}"
 
 
 @pytest.fixture(scope="module")
 def hub(require, stack_settings):
+    """The hub's API as stack-admin, with ``USER`` in Keycloak (acme, role user) and in the hub."""
     require("jupyterhub")
     require("s3")
+    admin = kc.AdminClient(stack_settings)
+    status, _ = admin.call("POST", "/users", {
+        "username": USER, "enabled": True, "email": f"{USER}@acme.example.org", "emailVerified": True,
+        "firstName": "Keys", "lastName": "Test", "groups": ["/acme"],
+        "credentials": [{"type": "password", "value": secrets.token_urlsafe(16), "temporary": False}]})
+    assert status in (201, 409), status
+    status, body = admin.call("GET", f"/users?exact=true&username={USER}")
+    user_id = json.loads(body)[0]["id"]
+    status, role = admin.call("GET", "/roles/user")
+    admin.call("POST", f"/users/{user_id}/role-mappings/realm", [json.loads(role)])
+    status, acme = admin.call("GET", "/group-by-path/acme")
+    admin.call("PUT", f"/users/{user_id}/groups/{json.loads(acme)['id']}")
     with httpx.Client(base_url=f"http://127.0.0.1:{stack_settings.ports.hub_api}/hub/api",
                       headers={"Authorization": f"token {admin_token(stack_settings)}"}, timeout=60) as api:
-        assert api.post("/users/bob").status_code in (201, 409)
-        yield api
-        api.delete(f"/users/bob/servers/{SECOND}")
+        assert api.post(f"/users/{USER}").status_code in (201, 409)
+        try:
+            yield api
+        finally:
+            for name in (SECOND, ""):
+                stop(api, name)
+            api.delete(f"/users/{USER}")
+            admin.call("DELETE", f"/users/{user_id}")
+            empty_bucket(stack_settings)
+
+
+def empty_bucket(settings) -> None:
+    root = s3_root(settings)
+    for page in root.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for obj in page.get("Contents", []):
+            root.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    root.delete_bucket(Bucket=BUCKET)
 
 
 def server_path(name: str) -> str:
-    return "/users/bob/server" if not name else f"/users/bob/servers/{name}"
+    return f"/users/{USER}/server" if not name else f"/users/{USER}/servers/{name}"
 
 
 def server_model(hub: httpx.Client, name: str) -> dict | None:
-    return hub.get("/users/bob").json().get("servers", {}).get(name)
+    return hub.get(f"/users/{USER}").json().get("servers", {}).get(name)
 
 
 def stop(hub: httpx.Client, name: str) -> None:
     hub.delete(server_path(name))
     deadline = time.monotonic() + 90
     while server_model(hub, name) is not None:
-        assert time.monotonic() < deadline, f"bob's server {name!r} did not stop"
+        assert time.monotonic() < deadline, f"{USER}'s server {name!r} did not stop"
         time.sleep(1)
 
 
@@ -61,15 +93,15 @@ def start(hub: httpx.Client, name: str, fresh: bool = True) -> None:
     assert r.status_code in (201, 202), r.text
     deadline = time.monotonic() + 150
     while not (server_model(hub, name) or {}).get("ready"):
-        assert time.monotonic() < deadline, f"bob's server {name!r} was not ready after 150s"
+        assert time.monotonic() < deadline, f"{USER}'s server {name!r} was not ready after 150s"
         time.sleep(1)
 
 
 def contents(settings, hub: httpx.Client, name: str) -> httpx.Client:
-    """bob's Jupyter contents API on one of his servers, with a token that may open his servers."""
-    token = hub.post("/users/bob/tokens", json={"scopes": ["access:servers!user=bob"], "expires_in": 900,
-                                                 "note": "test_data_server_keys"}).json()["token"]
-    prefix = f"/user/bob/{name}/" if name else "/user/bob/"
+    """The person's Jupyter contents API on one of their servers, with a token that may open their servers."""
+    token = hub.post(f"/users/{USER}/tokens", json={"scopes": [f"access:servers!user={USER}"], "expires_in": 900,
+                                                     "note": "test_data_server_keys"}).json()["token"]
+    prefix = f"/user/{USER}/{name}/" if name else f"/user/{USER}/"
     return httpx.Client(base_url=f"{hub_url(settings)}{prefix}api", timeout=60,
                         headers={"Authorization": f"token {token}"})
 
@@ -88,13 +120,13 @@ def save_and_read(server: httpx.Client, label: str) -> None:
 
 
 def keys_of(name: str) -> tuple[str, str]:
-    """The S3 keys in the environment of bob's running server ``name`` (read from the process, as root)."""
+    """The S3 keys in the environment of the person's running server ``name`` (read from the process, as root)."""
     for proc in psutil.process_iter(["username", "cmdline", "environ"]):
         env = proc.info.get("environ") or {}
-        if proc.info.get("username") == "jh-bob" and env.get("JUPYTERHUB_SERVER_NAME", "") == name \
+        if proc.info.get("username") == f"jh-{USER}" and env.get("JUPYTERHUB_SERVER_NAME", "") == name \
                 and "HEROES_S3_ACCESS_KEY_ID" in env:
             return env["HEROES_S3_ACCESS_KEY_ID"], env["HEROES_S3_SECRET_ACCESS_KEY"]
-    raise AssertionError(f"no running server {name!r} of bob with S3 keys in its environment")
+    raise AssertionError(f"no running server {name!r} of {USER} with S3 keys in its environment")
 
 
 def s3_as(settings, keys: tuple[str, str]):
@@ -126,10 +158,10 @@ def test_two_running_servers_of_one_user_both_keep_working(hub, stack_settings):
     # a stopped server's keys stop working; the running one's do not
     stop(hub, SECOND)
     with pytest.raises(ClientError) as refused:
-        s3_as(stack_settings, second_keys).list_objects_v2(Bucket="heroes-u-bob", Prefix="notebooks/", MaxKeys=1)
+        s3_as(stack_settings, second_keys).list_objects_v2(Bucket=BUCKET, Prefix="notebooks/", MaxKeys=1)
     assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "AccessDenied", "SignatureDoesNotMatch")
     save_and_read(default, "default after the second stopped")
-    s3_as(stack_settings, default_keys).list_objects_v2(Bucket="heroes-u-bob", Prefix="notebooks/", MaxKeys=1)
+    s3_as(stack_settings, default_keys).list_objects_v2(Bucket=BUCKET, Prefix="notebooks/", MaxKeys=1)
 
 
 def test_a_server_whose_keys_are_refused_says_how_to_recover(hub, stack_settings):
@@ -140,7 +172,7 @@ def test_a_server_whose_keys_are_refused_says_how_to_recover(hub, stack_settings
     assert second.get("/contents/").status_code == 200
     token = (stack_settings.data("jupyterhub") / "hub" / "server-keys-token").read_text().strip()
     revoked = httpx.delete(f"{hub_url(stack_settings)}/services/heroes/api/v1/organization/data/server-credentials",
-                           params={"user": "bob", "server": SECOND}, headers={"Authorization": f"token {token}"},
+                           params={"user": USER, "server": SECOND}, headers={"Authorization": f"token {token}"},
                            timeout=60)
     assert revoked.status_code == 200 and revoked.json()["revoked"] is True, revoked.text
     time.sleep(6)  # the contents manager reuses its verdict of the store for a few seconds
@@ -148,7 +180,7 @@ def test_a_server_whose_keys_are_refused_says_how_to_recover(hub, stack_settings
     assert listing.status_code == 503, listing.text[:300]
     message = listing.json()["message"]
     assert "refused this server's keys" in message and "Stop My Server" in message and "safe" in message
-    page = httpx.get(f"{hub_url(stack_settings)}/user/bob/{SECOND}/voila/render/welcome.ipynb",
+    page = httpx.get(f"{hub_url(stack_settings)}/user/{USER}/{SECOND}/voila/render/welcome.ipynb",
                      headers=second.headers, timeout=60)
     assert page.status_code == 503 and "Stop My Server" in page.text, page.text[:500]
     # and recovering is what the message says: restart, and the server works again
@@ -158,12 +190,12 @@ def test_a_server_whose_keys_are_refused_says_how_to_recover(hub, stack_settings
 
 
 def test_only_the_hubs_service_token_gets_a_servers_keys(hub, stack_settings):
-    """bob's own server token (what his kernels hold) and the stack-admin service's token are refused."""
+    """The person's own token (what their kernels hold) and the stack-admin service's token are refused."""
     url = f"{hub_url(stack_settings)}/services/heroes/api/v1/organization/data/server-credentials"
-    bobs = hub.post("/users/bob/tokens", json={"scopes": ["access:services!service=heroes"], "expires_in": 300,
-                                                "note": "test_data_server_keys"}).json()["token"]
-    for token in (bobs, admin_token(stack_settings)):
-        r = httpx.post(url, json={"user": "bob", "server": ""}, headers={"Authorization": f"token {token}"},
+    own = hub.post(f"/users/{USER}/tokens", json={"scopes": ["access:services!service=heroes"], "expires_in": 300,
+                                                   "note": "test_data_server_keys"}).json()["token"]
+    for token in (own, admin_token(stack_settings)):
+        r = httpx.post(url, json={"user": USER, "server": ""}, headers={"Authorization": f"token {token}"},
                        timeout=60)
         assert r.status_code == 403, r.text
         assert "secret_access_key" not in r.text
