@@ -45,7 +45,7 @@ class AdminApp:
             tabs.append(self.orgs_box)
             titles.append("Organizations")
         who = html.escape(f"{self.me.get('username', '?')} ({self.me.get('organization') or 'no organization'})")
-        header = widgets.HTML(f"<h3>HEROES administration</h3><p>Signed in as <b>{who}</b>, roles: "
+        header = widgets.HTML(f"<p>Signed in as <b>{who}</b>, roles: "
                               f"{html.escape(', '.join(sorted(roles)) or 'none')}</p>")
         if tabs:
             self.tabs = widgets.Tab(children=tabs)

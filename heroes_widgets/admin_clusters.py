@@ -41,7 +41,7 @@ def cluster_rows(clusters: list[dict]) -> list[dict]:
 
 COLUMNS = [Column("name", "Cluster", 120), Column("address", "Login node", 140),
            Column("identity_mode", "Identity", 100), Column("container_runtime", "Runtime", 100),
-           Column("offered", "Partitions (*default)", 150), Column("relative_speed", "Speed", 60),
+           Column("offered", "Partitions (*default)", 150), Column("relative_speed", "Speed", 70),
            Column("slurm_version", "Slurm", 70), Column("host_key_fingerprint", "Host key", 220),
            Column("description", "Description", 200)]
 

@@ -31,7 +31,8 @@ def _shown(value) -> str:
 
 
 class NumberField:
-    """A number typed as text, parsed and bounded here; ``value`` is None until it is valid."""
+    """A number typed as text, parsed and bounded here; ``value`` is None until it is valid. The box and its
+    message share the CSS class ``heroes-admin-field-<name>``."""
 
     def __init__(self, label: str, name: str, *, minimum: float | None = None, maximum: float | None = None,
                  above: float | None = None, integer: bool = False, optional: bool = False, value=None,
@@ -39,9 +40,9 @@ class NumberField:
         self.name, self.minimum, self.maximum, self.above = name, minimum, maximum, above
         self.integer, self.optional = integer, optional
         self.input = css(widgets.Text(value=_shown(value), description=label, style=STYLE, layout=WIDE,
-                                      placeholder=hint), "heroes-admin-number", f"heroes-admin-field-{name}")
+                                      placeholder=hint), "heroes-admin-number")
         self.message = css(widgets.HTML(""), "heroes-admin-field-message")
-        self.widget = widgets.HBox([self.input, self.message])
+        self.widget = css(widgets.HBox([self.input, self.message]), f"heroes-admin-field-{name}")
         self.input.observe(lambda _change: self.validate(), names="value")
 
     def parse(self) -> tuple[float | int | None, str]:
@@ -85,10 +86,10 @@ class TextField:
     def __init__(self, label: str, name: str, *, pattern: str | None = None, rule: str = "", value: str = "",
                  optional: bool = False, placeholder: str = ""):
         self.name, self.pattern, self.rule, self.optional = name, pattern, rule, optional
-        self.input = css(widgets.Text(value=value or "", description=label, style=STYLE, layout=WIDE,
-                                      placeholder=placeholder), f"heroes-admin-field-{name}")
+        self.input = widgets.Text(value=value or "", description=label, style=STYLE, layout=WIDE,
+                                  placeholder=placeholder)
         self.message = css(widgets.HTML(""), "heroes-admin-field-message")
-        self.widget = widgets.HBox([self.input, self.message])
+        self.widget = css(widgets.HBox([self.input, self.message]), f"heroes-admin-field-{name}")
         self.input.observe(lambda _change: self.validate(), names="value")
 
     def problem(self) -> str:
