@@ -139,3 +139,28 @@ def test_desktop_past_its_time_limit_is_shown_ended(desk):
     ended = wait_desktop(bob, made["id"], states={"TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"}, timeout=200)
     assert ended["state"] == "TIMEOUT" and ended["end_reason"] == "time limit", ended
     assert ended["ready"] is False
+
+
+def test_visualize_a_finished_heat_diffusion_run(desk):
+    from workflow_support import EXAMPLES, publish, run_to_end
+
+    alice, bob, carol = (desk["apis"][n] for n in ("alice", "bob", "carol"))
+    client, stack = desk["anon"].client, desk["stack"]
+    publish(alice, (EXAMPLES / "heat-diffusion.yaml").read_text())
+    run = run_to_end(bob, "heat-diffusion", "alpha")
+    assert run["state"] == "COMPLETED", run
+    # only the run's owner may open a desktop on it
+    assert carol.post("/organization/visualization/session", json={"instance_id": run["id"]}).status_code == 404
+    made = start_desktop(bob, cluster="", instance_id=run["id"])
+    assert made["instance_id"] == run["id"] and made["work_dir"].endswith(f"/workflows/{run['id']}")
+    got = wait_desktop(bob, made["id"])
+    with client.websocket_connect(ws_path(made["id"]),
+                                  subprotocols=["binary", f"heroes-ticket.{ticket(bob, made['id'])}"]) as ws:
+        rfb = Rfb(ws)
+        rfb.handshake()
+        assert distinct_colours(rfb.frame()) > 2
+    # the desktop's terminals opened in the run's own folder, where its outputs are (no copy)
+    assert remote_exists(stack, "bob", f"{got['work_dir']}/outputs/summary.txt")
+    seed = bob.get("/organization/workflow/visualization", params={"instance_id": run["id"]}).json()
+    assert seed["nodes"] and seed["cluster"] == "alpha"
+    bob.delete(f"/organization/visualization/session/{made['id']}")

@@ -25,11 +25,20 @@ def desk(stack_settings, require, tmp_path_factory):
     """``wf``-like dict; desktops are polled every second and idle culls may be short."""
     require("desktop")
     os.environ["HEROES_SERVICE_VISUALIZATION_POLL_S"] = "1"
+    service = workflow_service(stack_settings, require, f"sqlite:///{tmp_path_factory.mktemp('desk-db') / 'heroes.db'}")
     try:
-        yield from workflow_service(stack_settings, require,
-                                    f"sqlite:///{tmp_path_factory.mktemp('desk-db') / 'heroes.db'}")
+        desk = next(service)
+        yield desk
+        end_all(desk)  # the clusters cannot be removed while desktops live on them (and alpha is small)
+        next(service, None)
     finally:
         os.environ.pop("HEROES_SERVICE_VISUALIZATION_POLL_S", None)
+
+
+def end_all(desk) -> None:
+    for api in desk["apis"].values():
+        for d in api.get("/organization/visualization/session", params={"live": True}).json():
+            api.delete(f"/organization/visualization/session/{d['id']}")
 
 
 def start_desktop(api, **body) -> dict:

@@ -123,3 +123,12 @@ def sessions_on_cluster(session: Session, cluster) -> list[str]:
     rows = session.scalars(select(DesktopSession.id).where(DesktopSession.cluster_id == cluster.id,
                                                            DesktopSession.state.in_(LIVE)))
     return [f"desktop {r}" for r in rows]
+
+
+def desktops_of_instance(session: Session, instance_id: str) -> list[dict]:
+    """The desktops opened on an instance's folder ("Visualize"), newest first, for the seed's
+    ``GET /organization/workflow/visualization`` (which shows the instance's nodes and any desktop on them)."""
+    rows = session.scalars(select(DesktopSession).where(DesktopSession.instance_id == instance_id)
+                           .order_by(DesktopSession.created_at.desc()).limit(20))
+    return [{"id": r.id, "state": r.state, "node": r.node, "ready": r.state == RUNNING and bool(r.socket_path),
+             "username": r.username} for r in rows]

@@ -40,7 +40,8 @@ def desktop_script(session_dir: str, *, geometry: str = "1280x800", title: str =
     if list_outputs:
         # a second terminal with the instance's files listed (its outputs are right here, no copy)
         viewer = ('xterm -T "outputs: $PWD" -geometry 110x30+40+40 -e bash -c '
-                  + q('ls -la --color=never; echo; echo "(outputs of this instance; the shell stays open)"; '
+                  + q('ls -la --color=never; if [ -d outputs ]; then echo; echo "outputs/:"; '
+                      'ls -la --color=never outputs; fi; echo; echo "(this run\'s folder; the shell stays open)"; '
                       'exec bash -i') + " &\n")
     return f"""#!/bin/bash
 # HEROES desktop session: Xvnc on a private Unix socket; written by the heroes service
@@ -97,5 +98,8 @@ def bridge_argv(job_id: str, socket_path: str, *, via: str = "srun") -> list[str
     target = ["socat", "STDIO", f"UNIX-CONNECT:{socket_path}"]
     if via == "direct":
         return target
+    # --unbuffered: slurmstepd otherwise forwards the task's output line by line, and RFB is binary (the
+    # server's 2-byte security list would wait for a newline forever); it stays a pipe, not a pty (checked:
+    # every byte value round-trips)
     return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--mem=0", "--quiet",
-            "--input=all", "--", *target]
+            "--unbuffered", "--", *target]
