@@ -7,6 +7,7 @@ alone holds them.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -36,11 +37,15 @@ class ClusterJobsClient:
                                   "service_token)")
         self.api_url, self.token, self.timeout = api_url.rstrip("/"), token, timeout
         self._client: httpx.AsyncClient | None = None
+        self._loop = None
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+        """A pooled client of the running event loop (the hub has one; tests may run several in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
             self._client = httpx.AsyncClient(base_url=self.api_url + BASE, timeout=self.timeout,
                                              headers={"Authorization": f"token {self.token}"})
+            self._loop = loop
         return self._client
 
     async def call(self, method: str, path: str = "", *, params: dict | None = None, json: Any = None,

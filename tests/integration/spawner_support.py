@@ -53,6 +53,15 @@ def ensure_enrolled(stack, cluster: str = "alpha") -> str:
         return r.json()["id"]
 
 
+def hub_service_token(stack) -> str:
+    """The token of the hub's own token-only service (what the spawner calls the service's hub-only routes with)."""
+    return (stack.data("jupyterhub") / "hub" / "server-keys-token").read_text().strip()
+
+
+def service_api_url(stack) -> str:
+    return f"http://{stack.host}:{stack.ports.heroes_service}{PREFIX}"
+
+
 def hub_admin(stack) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.hub_api}/hub/api",
                         headers={"Authorization": f"token {admin_token(stack)}"}, timeout=60)

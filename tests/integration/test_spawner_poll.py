@@ -1,93 +1,70 @@
-"""The spawner's poll against real Slurm on alpha, in-process: a failed ``squeue`` (Slurm answering with
-an error, or the command missing) keeps the server as UNKNOWN with its job id, and the same job killed
-with ``scancel`` is reported gone on the very next poll.
+"""The spawner's poll, in-process against the RUNNING service and real Slurm on alpha: the hub's spawner
+class with its real configuration (the service's URL, the hub's service token) and a real job of bob's
+(a remote-kernel cluster job, which stays alive until cancelled):
 
-The spawner object is the hub's class with a minimal user (name + hub groups); its commands go through the
-real connector with the running service's CA and cluster records (the hub's own path).
+* the service unreachable: the server is UNKNOWN and kept with its job, asked again next poll (batchspawner#315;
+  what a failed ``squeue`` or an unreachable login node does to the service's reconciler is in
+  test_cluster_jobs_reconciler.py);
+* the job cancelled behind the hub's back is reported gone on the hub's next poll (the service's reconciler,
+  one ``squeue`` per cluster, notices it within its cycle).
 """
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
 
-from heroes_service.clusters import identity
-from heroes_service.clusters.config import get_clusters_settings
-from spawner_support import ensure_enrolled, slurm, wait_until
+from heroes_dev.components.jupyterhub import JupyterHub
+from heroes_service.clusters.testing import free_port
+from spawner_support import ensure_enrolled, hub_service_token, service_api_url, slurm, wait_until
 
 pytestmark = pytest.mark.integration
+#: c.HeroesSpawner.poll_interval of the embedded hub (hub_config/jupyterhub_config.py)
+POLL_S = 15
 
 
-@pytest.fixture(scope="module")
-def spawner(require, stack_settings):
-    for name in ("jupyterhub", "slurm-alpha", "login-alpha"):
-        require(name)
-    ensure_enrolled(stack_settings, "alpha")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HEROES_STATE_DIR", str(stack_settings.state))  # what the hub's environment says
-    get_clusters_settings.cache_clear()
-    identity.forget_secrets()
+def new_spawner(stack):
     from heroes_spawner.slurm import HeroesSpawner
 
     user = SimpleNamespace(name="bob", groups=[SimpleNamespace(name="acme")], url="/user/bob/")
-    sp = HeroesSpawner(user=user)
-    sp.target, sp.cluster_name = "cluster:alpha", "alpha"
-    yield sp
-    mp.undo()
-    get_clusters_settings.cache_clear()
-    identity.forget_secrets()
+    spawner = HeroesSpawner(user=user, service_api_url=service_api_url(stack), service_token=hub_service_token(stack))
+    spawner.target, spawner.cluster_name = "cluster:alpha", "alpha"
+    return spawner
 
 
 @pytest.fixture
-def job(stack_settings, spawner):
-    """A real job of bob's on alpha, alive (pending or running: the cluster is shared) until cancelled."""
-    out = slurm(stack_settings, "alpha", "sbatch", "--parsable", "--job-name=heroes-poll-test", "--time=5",
-                "--wrap=sleep 300", user="bob")
-    assert out.returncode == 0, out.stderr
-    job_id = out.stdout.strip().split(";")[0]
-    spawner.job_id = job_id
+def job(require, stack_settings):
+    """A live cluster job of bob's on alpha, submitted through the service as the hub would."""
+    for name in ("jupyterhub", "slurm-alpha", "login-alpha"):
+        require(name)
+    ensure_enrolled(stack_settings, "alpha")
+    spawner = new_spawner(stack_settings)
+    python = str(JupyterHub(stack_settings).singleuser_env / "bin" / "python")
+    created = asyncio.run(spawner.service().submit("bob", "kernel", "alpha", {"minutes": 5, "memory_mb": 512},
+                                                   {"key": uuid.uuid4().hex, "python": python,
+                                                    "bind_ip": "127.0.0.1"}, ref="poll-test"))
+    spawner.cluster_job, spawner.job_id = created["id"], created["job_id"]
     wait_until("the job in the queue", lambda: asyncio.run(spawner.poll()) is None
                and (spawner.state_isrunning() or spawner.state_ispending()), 60)
-    yield job_id
-    slurm(stack_settings, "alpha", "scancel", job_id)
+    yield spawner
+    asyncio.run(spawner.service().cancel("bob", created["id"]))
 
 
-@pytest.mark.parametrize("broken", [["squeue", "--clusters=no-such-cluster"], ["/nonexistent/squeue"]])
-def test_a_failed_squeue_keeps_the_server(spawner, job, broken):
-    spawner.squeue_argv = broken
-    try:
-        assert asyncio.run(spawner.poll()) is None  # None: still running, as far as the hub is concerned
-        assert spawner.state_isunknown() and spawner.job_id == job
-    finally:
-        spawner.squeue_argv = ["squeue"]
-    assert asyncio.run(spawner.poll()) is None and (spawner.state_isrunning() or spawner.state_ispending())
+def test_an_unreachable_service_keeps_the_server(stack_settings, job):
+    spawner = new_spawner(stack_settings)
+    spawner.load_state(job.get_state())
+    spawner.service_api_url = f"http://127.0.0.1:{free_port()}/services/heroes/api/v1"
+    assert asyncio.run(spawner.poll()) is None  # None: still running, as far as the hub is concerned
+    assert spawner.state_isunknown() and spawner.job_id == job.job_id and spawner.cluster_job == job.cluster_job
+    assert asyncio.run(job.poll()) is None and (job.state_isrunning() or job.state_ispending())
 
 
-def test_an_unreachable_login_node_keeps_the_server(spawner, job, monkeypatch):
-    """The cluster's login node stops answering (its record now names a closed port): UNKNOWN, kept."""
-    import dataclasses
-
-    from heroes_service.clusters.testing import free_port
-    from heroes_spawner import access
-
-    real = access.cluster_for
-
-    def moved(groups, name):
-        view = real(groups, name)
-        view.record.port = free_port()
-        return dataclasses.replace(view)
-
-    monkeypatch.setattr(access, "cluster_for", moved)
-    monkeypatch.setenv("HEROES_SERVICE_CLUSTERS_CONNECT_ATTEMPTS", "1")
-    get_clusters_settings.cache_clear()
-    try:
-        assert asyncio.run(spawner.poll()) is None and spawner.state_isunknown() and spawner.job_id == job
-    finally:
-        get_clusters_settings.cache_clear()
-
-
-def test_a_cancelled_job_is_gone_at_the_next_poll(stack_settings, spawner, job):
-    assert slurm(stack_settings, "alpha", "scancel", job).returncode == 0
-    assert asyncio.run(spawner.poll()) == 1
-    assert spawner.job_id == ""
+def test_a_cancelled_job_is_gone_at_the_next_poll(stack_settings, job):
+    assert slurm(stack_settings, "alpha", "scancel", job.job_id).returncode == 0
+    cancelled = time.monotonic()
+    wait_until("the hub's poll to report the job gone", lambda: asyncio.run(job.poll()) == 1, POLL_S, every=0.5)
+    print(f"gone {time.monotonic() - cancelled:.1f} s after scancel (hub poll interval {POLL_S} s)")
+    assert job.cluster_job == "" and job.job_id == ""
