@@ -382,3 +382,16 @@ def test_host_key_probe_is_no_port_scanner(callers, stack_settings, monkeypatch)
     assert statuses[-1] == 429 and set(statuses[:-1]) <= {422, 429}, statuses
     assert "per minute" in probe("127.0.0.1", 1).text
     probes.PROBES.clear()
+
+
+@pytest.mark.parametrize("login", ["root", "daemon", "postgres", "jh-carol"])
+def test_enrollment_refuses_root_system_and_gateway_service_logins(acme_alpha, stack_settings, login):
+    from heroes_dev.components.login import host_key_fingerprint, ssh_port
+
+    r = acme_alpha["alice"].post("/organization/admin/cluster/", json={
+        "name": "alpha-root", "host": stack_settings.host, "port": ssh_port(stack_settings, "alpha"),
+        "host_key_fingerprint": host_key_fingerprint(stack_settings, "alpha"), "work_dir": "heroes-work",
+        "container_runtime": "none", "service_login": login})
+    assert r.status_code == 422 and "service_login" in r.text and login in r.text, r.text
+    names = [c["name"] for c in acme_alpha["alice"].get("/organization/admin/cluster/").json()]
+    assert "alpha-root" not in names
