@@ -2,7 +2,7 @@
 
 jupyter-server-proxy shows a launcher card for each configured "server" and, when the card is clicked, starts
 that server's command and proxies ``/user/<name>/heroes-<app>/`` to it. Our command is a tiny HTTP server
-that answers every request with a redirect to the app's Voila page in the same server, so a card opens the
+that answers every request with a page sending the browser on to the app's Voila page in the same server, so a card opens the
 app itself; it starts only when a card is first clicked and then idles. Why not a JupyterLab extension of
 our own: that needs a JavaScript build in the stack; this needs one JSON file in the single-user venv.
 
@@ -11,6 +11,8 @@ our own: that needs a JavaScript build in the stack; this needs one JSON file in
 """
 from __future__ import annotations
 
+import html
+import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,15 +34,29 @@ def server_proxy_config(python: str) -> dict:
     return {"ServerProxy": {"servers": servers}}
 
 
+def redirect_page(location: str) -> bytes:
+    """A page that sends the browser on to ``location`` at once (a link too, should scripts be off)."""
+    where = html.escape(location, quote=True)
+    script = json.dumps(location).replace("</", "<\\/")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='0; url={where}'>"
+            f"<title>HEROES</title></head><body><script>window.location.replace({script});</script>"
+            f"<a href='{where}'>Open the app</a></body></html>").encode()
+
+
 def redirect_handler(location: str):
     class Redirect(BaseHTTPRequestHandler):
-        """Every GET goes to the app's page; nothing else is served."""
+        """Every GET answers the page that moves on to the app. Not a 302: jupyter-server-proxy rewrites
+        a redirect's path as if it were inside the proxied server (/user/x/heroes-submit/user/x/...)."""
 
         def do_GET(self):  # noqa: N802 (http.server's name)
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
+            body = redirect_page(location)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         do_HEAD = do_GET
 

@@ -119,3 +119,25 @@ def test_grid_keeps_the_clicked_row_and_shows_it_whole():
     assert len(picked) == 1
     frame = grid_frame([Column("n", "n"), Column("s", "s")], [{"n": 10, "s": "a"}, {"n": 9, "s": None}])
     assert list(frame["n"]) == [10, 9] and list(frame["s"]) == ["a", ""]  # numbers sort as numbers
+
+
+def test_launcher_cards_open_the_apps_through_a_page_not_a_redirect(monkeypatch):
+    """jupyter-server-proxy rewrote a 302's path into the proxied server; the page moves on by itself."""
+    import threading
+    import urllib.request
+    from http.server import ThreadingHTTPServer
+
+    from heroes_widgets.launcher import redirect_handler, server_proxy_config
+
+    servers = server_proxy_config("/venv/bin/python")["ServerProxy"]["servers"]
+    assert "heroes-admin" not in servers and servers["heroes-submit"]["command"][-2:] == ["{port}", "submit"]
+    assert servers["heroes-submit"]["launcher_entry"]["title"] == "HEROES Submit"
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), redirect_handler("/user/bob/voila/render/submit.ipynb"))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{httpd.server_port}/anything") as answer:
+            body = answer.read().decode()
+        assert answer.status == 200
+        assert "url=/user/bob/voila/render/submit.ipynb" in body and 'replace("/user/bob/voila/render/submit.ipynb")' in body
+    finally:
+        httpd.shutdown()
