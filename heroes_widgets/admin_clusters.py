@@ -63,7 +63,8 @@ class ClustersTab:
         self.checks = css(widgets.HTML(""), "heroes-admin-checks")
         self.confirm_remove = self._confirm_box()
         self.edit_form = ClusterForm(editing=True)
-        read = css(widgets.Button(description="Read partitions from the cluster"), "heroes-admin-read-partitions")
+        read = css(widgets.Button(description="Read partitions from the cluster", layout=widgets.Layout(width="auto")),
+                   "heroes-admin-read-partitions")
         save = css(widgets.Button(description="Save changes", button_style="primary"), "heroes-admin-save-cluster")
         cancel = widgets.Button(description="Cancel")
         read.on_click(lambda _b: self.read_partitions())

@@ -71,7 +71,8 @@ class TemplatesTab:
                                            layout=widgets.Layout(width="100%", height="360px")),
                           "heroes-admin-template-editor")
         check = css(widgets.Button(description="Check"), "heroes-admin-template-check")
-        publish = css(widgets.Button(description="Publish as a new version", button_style="primary", icon="upload"),
+        publish = css(widgets.Button(description="Publish as a new version", button_style="primary", icon="upload",
+                                     layout=widgets.Layout(width="auto")),
                       "heroes-admin-template-publish")
         check.on_click(lambda _b: self.check())
         publish.on_click(lambda _b: self.publish())
