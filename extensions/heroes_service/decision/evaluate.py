@@ -14,7 +14,6 @@ counted). Accuracy per job is min(P/R, R/P); the limit "kills" a job when it is 
 """
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,8 @@ from .predictor import LAMBDAS, LimitCalibrator, LimitChooser, RuntimePredictor,
 @dataclass
 class EvalConfig:
     retrain_every: int = 2000
-    target_kill: float = 0.045
+    target_kill: float = 0.045          # share of jobs the limit may kill that their request would not have
+    target_lost: float | None = 0.015   # share of useful core-hours the limit's kills may throw away
     calibration_window: int = 3000
     predictor: dict = field(default_factory=dict)
 
@@ -53,15 +53,26 @@ def point_metrics(pred: np.ndarray, run: np.ndarray) -> dict | None:
     }
 
 
-def limit_metrics(limit: np.ndarray, run: np.ndarray, request: np.ndarray) -> dict | None:
-    """Kill share (limit < run), mean accuracy of the limit, mean limit / request; None without jobs."""
+def limit_metrics(limit: np.ndarray, run: np.ndarray, request: np.ndarray, procs: np.ndarray | None = None
+                  ) -> dict | None:
+    """Kill share (limit < run), the kills the limit adds (run <= request and limit < run: the others ran
+    past their own request and were killed at it whatever the limit), mean accuracy of the limit, mean
+    limit / request, and (with ``procs``) the processor-seconds that stopping jobs below their request throws
+    away, over the useful ones; None without jobs."""
     if len(run) == 0:
         return None
-    return {
+    out = {
         "kill_share": float(np.mean(limit < run)),
+        "added_kill_share": float(np.mean((run <= request) & (limit < run))),
         "mean_accuracy": float(np.mean(accuracy(limit, run))),
         "limit_over_request": float(np.mean(limit / request)),
     }
+    if procs is not None:
+        sized = procs > 0
+        stopped = sized & (limit < run) & (limit < request)
+        useful = float(np.sum(run[sized] * procs[sized]))
+        out["lost_core_hours_share"] = float(np.sum(limit[stopped] * procs[stopped])) / useful if useful else 0.0
+    return out
 
 
 @dataclass
@@ -77,6 +88,9 @@ class OnlineRun:
     observed_at: np.ndarray | None = None      # job index at whose submission the calibrator learnt each job
     fit_s: float = 0.0
     kill_price: np.ndarray | None = None       # the lambda in force for each job's limit (NaN: fallback limit)
+    point_log: np.ndarray | None = None        # the model's outputs at each submission, kept so the limit can
+    scale: np.ndarray | None = None            # be recalibrated without refitting (see :func:`calibrate`)
+    offsets: np.ndarray | None = None
 
 
 def _next_retrain(i: int, n_train: int, every: int, min_train: int) -> int:
@@ -86,35 +100,30 @@ def _next_retrain(i: int, n_train: int, every: int, min_train: int) -> int:
 
 
 def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
-    """Predict every job of ``trace`` as a live service would have, in submit order."""
+    """Predict every job of ``trace`` as a live service would have, in submit order.
+
+    Two passes: the models (point, scale and the per-price limit options of each job, from the models
+    trained on what had finished before its submission), then :func:`calibrate`, which replays the finishes
+    to choose each job's kill price from the jobs finished before it. The second pass only reads what the
+    first computed at each job's submission, so splitting them changes nothing that a live service would
+    have known.
+    """
     config = config or EvalConfig()
     n = len(trace)
     sw = sweep(trace)
     X = sw.X
     submit, run, req = trace["submit"], trace["run"], trace["req_time"]
     finish = trace.finish
-    req_log = log_request(req)
     predictor = RuntimePredictor(**config.predictor)
-    calibrator = LimitCalibrator(config.target_kill, config.calibration_window)
-    chooser = LimitChooser(config.target_kill, config.calibration_window)
     offsets = np.full((n, len(LAMBDAS)), np.nan)
-    kill_price = np.full(n, np.nan)
     point_log = np.full(n, np.nan)
     scale = np.full(n, np.nan)
-    limit = np.full(n, np.nan)
-    limit_free = np.full(n, np.nan)
     fits: list = []
     fit_s = 0.0
     by_finish = np.argsort(np.where(np.isnan(finish), np.inf, finish), kind="stable")
     fin_sorted = finish[by_finish]
     n_known = int(np.sum(~np.isnan(finish)))
-    # The queue's cap on limits: the trace header's MaxRuntime when stated, else the longest request seen so far.
-    header_cap = _header_max_runtime(trace)
-    seen_cap = np.fmax.accumulate(np.where(np.isnan(req_log), -np.inf, req_log))
-    cap_log = np.minimum(seen_cap, header_cap) if header_cap == header_cap else seen_cap
-    cap_log = np.where(np.isfinite(cap_log), cap_log, np.nan)
-    observed_at = np.full(n, -1, dtype=np.int64)
-    observed = 0   # jobs (in finish order) handed to the calibrator so far
+    cap_log = _cap_log(trace)
     predicted_to = 0
     next_fit = 0
     for i in range(n):
@@ -141,11 +150,49 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
             if pred.limit_offsets is not None:
                 offsets[i:end] = pred.limit_offsets
             predicted_to = end
+    out = OnlineRun(np.exp(point_log), np.full(n, np.nan), np.full(n, np.nan), sw.last_two, fits, sw.seen_until,
+                    None, fit_s, None, point_log, scale, offsets)
+    return calibrate(trace, out, config)
+
+
+def _cap_log(trace: Trace) -> np.ndarray:
+    """The queue's cap on limits (log s): the header's MaxRuntime when stated, else the longest request seen
+    so far; NaN before any request."""
+    req_log = log_request(trace["req_time"])
+    header_cap = _header_max_runtime(trace)
+    seen_cap = np.fmax.accumulate(np.where(np.isnan(req_log), -np.inf, req_log))
+    cap_log = np.minimum(seen_cap, header_cap) if header_cap == header_cap else seen_cap
+    return np.where(np.isfinite(cap_log), cap_log, np.nan)
+
+
+def calibrate(trace: Trace, result: OnlineRun, config: EvalConfig) -> OnlineRun:
+    """Each job's limits from the model outputs in ``result``, with the kill price and the conformal margin
+    learnt from the jobs that finished strictly before its submission (fills ``limit``, ``limit_free``,
+    ``kill_price`` and ``observed_at``)."""
+    n = len(trace)
+    submit, run, req = trace["submit"], trace["run"], trace["req_time"]
+    procs = _procs(trace)
+    finish = trace.finish
+    req_log = log_request(req)
+    cap_log = _cap_log(trace)
+    point_log, scale, offsets = result.point_log, result.scale, result.offsets
+    calibrator = LimitCalibrator(config.target_kill, config.calibration_window)
+    chooser = LimitChooser(config.target_kill, config.calibration_window, target_lost=config.target_lost)
+    by_finish = np.argsort(np.where(np.isnan(finish), np.inf, finish), kind="stable")
+    fin_sorted = finish[by_finish]
+    n_known = int(np.sum(~np.isnan(finish)))
+    limit = np.full(n, np.nan)
+    limit_free = np.full(n, np.nan)
+    kill_price = np.full(n, np.nan)
+    observed_at = np.full(n, -1, dtype=np.int64)
+    observed = 0
+    for i in range(n):
+        now = submit[i]
         while observed < n_known and fin_sorted[observed] < now:
             j = by_finish[observed]
             calibrator.observe(point_log[j], scale[j], req_log[j], run[j])
             if run[j] > 0:
-                chooser.observe(offsets[j], math.log(run[j]) - req_log[j])
+                chooser.observe(offsets[j], math.log(run[j]) - req_log[j], req[j], procs[j])
             observed_at[j] = i
             observed += 1
         limit[i], limit_free[i] = calibrator.limit(point_log[i], scale[i], req_log[i], cap_log[i])
@@ -153,8 +200,14 @@ def run_online(trace: Trace, config: EvalConfig | None = None) -> OnlineRun:
         if chosen == chosen:
             limit[i] = _limit_seconds(chosen, req[i], cap_log[i])
             kill_price[i] = LAMBDAS[chooser.lambda_index()]
-    return OnlineRun(np.exp(point_log), limit, limit_free, sw.last_two, fits, sw.seen_until, observed_at, fit_s,
-                     kill_price)
+    result.limit, result.limit_free, result.kill_price, result.observed_at = limit, limit_free, kill_price, observed_at
+    return result
+
+
+def _procs(trace: Trace) -> np.ndarray:
+    """Processors per job: allocated, else requested; NaN when the trace states neither."""
+    alloc = trace["alloc_procs"]
+    return np.where(alloc > 0, alloc, trace["req_procs"])
 
 
 def _limit_seconds(offset: float, request: float, cap_log: float) -> float:
@@ -192,12 +245,13 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
     if no_requests:
         usable = ~unknown_run
     r, q = run[usable], req[usable]
+    procs = _procs(trace)[usable]
     out = {
         "jobs": int(usable.sum()),
         "predictor": {
             "point": point_metrics(result.point[usable], r),
-            "limit": None if no_requests else limit_metrics(result.limit[usable], r, q),
-            "limit_unclipped": None if no_requests else limit_metrics(result.limit_free[usable], r, q),
+            "limit": None if no_requests else limit_metrics(result.limit[usable], r, q, procs),
+            "limit_unclipped": None if no_requests else limit_metrics(result.limit_free[usable], r, q, procs),
         },
         "baselines": {
             "user_request": None if no_requests else {**point_metrics(q, r), "kill_share": float(np.mean(q < r))},
@@ -214,6 +268,8 @@ def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
             "retrains": len(result.fits),
             "retrain_every_jobs": config.retrain_every,
             "target_kill_share": config.target_kill,
+            "target_kill_counts": "added kills only: jobs with run <= request stopped by a lower limit",
+            "target_lost_core_hours_share": config.target_lost,
             "limit_default": "clipped: never above the job's request; per job, the candidate limit maximising "
                              "expected accuracy - lambda * P(kill), lambda set online from finished jobs",
             "limit_unclipped": "may exceed the request, capped at MaxRuntime or the longest request seen so far",

@@ -20,8 +20,9 @@ that usually fails at once but sometimes runs long keeps its request, a job that
 tight limit. ``lambda`` prices a kill; :class:`LimitChooser` sets it online from the realised outcomes of
 recently finished jobs (for each lambda of a grid it knows which limit each job would have received and
 whether that limit would have killed it), taking the most accurate lambda whose realised kill share stays at
-the target. Jobs that outrun their own request are killed whatever we choose and use up budget first; a
-killed job still scores limit/run. :class:`LimitCalibrator` (a conformal margin ``point * exp(t * scale)``) is
+the target. Only kills the limit adds count (a job that outran its own request was killed by the scheduler
+whatever we chose), and the core-hours the kills throw away may be capped too; a killed job still scores
+limit/run. :class:`LimitCalibrator` (a conformal margin ``point * exp(t * scale)``) is
 kept for the unclipped limit and for callers that only hold a point and a scale.
 """
 from __future__ import annotations
@@ -418,19 +419,32 @@ class LimitChooser:
     """Online choice of the kill price ``lambda`` from what recently finished jobs really did.
 
     For every finished job we know the limit each lambda would have given it (computed at its submission)
-    and its real run time, so for every lambda we know the kill share and mean accuracy it would have had on
-    the last ``window`` jobs. The chosen lambda is the most accurate one whose kill share is within the
-    target; when none is, the request (infinite price). No probability needs to be calibrated for this:
-    only realised outcomes count, so a model that is over-confident on one trace just gets a higher price.
+    and its real run time, so for every lambda we know, on the last ``window`` jobs, the share of jobs it
+    would have killed, its mean accuracy and the core-hours its kills would have thrown away. The chosen
+    lambda is the most accurate one within both targets; when none is, the request (infinite price). No
+    probability needs to be calibrated for this: only realised outcomes count, so a model that is
+    over-confident on one trace just gets a higher price.
+
+    Only kills the limit *adds* count against ``target_kill``: a job that ran past its own request was killed
+    by the scheduler at its request whatever we recommended (counting it would make a trace where 10 % of the
+    jobs outrun their requests fall back to the request everywhere). The lost work counts every job stopped
+    below its request, and is the share of the window's useful processor-seconds that the killed attempts
+    held (``procs`` x limit), which is what a kill costs the machine: ``target_lost`` keeps a price that
+    kills few but long, wide jobs from passing on job counts alone. Jobs observed without a size count for
+    the kill share and accuracy only.
     """
 
-    def __init__(self, target_kill: float = 0.04, window: int = 3000, min_points: int = 200, refresh: int = 25):
+    def __init__(self, target_kill: float = 0.04, window: int = 3000, min_points: int = 200, refresh: int = 25,
+                 target_lost: float | None = None):
         self.target_kill = target_kill
+        self.target_lost = target_lost
         self.window = window
         self.min_points = min_points
         self.refresh = refresh
         self._killed = np.zeros((window, len(LAMBDAS)))
         self._accuracy = np.zeros((window, len(LAMBDAS)))
+        self._lost = np.zeros((window, len(LAMBDAS)))    # processor-seconds of the killed attempt
+        self._useful = np.zeros(window)                  # processor-seconds of the job's real run
         self._n = 0          # jobs observed in all
         self._since = 0
         self._index = len(LAMBDAS) - 1
@@ -439,16 +453,30 @@ class LimitChooser:
     def size(self) -> int:
         return min(self._n, self.window)
 
-    def observe(self, offsets: np.ndarray | None, ratio: float) -> None:
+    def observe(self, offsets: np.ndarray | None, ratio: float, request_s: float = math.nan,
+                procs: float = math.nan) -> None:
         """A job finished: ``offsets`` are its per-lambda limits (log of limit/request) from its submission,
-        ``ratio`` = log(run / request)."""
+        ``ratio`` = log(run / request); ``request_s`` and ``procs`` size its lost work when it is killed."""
         if offsets is None or ratio != ratio or np.isnan(offsets).any():
             return
         slot = self._n % self.window
-        self._killed[slot] = ratio > offsets + 1e-12
+        stopped = ratio > offsets + 1e-12
+        self._killed[slot] = stopped & (ratio <= 1e-12)
         self._accuracy[slot] = np.exp(-np.abs(offsets - ratio))
+        sized = request_s > 0 and procs > 0
+        below_request = offsets < -1e-12
+        self._lost[slot] = np.where(stopped & below_request, request_s * np.exp(offsets) * procs, 0.0) if sized \
+            else 0.0
+        self._useful[slot] = request_s * math.exp(ratio) * procs if sized else 0.0
         self._n += 1
         self._since += 1
+
+    def realised(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per lambda, over the window: added-kill share, mean accuracy, lost share of useful work."""
+        n = self.size
+        useful = self._useful[:n].sum()
+        lost = self._lost[:n].sum(axis=0) / useful if useful > 0 else np.zeros(len(LAMBDAS))
+        return self._killed[:n].mean(axis=0), self._accuracy[:n].mean(axis=0), lost
 
     def lambda_index(self) -> int:
         """Index into :data:`LAMBDAS` in force now (the last, the request, until enough jobs finished)."""
@@ -456,10 +484,10 @@ class LimitChooser:
             return len(LAMBDAS) - 1
         if self._since >= self.refresh or self._n == self.min_points:
             self._since = 0
-            n = self.size
-            kill = self._killed[:n].mean(axis=0)
-            accuracy = self._accuracy[:n].mean(axis=0)
+            kill, accuracy, lost = self.realised()
             within = kill <= self.target_kill
+            if self.target_lost is not None:
+                within &= lost <= self.target_lost
             within[-1] = True
             self._index = int(np.argmax(np.where(within, accuracy, -np.inf)))
         return self._index
