@@ -47,6 +47,7 @@ class ClusterJobs:
         reconciler.register(self.tracker)
         self._forwards: dict[tuple[str, str], Forward] = {}    # (row id, name) -> open forward
         self._node_addrs: dict[str, tuple[float, dict[str, str]]] = {}
+        self._made: set[tuple[str, str, str]] = set()   # (cluster, login, folder) known to exist
         self._lock = threading.Lock()
 
     # --- clusters a user may run on -----------------------------------------------------------------------
@@ -113,12 +114,14 @@ class ClusterJobs:
         log.info("%s job %s of %s on %s: Slurm job %s", kind.name, row_id, principal.username, cluster.name, found)
         return row
 
-    @staticmethod
-    def _prepare_files(conn, rendered) -> None:
-        if not rendered.folders and not rendered.files:
+    def _prepare_files(self, conn, rendered) -> None:
+        """The kind's folders (made once per account and cached: an SFTP session costs as much as the sbatch)
+        and files, before sbatch."""
+        folders = [f for f in rendered.folders if (conn.cluster, conn.login, f) not in self._made]
+        if not folders and not rendered.files:
             return
         with conn.sftp() as sftp:
-            for folder in rendered.folders:
+            for folder in folders:
                 path = ""
                 for part in folder.split("/"):
                     path = f"{path}/{part}" if path else part
@@ -126,6 +129,7 @@ class ClusterJobs:
                         sftp.stat(path)
                     except FileNotFoundError:
                         sftp.mkdir(path, 0o700)
+                self._made.add((conn.cluster, conn.login, folder))
         for path, (content, _mode) in rendered.files.items():
             conn.put_stream(io.BytesIO(content.encode()), path)
 
