@@ -44,8 +44,9 @@ def service_detail(response) -> tuple[str, str]:
         if isinstance(detail, list):
             detail = "; ".join(_validation_message(d) for d in detail)
         return str(detail), str(body.get("rule") or "")
-    reason = getattr(response, "reason", "") or ""
-    return (f"HTTP {response.status_code} {reason}".strip(), "")
+    reason = getattr(response, "reason", "") or "error"
+    return (f"{reason}: the answer did not come from the HEROES service (is the URL right? is the gateway "
+            "restarting?)", "")
 
 
 def _validation_message(item: Any) -> str:

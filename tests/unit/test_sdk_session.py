@@ -91,7 +91,7 @@ def test_errors_carry_the_service_message_status_and_rule():
              (413, {"detail": "quota"}, errors.QuotaExceeded, "quota"),
              (401, {"detail": "invalid or expired JupyterHub token"}, errors.AuthenticationError,
               "invalid or expired JupyterHub token"),
-             (500, None, errors.HeroesError, "HTTP 500")]
+             (500, None, errors.HeroesError, "did not come from the HEROES service")]
     for status, body, kind, message in cases:
         s, _ = session(lambda m, p, c: FakeResponse(status, body))
         with pytest.raises(kind) as caught:
