@@ -244,8 +244,10 @@ def main() -> None:
     parser.add_argument("--spawns", type=int, default=2)
     args = parser.parse_args()
     stack = settings_module.load()
-    submit_latency(stack, args.rounds)
-    spawn_to_ready(stack, args.spawns)
+    if args.rounds:
+        submit_latency(stack, args.rounds)
+    if args.spawns:
+        spawn_to_ready(stack, args.spawns)
 
 
 if __name__ == "__main__":
