@@ -273,8 +273,7 @@ class DataApp:
                              "heroes-data-progress")
         self.progress_label = _css(widgets.HTML(""), "heroes-data-progress-label")
         self.picker = InputPicker(self.client, "Pick a workflow input") if with_picker else None
-        parts = [
-            widgets.HTML("<h3>HEROES data</h3>"),
+        parts = [  # the page's title is the notebook's own (no second "HEROES data")
             widgets.HBox([self.browser.bucket, self.browser.up, self.refresh_button]),
             self.browser.path,
             self.browser.listing,
