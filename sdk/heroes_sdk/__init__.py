@@ -1,7 +1,7 @@
 """heroes_sdk: the Python SDK of the HEROES gateway, for notebooks and scripts.
 
 Inside a JupyterHub server of the gateway it needs no arguments (the server's token and the service's URL are
-in its environment); on a laptop, log in once with ``heroes login`` or pass a URL and credentials::
+in its environment); on a laptop, log in once with ``heroes login`` or pass a URL and credentials:
 
     import heroes_sdk
 

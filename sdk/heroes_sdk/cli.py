@@ -5,17 +5,17 @@ with :func:`register`; on a laptop with only the SDK installed, :func:`main` is 
 
 Exit codes (scripts may rely on them):
 
-====  ==========================================================================================
-0     success
-1     any other failure
-2     usage error: an unknown option, a bad ``key=value``, an unreadable parameters file
-3     not logged in, or the credential was refused (HTTP 401): run ``heroes login``
-4     not found or not yours (HTTP 404, 403)
-5     the service refused the request (HTTP 400, 409, 413, 422): the message says which rule
-6     the service, a cluster or S3 did not answer (HTTP 5xx, no answer); a submit whose answer was lost
-7     ``--wait``: the instance ended FAILED or CANCELLED
-8     ``--wait --timeout``: the instance had not ended in time
-====  ==========================================================================================
+| code | meaning |
+| --- | --- |
+| 0 | success |
+| 1 | any other failure |
+| 2 | usage error: an unknown option, a bad ``key=value``, an unreadable parameters file |
+| 3 | not logged in, or the credential was refused (HTTP 401): run ``heroes login`` |
+| 4 | not found or not yours (HTTP 404, 403) |
+| 5 | the service refused the request (HTTP 400, 409, 413, 422): the message says which rule |
+| 6 | the service, a cluster or S3 did not answer (HTTP 5xx, no answer); a submit whose answer was lost |
+| 7 | ``--wait``: the instance ended FAILED or CANCELLED |
+| 8 | ``--wait --timeout``: the instance had not ended in time |
 
 ``--json`` on every listing prints JSON (one document) instead of a table. Errors go to stderr as
 ``heroes: <message>``; progress goes to stderr, so stdout carries only results.

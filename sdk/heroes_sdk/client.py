@@ -1,6 +1,6 @@
 """The :class:`Client`: one user's handle on the gateway (clusters, templates, decisions, instances, data, energy).
 
-The main job in three lines::
+The main job in three lines:
 
     import heroes_sdk
     heroes = heroes_sdk.connect()               # inside a hub server: no arguments needed

@@ -1,6 +1,6 @@
 """A submitted workflow instance: its steps, states, events and outputs, and what you do with it.
 
-An :class:`Instance` keeps the client it came from, so the usual follow-ups are methods::
+An :class:`Instance` keeps the client it came from, so the usual follow-ups are methods:
 
     run = heroes.submit("heat-diffusion", {"points": 200}, cluster="auto")
     run.wait()                                   # progress bar with each step's state
