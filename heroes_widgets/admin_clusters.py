@@ -15,7 +15,7 @@ import html
 import ipywidgets as widgets
 
 from .admin_cluster_form import ClusterForm
-from .admin_forms import NumberField, TextField, api_call, checks_html
+from .admin_forms import NumberField, TextField, api_call, checks_html, merged
 from .api_client import ApiClient
 from .grid import Column, Table
 from .ui import css
@@ -173,13 +173,15 @@ class ClustersTab:
                     f"Slurm {cluster['slurm_version']}, partitions {offered})")
         self._forget_key()
         self.enroll_form.name.input.value = ""
-        self.refresh(select=cluster["id"])
+        self.refresh(select=cluster["id"], answer=cluster)
         self.test(cluster["id"], quiet=True)
         return cluster["id"]
 
     # --- an enrolled cluster ---------------------------------------------------------------------------
-    def refresh(self, select: str | None = None) -> None:
-        self.clusters = api_call(self.report, lambda: self.client.call("GET", CLUSTERS)) or []
+    def refresh(self, select: str | None = None, answer: dict | None = None, gone: str | None = None) -> None:
+        """The list from the API, with this app's own last change in it (``answer``, ``gone``: see merged)."""
+        listed = api_call(self.report, lambda: self.client.call("GET", CLUSTERS)) or []
+        self.clusters = sorted(merged(listed, answer, gone), key=lambda c: c["name"])
         self.table.update(cluster_rows(self.clusters), keep="id")
         current = select or self.pick.value
         self.pick.options = [(c["name"], c["id"]) for c in self.clusters]
@@ -247,7 +249,7 @@ class ClustersTab:
                          f"cluster {cluster['name']} saved")
         if saved:
             self._hide(self.edit_box)
-            self.refresh(select=cluster["id"])
+            self.refresh(select=cluster["id"], answer=saved)
 
     # --- removal ---------------------------------------------------------------------------------------
     def _confirm_box(self) -> widgets.Widget:
@@ -276,7 +278,7 @@ class ClustersTab:
         if done:
             self.report(f"cluster {cluster['name']} removed")
             self.checks.value = ""
-            self.refresh()
+            self.refresh(gone=cluster_id)
         return bool(done)
 
     @staticmethod

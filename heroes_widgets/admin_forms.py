@@ -246,3 +246,11 @@ def api_call(report, fn, done: str | None = None):
     if done:
         report(done)
     return True if result is None else result
+
+
+def merged(rows: list[dict], answer: dict | None = None, gone: str | None = None) -> list[dict]:
+    """A list read from the API, corrected by what this app just did: ``answer`` (a created or changed
+    record) in it, the record with id ``gone`` out. Why: the service commits a change as its answer leaves,
+    so a list read right after may not show it yet; the app shows the change it was told about at once."""
+    out = [r for r in rows if r["id"] != gone and (answer is None or r["id"] != answer["id"])]
+    return out + [answer] if answer is not None else out

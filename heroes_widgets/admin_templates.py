@@ -13,7 +13,7 @@ import json
 
 import ipywidgets as widgets
 
-from .admin_forms import api_call
+from .admin_forms import api_call, merged
 from .api_client import ApiClient
 from .grid import Column, Table
 from .submit_app import ParamField
@@ -101,9 +101,13 @@ class TemplatesTab:
             self.all_versions, self.table.widget, widgets.HBox([self.version_pick, load, withdraw]),
             widgets.HBox([editor_box, preview_box])])
 
-    def refresh(self) -> None:
+    def refresh(self, answer: dict | None = None, gone: str | None = None) -> None:
+        """The versions from the API, with this app's own last change in it (``answer``, ``gone``: see merged)."""
         params = {"all_versions": "true"} if self.all_versions.value else None
-        self.versions = api_call(self.report, lambda: self.client.call("GET", LIST, params=params)) or []
+        listed = api_call(self.report, lambda: self.client.call("GET", LIST, params=params)) or []
+        if answer is not None and not self.all_versions.value:
+            listed = [t for t in listed if t["name"] != answer["name"]]  # the new version replaces the latest
+        self.versions = sorted(merged(listed, answer, gone), key=lambda t: (t["name"], -t["version"]))
         self.table.update(self.versions, keep="id")
         current = self.version_pick.value
         self.version_pick.options = [(f"{t['name']} v{t['version']}", t["id"]) for t in self.versions]
@@ -150,7 +154,7 @@ class TemplatesTab:
         if not published:
             return None
         self.report(f"published {published['name']} v{published['version']}: users of the organization can run it now")
-        self.refresh()
+        self.refresh(answer=published)
         self.version_pick.value = published["id"]
         self.check()  # the next version number
         return published
@@ -175,4 +179,4 @@ class TemplatesTab:
             return
         if api_call(self.report, lambda: self.client.call("DELETE", f"{ADMIN}/{template_id}"),
                     f"{row['name']} v{row['version']} withdrawn: users no longer see it"):
-            self.refresh()
+            self.refresh(gone=template_id)

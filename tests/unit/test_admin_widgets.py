@@ -82,7 +82,7 @@ class FakeAdminApi:
             return {"host": body["host"], "port": body["port"], "key_type": "ssh-ed25519", "fingerprint": FP,
                     "public_key": "ssh-ed25519 AAAA"}
         if path == admin and method == "GET":
-            return list(self.clusters.values())
+            return [] if self.stale_lists else list(self.clusters.values())
         if path == admin and method == "POST":
             if normalised_fingerprint(body["host_key_fingerprint"]) != FP:
                 return 409, {"detail": "presents another host key; nothing was enrolled"}
@@ -129,7 +129,7 @@ class FakeAdminApi:
             self.templates.append(row)
             return 201, row
         if path == users:
-            return sorted(self.templates, key=lambda t: (t["name"], -t["version"]))
+            return [] if self.stale_lists else sorted(self.templates, key=lambda t: (t["name"], -t["version"]))
         m = re.fullmatch(f"({admin}|{users})/([0-9a-f]+)", path)
         if m and method == "DELETE":
             self.templates = [t for t in self.templates if t["id"] != m.group(2)]
@@ -289,3 +289,18 @@ def test_publish_versions_preview_and_withdraw():
     tab.withdraw(first["id"])
     assert "hello v1 withdrawn" in app.status.value and [t["version"] for t in api.templates] == [2]
     assert tab.version_pick.options == (("hello v2", second["id"]),)
+
+
+def test_what_the_app_just_did_shows_even_when_the_next_list_read_is_stale():
+    """The service commits as its answer leaves: a list read right after may miss the change."""
+    app, api = admin_app()
+    api.stale_lists = True
+    cluster_id = enroll(app)
+    tab = app.clusters
+    assert [r["name"] for r in tab.table.rows] == ["gamma"] and tab.pick.value == cluster_id
+    assert "heroes-admin-check-sbatch" in tab.checks.value  # the test connection found the cluster
+    tab.ask_remove(cluster_id)
+    assert tab.remove(cluster_id) and tab.table.rows == [] and tab.pick.options == ()
+    templates = app.templates
+    published = templates.publish()
+    assert templates.version_pick.value == published["id"] and [r["version"] for r in templates.table.rows] == [1]
