@@ -7,6 +7,10 @@ history state + the model + the limit choice), as the service does per request.
 ``--synthetic PATH`` first writes a synthetic SWF trace with user habits unlike KTH's (exact requesters, padders,
 queue-maximum requesters, users who often fail at once, drifting and noisy users) and evaluates it too, and
 ``--halves`` evaluates each half of the trace on its own: the predictor must not be tuned to one trace.
+
+``--simulate OUT.json [--synthetic PATH]`` runs the online predictor ONCE per trace (the trace, its two halves
+and, when asked, the synthetic trace) and writes ``heroes decision evaluate``, ``replay`` and ``placement``'s
+JSON for each from that one run, with their goals' verdicts printed (the three commands each run it again).
 """
 from __future__ import annotations
 
@@ -150,8 +154,60 @@ def main(path: str = TRACE) -> None:
           f"p99 {np.percentile(ms, 99):.2f} ms")
 
 
+def simulate_all(out_path: str, traces: dict) -> None:
+    """evaluate + replay + placement of each trace from one online run; JSON to ``out_path``."""
+    import json
+    import os
+    import pickle
+
+    from heroes_service.decision.evaluate import EvalConfig, run_online
+    from heroes_service.decision.simulate.replay import replay
+    from heroes_service.decision.simulate.routing import placement
+
+    results = {}
+    for name, trace in traces.items():
+        config = EvalConfig(predictor={"n_threads": 1})   # 1: OpenMP spinning on a busy machine costs 40x
+        began = time.perf_counter()
+        online = run_online(trace, config)
+        took = time.perf_counter() - began
+        if os.environ.get("BENCH_KEEP_ONLINE"):   # for recalibration experiments without refitting
+            with open(os.path.join(os.environ["BENCH_KEEP_ONLINE"], f"{name.replace(' ', '_')}.pkl"), "wb") as h:
+                pickle.dump(online, h)
+        ev = evaluate(trace, config, online=online)
+        rp = replay(trace, config, online=online)
+        pl = placement(trace, config, online=online)
+        results[name] = {"online_s": round(took, 1), "evaluate": ev, "replay": rp, "placement": pl}
+        p, base, lim = ev["predictor"], ev["baselines"], ev["predictor"]["limit"]
+        point_ratio = p["point"]["mean_accuracy"] / base["last_two"]["mean_accuracy"]
+        print(f"{name}: {ev['jobs']} jobs, online run {took:.0f} s")
+        print(f"  evaluate: point {p['point']['mean_accuracy']:.3f} = {point_ratio:.3f}x last-two (goal 1.2x); "
+              f"limit added kills {lim['added_kill_share']:.3f} (goal <= 0.05), accuracy "
+              f"{lim['accuracy_vs_request']:.3f}x the requests' (goal 1.2x), lost core-hours {lim['lost_core_hours_share']:.3f}")
+        print(f"  replay: bsld requests {rp['requests']['mean_bounded_slowdown']:.2f}, recommended "
+              f"{rp['recommended']['mean_bounded_slowdown']:.2f}, oracle {rp['oracle']['mean_bounded_slowdown']:.2f}; "
+              f"captured {rp['gain_captured']} (goal 0.5), lost {rp['recommended']['lost_core_hours_share']:.4f} "
+              f"(goal 0.02), {rp['timing']['total_s'] - rp['timing']['predict_s']:.1f} s of simulation")
+        print("  placement: " + ", ".join(f"{k} {v['regret']:+.3f}" for k, v in pl["routers"].items())
+              + f"; goal met: {pl['goal']['met']}, {pl['timing']['total_s'] - pl['timing']['predict_s']:.1f} s")
+        with open(out_path, "w") as handle:
+            json.dump(results, handle, indent=1, allow_nan=False)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--simulate" in args:
+        out = args[args.index("--simulate") + 1]
+        args = [a for a in args if a not in ("--simulate", out)]
+        traces = {}
+        if "--synthetic" in args:
+            target = args[args.index("--synthetic") + 1]
+            args = [a for a in args if a not in ("--synthetic", target)]
+            traces["synthetic"] = read_swf(synthetic_swf(target))
+            traces["synthetic first half"], traces["synthetic second half"] = halves(traces["synthetic"])
+        whole = read_swf(args[0] if args else TRACE)
+        traces = {"trace": whole, "first half": halves(whole)[0], "second half": halves(whole)[1], **traces}
+        simulate_all(out, traces)
+        sys.exit(0)
     if "--synthetic" in args:
         target = args[args.index("--synthetic") + 1]
         report("synthetic", read_swf(synthetic_swf(target)))

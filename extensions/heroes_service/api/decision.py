@@ -3,7 +3,10 @@
 ``decide`` answers, for a template and its parameters, every candidate cluster of the caller's organization
 with the predicted queue wait (Slurm's own ``sbatch --test-only``, run as the caller), run time, energy, cost
 (with its currency) and confidence, the choice under the chosen policy and constraints (deadline, budget) and
-why, and the right-sizing recommendation. Nothing is submitted and nothing is written.
+why, and the right-sizing recommendation. Nothing is submitted and nothing is written. Each candidate's
+finish includes staging its data (``staging_s``: the inputs over the cluster's measured S3 -> cluster
+throughput, unless already there, and the expected outputs back; ``decision/staging_time.py``). The inputs
+are checked as submit checks them: an object the caller may not read is a 404 here too.
 
 Templates and clusters of another organization do not exist for the caller (404), like everywhere else.
 The energy routes below ``/organization/decision`` belong to ``api/energy.py``.
@@ -26,6 +29,7 @@ from ..auth import Principal, check, current_principal
 from ..clusters.models import clusters_of
 from ..decision.placement import Constraints, decide
 from ..decision.policies import DEFAULT_POLICY, POLICIES
+from ..decision.staging_time import InputObject
 from ..errors import Conflict, Invalid, NotFound
 from ..workflows import models as m
 from ..workflows.templates import Template, TemplateError, resolve_parameters
@@ -89,6 +93,8 @@ class CandidateOut(BaseModel):
     within_budget: bool
     score: float
     cpu_freq: CpuFreqOut | None
+    staging_s: float | None = Field(None, description="Seconds to move the inputs in (those not already on the "
+                                                        "cluster) and the expected outputs back; in finish_s.")
 
 
 class RightsizingOut(BaseModel):
@@ -172,6 +178,25 @@ def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template
     return template, values
 
 
+def _input_objects(request: Request, principal: Principal, template: Template, values: dict) -> list[InputObject]:
+    """The job's input files as S3 objects (size, content hash), each checked against the caller's grants
+    (``Staging.check_input``: 404 for what the caller may not read, as at submit)."""
+    files = [p.name for p in template.parameters if p.type == "file" and isinstance(values.get(p.name), dict)]
+    if not files:
+        return []
+    from ..wiring import data_service
+    from ..workflows.staging import Staging
+
+    staging = Staging(data_service(request.app))
+    out = []
+    for name in files:
+        checked = staging.check_input(principal, values[name])
+        head = staging.data.storage.client.head_object(Bucket=checked["bucket"], Key=checked["key"])
+        out.append(InputObject(bucket=checked["bucket"], key=checked["key"], size=int(checked["size"]),
+                               etag=str(head.get("ETag", "")).strip('"')))
+    return out
+
+
 # --- routes ---------------------------------------------------------------------------------------------
 async def user(principal: Principal = Depends(current_principal)) -> Principal:
     """Any user (the access middleware enforced it already); async, so no trip through the thread pool."""
@@ -211,6 +236,7 @@ def _decide(request: Request, body: DecideIn, principal: Principal) -> dict:
             clusters = [c for c in clusters if c.name in set(body.clusters)]
         constraints = Constraints(policy=body.policy, deadline_s=body.deadline_s, budget=body.budget,
                                   currency=body.currency)
-        decision = decide(session, principal, template, values, clusters, constraints)
+        decision = decide(session, principal, template, values, clusters, constraints,
+                          inputs=_input_objects(request, principal, template, values))
         session.rollback()  # read only
         return decision

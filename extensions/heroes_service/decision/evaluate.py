@@ -226,17 +226,18 @@ def _header_max_runtime(trace: Trace) -> float:
     return math.log(value) if value > 0 else math.nan
 
 
-def evaluate(trace: Trace, config: EvalConfig | None = None) -> dict:
+def evaluate(trace: Trace, config: EvalConfig | None = None, online: OnlineRun | None = None) -> dict:
     """Run the online protocol and compute the metrics for the predictor and the two baselines.
 
     Jobs count when their run time and request are known (> 0), as in the published baselines. A trace that
     states no request at all (some public SWF traces do not) is still scored on its point predictions over
     the jobs with a known run time; what needs a request (the user-request baseline, the limit) is null,
-    and ``not_applicable`` says why. The output is plain JSON: no NaN anywhere.
+    and ``not_applicable`` says why. The output is plain JSON: no NaN anywhere. ``online``: a run of
+    :func:`run_online` on the same trace and config already made (replay and placement share one).
     """
     config = config or EvalConfig()
     began = time.perf_counter()
-    result = run_online(trace, config)
+    result = online if online is not None else run_online(trace, config)
     run, req = trace["run"], trace["req_time"]
     unknown_run = ~(run > 0)
     unknown_req = ~(req > 0)

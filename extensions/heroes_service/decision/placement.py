@@ -6,7 +6,9 @@
 * run time, time limit, memory, energy and confidence from ``estimates.estimate`` (the learnt models; until
   those exist, or when they fail, the template's own requests: ``fallback_estimate``);
 * queue wait from Slurm's own plan (``wait.py``: ``sbatch --test-only``, cached);
-* cost from the cluster's price model (``costs.py``), energy advice from ``frequency.py``.
+* cost from the cluster's price model (``costs.py``), energy advice from ``frequency.py``;
+* staging time (``staging_time.py``): the inputs' bytes over the cluster's measured S3 -> cluster throughput
+  (nothing for inputs already there) and the expected outputs back; part of the finish time.
 
 A candidate is *eligible* when the caller can use it and Slurm accepts the job's shape there; among the eligible
 ones, those that meet the deadline and fit the budget are ranked by the policy's score (``policies.py``) and
@@ -36,6 +38,7 @@ from . import frequency
 from .costs import Shape, job_cost
 from .estimates import Estimate, estimate
 from .policies import DEFAULT_POLICY, policy as policy_named, scores
+from .staging_time import InputObject, expected_output_bytes, staging_estimate
 from .wait import wait_cache
 
 log = logging.getLogger("heroes_service.decision")
@@ -154,8 +157,10 @@ def _connector(cluster: Cluster, principal):
 
 
 def decide(session: Session, principal, template: Template, values: dict, clusters: list[Cluster],
-           constraints: Constraints | None = None) -> dict:
-    """Every candidate with its predictions, the choice under the policy and constraints, and why."""
+           constraints: Constraints | None = None, inputs: list[InputObject] | None = None) -> dict:
+    """Every candidate with its predictions, the choice under the policy and constraints, and why.
+
+    ``inputs``: the job's input objects (sized by the caller, who checked the user may read them)."""
     constraints = constraints or Constraints()
     chosen_policy = policy_named(constraints.policy)
     shape = bill_shape(template, values)
@@ -167,8 +172,13 @@ def decide(session: Session, principal, template: Template, values: dict, cluste
         candidates.append(Candidate(cluster=cluster, row={}, estimate=est, shape=shape, extra={"access": why}))
         requests.append((cluster.id, conn, wait_shape(template, values)))
     answers = wait_cache().waits(requests)
+    moves_data = bool(inputs) or bool(template.outputs)
+    out_bytes = expected_output_bytes(session, principal.organization, template.name) if moves_data else 0.0
     for cand, answer in zip(candidates, answers):
         cand.row = _candidate_row(cand, answer, shape)
+        if moves_data:
+            _add_staging(cand.row, staging_estimate(session, principal.organization, cand.cluster.id,
+                                                    list(inputs or []), out_bytes))
     currency = _reference_currency(candidates, constraints.currency)
     _apply_constraints(candidates, constraints, currency)
     _score(candidates, chosen_policy.weights, currency)
@@ -224,6 +234,14 @@ def _candidate_row(cand: Candidate, answer, shape: Shape) -> dict:
     }
 
 
+def _add_staging(row: dict, staging) -> None:
+    """Staging time is part of the finish: the data must reach the cluster before the job can start and
+    come back before the user has its results."""
+    row.update(staging.as_row())
+    if row["finish_s"] is not None:
+        row["finish_s"] = round(row["finish_s"] + staging.seconds, 1)
+
+
 def _reference_currency(candidates: list[Candidate], requested: str | None) -> str:
     if requested:
         return requested
@@ -269,8 +287,14 @@ def _money(amount: float | None, currency: str) -> str:
     return "unknown cost" if amount is None else f"{amount:.4g} {currency}"
 
 
+def _parts(row: dict) -> str:
+    """wait + run (+ staging) of a candidate's finish, in words."""
+    staging = f" + staging {row['staging_s']:.0f} s" if row.get("staging_s") else ""
+    return f"wait {row['wait_s']:.0f} s + run {row['run_s']:.0f} s{staging}"
+
+
 def _describe(row: dict) -> str:
-    return (f"{row['cluster']}: finish {row['finish_s']:.0f} s (wait {row['wait_s']:.0f} s + run {row['run_s']:.0f} s), "
+    return (f"{row['cluster']}: finish {row['finish_s']:.0f} s ({_parts(row)}), "
             f"{row['energy_kwh']:.3g} kWh, {_money(row['cost'], row['currency'])}")
 
 
@@ -300,8 +324,7 @@ def _reason(policy: str, candidates: list[Candidate], choice: Candidate | None, 
     row = choice.row
     others = [c.row for c in eligible if c is not choice]
     if policy == "performance":
-        head = f"earliest finish ({row['finish_s']:.0f} s = wait {row['wait_s']:.0f} s + run {row['run_s']:.0f} s) " \
-               f"on {row['cluster']}"
+        head = f"earliest finish ({row['finish_s']:.0f} s = {_parts(row)}) on {row['cluster']}"
         tail = [f"{o['cluster']} {o['finish_s']:.0f} s" for o in others]
     elif policy == "energy":
         head = f"least energy ({row['energy_kwh']:.3g} kWh) on {row['cluster']}"

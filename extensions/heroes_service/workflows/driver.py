@@ -22,7 +22,7 @@ from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
 from .cluster_files import collector_zipapp, mkdirs
 from .render import COLLECTOR_PATH, Context, render
-from .staging import StagingCancelled, api_error_text
+from .staging import StagingCancelled, api_error_text, earlier_transfers, record_transfer
 from .templates import Template, staged_path
 
 log = logging.getLogger("heroes_service.workflows")
@@ -145,8 +145,14 @@ class DriverMixin:
             if self._cancelled(instance_id):
                 raise StagingCancelled()
             ref = ctx.values[param.name]
-            size = self.staging.stage_in(conn, ref, f"{ctx.workdir}/{staged_path(param.name, ref['key'])}")
+            remote = f"{ctx.workdir}/{staged_path(param.name, ref['key'])}"
+            staged = self.staging.stage_in_measured(conn, ref, remote, earlier_transfers(self.sessions, instance_id))
+            size = staged.size
             with self.sessions() as session:
+                inst = session.get(m.WorkflowInstance, instance_id)
+                if inst is not None:   # the measured S3 -> cluster throughput, for the decision's staging time
+                    record_transfer(session, organization=inst.organization, cluster_id=inst.cluster_id,
+                                    instance_id=instance_id, ref=ref, staged=staged, remote_path=remote)
                 session.add(m.WorkflowEvent(instance_id=instance_id, from_state=m.STAGING_IN, to_state=m.STAGING_IN,
                                             detail=f"staged input {param.name} ({size} bytes)"))
                 session.commit()
