@@ -144,7 +144,15 @@ def _scenario(service: Service, stack, tmp_path) -> None:
     with ThreadPoolExecutor(8) as pool:  # 8 submitted through (queued/running by now), 12 still staging
         ids = list(pool.map(submit, range(8)))
         ids += list(pool.map(submit, range(8, 20)))
-    time.sleep(3)
+    # kill while some instances are still before sbatch and others are already queued (the scenario under
+    # test), whatever the machine's speed: watch the database instead of sleeping a fixed time
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with sqlite3.connect(str(tmp_path / "heroes.db")) as probe:
+            phases = {s for (s,) in probe.execute("SELECT state FROM workflow_instances")}
+        if phases & {"NEW", "STAGING_IN", "SUBMITTING"} and phases & {"QUEUED", "RUNNING"}:
+            break
+        time.sleep(0.05)
     service.kill9()
     db = sqlite3.connect(str(tmp_path / "heroes.db"))
     at_kill = dict(db.execute("SELECT id, state FROM workflow_instances").fetchall())
