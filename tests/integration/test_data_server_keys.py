@@ -199,3 +199,20 @@ def test_only_the_hubs_service_token_gets_a_servers_keys(hub, stack_settings):
                        timeout=60)
         assert r.status_code == 403, r.text
         assert "secret_access_key" not in r.text
+
+
+def test_the_hub_holds_no_s3_admin_keys(hub, stack_settings, stack_components):
+    """The S3 root keys are the service's alone: not in the hub's environment, nor in any spawned server's."""
+    from heroes_dev.components.s3 import root_credentials
+
+    access, secret = root_credentials(stack_settings)
+    (record,) = [r for r in stack_components["jupyterhub"].records() if r.name == "jupyterhub"]
+    hub_env = psutil.Process(record.pid).environ()
+    assert secret not in hub_env.values() and access not in hub_env.values()
+    service = [p for p in psutil.Process(record.pid).children(recursive=True)
+               if "heroes_service.app:app" in " ".join(p.cmdline())]
+    assert service, "the hub-managed service is not a child of the hub"
+    start(hub, "")
+    server_env = next(p.info["environ"] for p in psutil.process_iter(["username", "environ"])
+                      if p.info["username"] == f"jh-{USER}" and "HEROES_S3_ACCESS_KEY_ID" in (p.info["environ"] or {}))
+    assert server_env["HEROES_S3_ACCESS_KEY_ID"] != access and secret not in server_env.values()
