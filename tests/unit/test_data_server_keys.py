@@ -11,6 +11,7 @@ from heroes_service.auth import Principal, allowed
 from heroes_service.data import iam, server_keys
 from heroes_service.data.names import Naming
 from heroes_service.data.service import DataService, QuotaPolicy
+from heroes_service.errors import NotFound
 
 
 class MemoryAdmin(iam.GatewayAdmin):
@@ -51,6 +52,8 @@ class MemoryStorage:
         return self.buckets.get(bucket, {})
 
     def put_policy(self, bucket, policy):
+        if bucket not in self.buckets:
+            raise NotFound(f"no bucket {bucket!r}")
         self.policies[bucket] = policy
 
     def delete_policy(self, bucket):
@@ -105,6 +108,15 @@ def test_stopping_a_server_revokes_its_keys_only():
     assert server_keys.revoke_server_credentials(data, "bob", "second") is False  # already gone
     assert server_keys.revoke_server_credentials(data, "bob", "") is True
     assert granted(data, "heroes-u-bob") == set() and "heroes-u-bob" not in data.storage.policies
+
+
+def test_a_bucket_removed_behind_the_services_back_is_made_again():
+    """The domain remembers a provisioned bucket for a while; a server's keys still come with their bucket."""
+    data = domain()
+    server_keys.server_credentials(data, "bob", "acme", "")
+    del data.storage.buckets["heroes-u-bob"]
+    keys = server_keys.server_credentials(data, "bob", "acme", "")
+    assert "heroes-u-bob" in data.storage.buckets and granted(data, "heroes-u-bob") == {keys["access_key_id"]}
 
 
 def test_the_personal_account_and_server_accounts_share_the_policy():

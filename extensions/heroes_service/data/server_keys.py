@@ -10,7 +10,7 @@ for a server's keys over the service's REST API (``api/server_keys.py``) with it
 """
 from __future__ import annotations
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from . import iam
 from .names import USER
 from .service import DataService
@@ -23,7 +23,11 @@ def server_credentials(data: DataService, username: str, organization: str, serv
     bucket = data.provision_user(username, organization)
     try:
         account = data.admin.issue_server_account(username, server)
-        data.grant_accounts(username, bucket)
+        try:
+            data.grant_accounts(username, bucket)
+        except NotFound:  # removed on the S3 server since it was provisioned (cached): make it again
+            data.forget_provisioned(bucket)
+            data.grant_accounts(username, data.provision_user(username, organization))
     except iam.AdminError as exc:
         raise Conflict(f"the S3 server refused to create the server's account: {exc}") from None
     return {"endpoint_url": data.storage.endpoint, "bucket": bucket, "access_key_id": account.access_key,

@@ -151,6 +151,10 @@ class DataService:
             self._provisioned[bucket] = time.monotonic()
         return bucket
 
+    def forget_provisioned(self, bucket: str) -> None:
+        """Drop a bucket from the "recently provisioned" cache (it went away behind the service's back)."""
+        self._provisioned.pop(bucket, None)
+
     def provision_organization(self, organization: str) -> str:
         """The organization's shared bucket (issue 3's organization creation calls this)."""
         bucket = self.naming.bucket(ORG, organization)
