@@ -47,7 +47,7 @@ def instance_figure(instance, records: list[EnergyRecord], client=None):
     for name, rows in samples.items():
         estimated = any(s.get("estimated") for s in rows)
         fig.add_trace(go.Scatter(x=[s["elapsed_s"] for s in rows], y=[s.get("dc_power_w") for s in rows],
-                                 mode="lines", name=f"{name} ({'estimated' if estimated else 'measured'})"),
+                                 mode="lines+markers", name=f"{name} ({'estimated' if estimated else 'measured'})"),
                       row=1, col=2)
     total = sum(r.energy_j for r in records)
     title = f"Energy of {instance.template_name} {instance.id[:8]} on {instance.cluster}: {total:.1f} J"

@@ -94,10 +94,10 @@ def test_tutorial_1_submit_and_read_results(user_kernel, tmp_path):
     nb = execute("01-submit-and-read-results.ipynb", user_kernel, tmp_path)
     assert_no_errors(nb)
     assert "'bob'" in text_of(nb.cells[2]["outputs"])  # heroes.me(), from the server's token alone
-    [view] = data_of(tagged(nb, "instance-view"), "text/html")
-    assert "COMPLETED" in view and "simulate" in view
     waited = tagged(nb, "completed-instance")
     assert data_of(waited, "application/vnd.jupyter.widget-view+json"), "wait() showed no progress widget"
+    [view] = data_of(waited, "text/html")  # wait() answers the instance, shown as a table
+    assert "COMPLETED" in view and "simulate" in view
     [table] = data_of(tagged(nb, "dataframe"), "text/html")
     assert "<table" in table and "exact" in table
     [figure] = data_of(tagged(nb, "figure"), PLOTLY)
