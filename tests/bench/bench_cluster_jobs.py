@@ -41,7 +41,7 @@ from heroes_dev.components import keycloak as kc  # noqa: E402
 from heroes_dev.components.jupyterhub import admin_token  # noqa: E402
 from heroes_dev.components.login import host_key_fingerprint, known_hosts_line, ssh_port, user_key_path  # noqa: E402
 from heroes_dev.components.slurm import slurm_conf_path  # noqa: E402
-from heroes_service.clusters.testing import free_port, isolated_secrets  # noqa: E402
+from cluster_testing import free_port, isolated_secrets  # noqa: E402
 from service_support import hub_api  # noqa: E402
 from spawner_support import hub_service_token  # noqa: E402
 from test_workflows_restart import Service, login  # noqa: E402

@@ -36,7 +36,7 @@ from heroes_dev.components import keycloak as kc  # noqa: E402
 from heroes_dev.components.jupyterhub import admin_token  # noqa: E402
 from heroes_dev.components.login import host_key_fingerprint, ssh_port  # noqa: E402
 from heroes_dev.settings import shared_data_dir  # noqa: E402
-from heroes_service.clusters.testing import free_port, isolated_secrets  # noqa: E402
+from cluster_testing import free_port, isolated_secrets  # noqa: E402
 from service_support import hub_api  # noqa: E402
 from test_workflows_restart import Service, login  # noqa: E402
 

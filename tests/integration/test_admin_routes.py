@@ -14,7 +14,7 @@ import pytest
 
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_service.clusters import identity
-from heroes_service.clusters.testing import isolated_secrets
+from cluster_testing import isolated_secrets
 from service_support import DEMO_PASSWORDS, database_url, service  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration

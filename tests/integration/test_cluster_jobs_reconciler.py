@@ -25,7 +25,7 @@ from heroes_service.clusters.connector import ClusterConnector
 from heroes_service.clusters.errors import CommandFailed
 from heroes_service.clusters.models import Cluster
 from heroes_service.clusters.slurm import SlurmClient
-from heroes_service.clusters.testing import free_port, isolated_secrets
+from cluster_testing import free_port, isolated_secrets
 from heroes_service.settings import get_settings
 from heroes_service.workflows import models as wf
 from heroes_service.workflows.config import get_workflow_settings

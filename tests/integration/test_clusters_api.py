@@ -19,7 +19,7 @@ from heroes_service.clusters import identity
 from heroes_service.clusters.config import get_clusters_settings
 from heroes_service.clusters.models import Cluster
 from heroes_service.clusters.slurm import SlurmClient
-from heroes_service.clusters.testing import free_port, impostor_sshd, isolated_secrets
+from cluster_testing import free_port, impostor_sshd, isolated_secrets
 from service_support import DEMO_PASSWORDS, database_url, service  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from heroes_service.clusters.connector import ClusterConnector, ConnectionPool
 from heroes_service.clusters.errors import (AuthenticationFailed, ClusterUnreachable, CommandTimeout,
                                             HostKeyMismatch, NoClusterAccess)
 from heroes_service.clusters.slurm import FINAL_STATES, SlurmClient
-from heroes_service.clusters.testing import (embedded_cluster, free_port, impostor_sshd, isolated_secrets,
+from cluster_testing import (embedded_cluster, free_port, impostor_sshd, isolated_secrets,
                                              trust_ca)
 from heroes_service.clusters.vault import Vault
 

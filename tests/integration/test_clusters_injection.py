@@ -24,7 +24,7 @@ from heroes_service.clusters.config import get_clusters_settings
 from heroes_service.clusters.connector import ClusterConnector, ConnectionPool
 from heroes_service.clusters.errors import AuthenticationFailed, InvalidArgument, NoClusterAccess
 from heroes_service.clusters.slurm import FINAL_STATES, SlurmClient
-from heroes_service.clusters.testing import embedded_cluster, isolated_secrets, trust_ca
+from cluster_testing import embedded_cluster, isolated_secrets, trust_ca
 
 pytestmark = pytest.mark.integration
 BOB = Principal(username="bob", organization="acme", roles=frozenset({"user"}))

@@ -240,7 +240,7 @@ def acme_alpha(service, stack_settings, require):
     """alice (acme's org admin, the demo realm's) enrolls alpha in per-user mode and publishes a template."""
     from heroes_dev.components.login import host_key_fingerprint, ssh_port
     from heroes_service.clusters import identity
-    from heroes_service.clusters.testing import isolated_secrets
+    from cluster_testing import isolated_secrets
 
     for name in ("slurm-alpha", "login-alpha"):
         require(name)
@@ -301,7 +301,7 @@ def test_deleting_or_disabling_a_user_ends_their_cluster_sessions(acme_alpha, st
     from heroes_service.auth import Principal
     from heroes_service.clusters import embedded, identity
     from heroes_service.clusters.errors import NoClusterAccess
-    from heroes_service.clusters.testing import embedded_cluster
+    from cluster_testing import embedded_cluster
 
     alice = acme_alpha["alice"]
     name, password = f"tmp{uuid.uuid4().hex[:8]}", "Pw-" + uuid.uuid4().hex
@@ -347,7 +347,7 @@ def test_host_key_probe_is_no_port_scanner(callers, stack_settings, monkeypatch)
 
     from heroes_service.clusters import probes
     from heroes_service.clusters.config import get_clusters_settings
-    from heroes_service.clusters.testing import free_port
+    from cluster_testing import free_port
 
     admin = callers["org_admin"][0]
     probes.PROBES.clear()

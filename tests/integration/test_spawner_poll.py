@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from heroes_dev.components.jupyterhub import JupyterHub
-from heroes_service.clusters.testing import free_port
+from cluster_testing import free_port
 from spawner_support import ensure_enrolled, hub_service_token, service_api_url, slurm, wait_until
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import pytest
 
 from heroes_service.clusterjobs import JobKind, Rendered, register_kind, render_script
 from heroes_service.clusters import identity
-from heroes_service.clusters.testing import free_port, isolated_secrets
+from cluster_testing import free_port, isolated_secrets
 from heroes_service.settings import get_settings
 from heroes_service.workflows.config import get_workflow_settings
 from service_support import DEMO_PASSWORDS, Api, service_settings

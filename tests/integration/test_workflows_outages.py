@@ -31,7 +31,7 @@ import pytest
 from heroes_dev.components.login import authorized_keys_dir, trusted_ca_path
 from heroes_dev.components.slurm import ClusterShape, SlurmCluster, slurm_conf_path
 from heroes_dev.procs import terminate
-from heroes_service.clusters.testing import free_port
+from cluster_testing import free_port
 from workflow_support import FINAL, download, own_bucket, publish, wait_final, wait_state, wf  # noqa: F401
 
 pytestmark = pytest.mark.integration

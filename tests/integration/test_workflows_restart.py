@@ -22,7 +22,7 @@ from heroes_dev.components import keycloak as kc
 from heroes_dev.components.jupyterhub import admin_token
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_dev.components.slurm import slurm_conf_path
-from heroes_service.clusters.testing import free_port, isolated_secrets
+from cluster_testing import free_port, isolated_secrets
 from service_support import DEMO_PASSWORDS, hub_api
 
 pytestmark = pytest.mark.integration

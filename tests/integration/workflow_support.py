@@ -13,7 +13,7 @@ import pytest
 from heroes_dev.settings import shared_data_dir
 from heroes_dev.components.login import host_key_fingerprint, ssh_port
 from heroes_service.clusters import identity
-from heroes_service.clusters.testing import isolated_secrets
+from cluster_testing import isolated_secrets
 from heroes_service.settings import get_settings
 from heroes_service.workflows.config import get_workflow_settings
 from service_support import DEMO_PASSWORDS, Api, service_settings

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import embedded, identity
-from .config import get_clusters_settings
-from .connector import HostKey, close_pools
-from .models import Cluster
+from heroes_service.clusters import embedded, identity
+from heroes_service.clusters.config import get_clusters_settings
+from heroes_service.clusters.connector import HostKey, close_pools
+from heroes_service.clusters.models import Cluster
 
 
 @contextmanager
