@@ -143,7 +143,7 @@ def edit_cluster(cluster_id: str, body: ClusterEdit, principal: Principal = Depe
         cluster.partitions = offered
         cluster.default_partition = next((p["name"] for p in offered if p["default"]),
                                          offered[0]["name"] if offered else "")
-    session.flush()
+    session.commit()  # before answering: the admin's next read must see the edit (get_session commits later)
     identity.forget_cluster(cluster.id)  # pools and certificates built from the old settings go
     log.info("cluster %s of %s edited by %s: %s", cluster.name, cluster.organization, principal.username,
              ", ".join(sorted(set(changes) | ({"service_private_key"} if key else set()))) or "nothing")
