@@ -7,6 +7,7 @@ import secrets
 import time
 
 import pytest
+import requests
 
 from heroes_sdk import AuthenticationError, Client, Conflict, Decision, InvalidRequest, NotFound
 from sdk_support import demo, run_cli, server_env, users  # noqa: F401
@@ -107,6 +108,25 @@ def test_a_wrong_credential_gives_a_clear_error(demo):
     cli = run_cli(["clusters"], {"HEROES_API_URL": url, "HEROES_ACCESS_TOKEN": "e30.e30.c2ln"})
     assert cli.returncode == 3 and cli.stdout == "", cli
     assert cli.stderr.startswith("heroes: invalid bearer token") and "Traceback" not in cli.stderr
+
+
+class LosesSubmitAnswers(requests.Session):
+    """A real session whose submit reaches the service but whose answer is lost on the way back."""
+
+    def request(self, method, url, *args, **kwargs):
+        response = super().request(method, url, *args, **kwargs)
+        if method == "POST" and url.endswith("/organization/workflow/submit"):
+            response.close()
+            raise requests.exceptions.ReadTimeout("the answer was lost (test)")
+        return response
+
+
+def test_a_submit_whose_answer_is_lost_is_found_not_sent_twice(demo, users):
+    lossy = Client(demo["url"], username="bob", password="bob-pass", transport=LosesSubmitAnswers())
+    label = f"lost-answer-{secrets.token_hex(3)}"
+    run = lossy.submit("heat-diffusion", {"points": 20, "steps": 10}, cluster="alpha", name=label)
+    assert run.name == label and run.template_name == "heat-diffusion" and run.steps
+    assert [i.id for i in users["bob"].instances(limit=50) if i.name == label] == [run.id]  # recorded once
 
 
 def test_a_refused_parameter_names_the_rule(users):
