@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from .admin_cluster_form import ClusterForm
 from .admin_forms import NumberField, TextField, api_call, checks_html, merged
-from .api_client import ApiClient
+from .api_client import ApiClient, ApiError
 from .grid import Column, Table
 from .ui import css
 
@@ -50,7 +50,8 @@ class ClustersTab:
     def __init__(self, client: ApiClient, report):
         self.client, self.report = client, report
         self.clusters: list[dict] = []
-        self.scanned: dict | None = None
+        self.scanned: dict | None = None  # the host key read in step 1, until host or port change
+        self.editing: dict | None = None  # the cluster the edit form shows
         self.table = Table(COLUMNS, "heroes-admin-clusters", empty="no cluster enrolled yet: enroll one below",
                            on_select=lambda row: setattr(self.pick, "value", row["id"]))
         self.pick = css(widgets.Dropdown(options=[], description="Cluster"), "heroes-admin-cluster")
@@ -125,7 +126,8 @@ class ClustersTab:
         if not key:
             return
         self.scanned = key
-        self.key_info.value = (f"<p>{html.escape(key['host'])}:{key['port']} presents a <b>{html.escape(key['key_type'])}"
+        self.key_info.value = (f"<p>{html.escape(key['host'])}:{key['port']} presents a "
+                               f"<b>{html.escape(key['key_type'])}"
                                f"</b> key with fingerprint<br><code class='heroes-admin-presented'>"
                                f"{html.escape(key['fingerprint'])}</code></p>")
         self.fingerprint.value = ""
@@ -220,21 +222,20 @@ class ClustersTab:
 
     def read_partitions(self) -> None:
         """The partitions sinfo lists now, the offered ones selected (kept as stored when the read fails)."""
-        cluster = getattr(self, "editing", None)
+        cluster = self.editing
         if cluster is None:
             return
         offered = [p["name"] for p in cluster.get("partitions") or []]
         try:
             found = self.client.call("GET", f"{CLUSTERS}{cluster['id']}/partitions")
-        except Exception as exc:  # ApiError, shown next to the list
-            self.edit_form.show_partitions(offered, offered, f"cannot read them now: {getattr(exc, 'detail', exc)}",
-                                           error=True)
+        except ApiError as exc:  # shown next to the list, which keeps the stored partitions
+            self.edit_form.show_partitions(offered, offered, f"cannot read them now: {exc.detail}", error=True)
             return
         names = [p["name"] for p in found]
         self.edit_form.show_partitions(names, offered, f"read from the cluster: {', '.join(names) or 'none'}")
 
     def save_edit(self) -> None:
-        cluster = getattr(self, "editing", None)
+        cluster = self.editing
         body = self.edit_form.body()
         if cluster is None or body is None:
             self.report("fix the fields marked in red", True)

@@ -218,7 +218,8 @@ class EnergyProfileForm:
 
 def checks_html(report: dict) -> str:
     """A "test connection" report in words: one line per check, what works and what does not."""
-    marks = {True: ("&#10004;", "#060", "works"), False: ("&#10008;", "#b00", "fails"), None: ("&#8211;", "#777", "skipped")}
+    marks = {True: ("&#10004;", "#060", "works"), False: ("&#10008;", "#b00", "fails"),
+             None: ("&#8211;", "#777", "skipped")}
     lines = []
     for check in report.get("checks") or []:
         mark, colour, word = marks[check.get("ok")]

@@ -55,7 +55,8 @@ class PeopleTabs:
         yes = css(widgets.Button(description="Yes, delete it", button_style="danger"), "heroes-admin-delete-group-yes")
         keep = widgets.Button(description="Keep it")
         self.delete_question = widgets.HTML("")
-        self.delete_confirm = css(widgets.HBox([self.delete_question, yes, keep], layout=widgets.Layout(display="none")),
+        self.delete_confirm = css(widgets.HBox([self.delete_question, yes, keep],
+                                               layout=widgets.Layout(display="none")),
                                   "heroes-admin-delete-group-confirm")
         self.group_pick.observe(lambda _: self._show_group(), names="value")
         add.on_click(lambda _: self.change_members(self.group_pick.value, add=[self.member_pick.value]))

@@ -33,7 +33,8 @@ parameters:
   - {name: times, type: int, label: How many times, min: 1, max: 10, default: 2}
 steps:
   - name: greet
-    command: [sh, -c, 'mkdir -p outputs && for i in $(seq "$1"); do echo "hello $0"; done > outputs/hello.txt', "{who}", "{times}"]
+    command: [sh, -c, 'mkdir -p outputs; for i in $(seq "$1"); do echo "hello $0"; done > outputs/hello.txt',
+              "{who}", "{times}"]
     resources: {memory_mb: 64, time_minutes: 2}
 outputs:
   - outputs/*
