@@ -13,11 +13,10 @@ import pytest
 from playwright.sync_api import expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from spawner_support import ensure_enrolled, jobs_named, wait_until  # noqa: E402
+from spawner_support import SERVER_JOB, ensure_enrolled, jobs_named, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 SERVER = "alpha-lab"
-JOB = f"jupyterhub-bob-{SERVER}"
 
 
 @pytest.fixture
@@ -54,14 +53,15 @@ def test_bob_starts_jupyterlab_on_alpha_from_the_form(page, hub, alpha):
     page.wait_for_url(f"**/user/bob/{SERVER}/lab**", timeout=hub.spawn_timeout_ms)
     expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=hub.spawn_timeout_ms)
 
-    jobs = jobs_named(alpha, "alpha", JOB)
-    assert len(jobs) == 1, jobs
-    assert jobs[0]["user"] == "bob" and jobs[0]["state"] == "RUNNING" and jobs[0]["node"].startswith("alpha-n")
     state = hub.user("bob")["servers"][SERVER]["state"]
-    assert state["job_id"] == jobs[0]["id"] and state["cluster"] == "alpha"
+    jobs = [j for j in jobs_named(alpha, "alpha", SERVER_JOB) if j["id"] == state["job_id"]]
+    assert len(jobs) == 1, jobs  # a cluster job of the service, named heroes.jupyterlab.<id>
+    assert jobs[0]["user"] == "bob" and jobs[0]["state"] == "RUNNING" and jobs[0]["node"].startswith("alpha-n")
+    assert state["cluster"] == "alpha" and jobs[0]["name"] == f"heroes.jupyterlab.{state['cluster_job']}"
 
     # stop from the hub's home page: the job leaves the queue
     page.goto(f"{hub.url}/hub/home")
     page.locator(f"tr[data-server-name='{SERVER}'] .stop-server").click()
     wait_until("the server to stop", lambda: SERVER not in hub.user("bob").get("servers", {}), 60)
-    assert wait_until("the job to leave the queue", lambda: not jobs_named(alpha, "alpha", JOB), 30)
+    assert wait_until("the job to leave the queue", lambda: not [
+        j for j in jobs_named(alpha, "alpha", SERVER_JOB) if j["id"] == state["job_id"]], 30)

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
 from ..clusters import checks, identity
-from ..clusters.errors import ClusterError, NoClusterAccess
-from ..errors import Invalid, Unavailable
+from ..clusters.errors import NoClusterAccess
+from ..errors import Invalid
 from ..store import get_session
 from .clusters import (WORK_DIR_PATTERN, CheckOut, ClusterCreate, ClusterOut, EnergyProfile, PartitionOut, PriceModel,
                        TestOut, _bind_identity, _out, _own)
@@ -67,21 +67,11 @@ def _validated(merged: dict) -> ClusterCreate:
             from None
 
 
-def _probe_login(cluster, principal: Principal) -> tuple[str, str]:
-    try:
-        return checks.login_for(cluster, principal)
-    except NoClusterAccess as exc:
-        raise Invalid(str(exc), rule="reading the cluster needs the admin's cluster login or a service account") \
-            from None
-
-
 def _offered(cluster, principal: Principal, wanted: list[str]) -> list[dict]:
-    """The partitions to offer: ``wanted`` (all when empty) as sinfo lists them now; 422 for unknown ones."""
-    login, mode = _probe_login(cluster, principal)
-    try:
-        found = checks.live_partitions(cluster, login, mode)
-    except ClusterError as exc:
-        raise Unavailable(f"cannot read the partitions of {cluster.name!r}: {exc}") from None
+    """The partitions to offer: ``wanted`` (all when empty) as sinfo lists them now; 422 for unknown ones.
+    No cluster login for the admin (403) and a cluster that does not answer (503) are mapped in errors.py."""
+    login, mode = checks.login_for(cluster, principal)
+    found = checks.live_partitions(cluster, login, mode)
     names = [p.name for p in found]
     unknown = sorted(set(wanted) - set(names))
     if unknown:

@@ -30,9 +30,9 @@ from ..clusters.models import clusters_of
 from ..decision.placement import Constraints, decide
 from ..decision.policies import DEFAULT_POLICY, POLICIES
 from ..decision.staging_time import InputObject
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, NotFound
 from ..workflows import models as m
-from ..workflows.templates import Template, TemplateError, resolve_parameters
+from ..workflows.templates import Template, resolve_parameters
 from .clusters import _bind_identity  # cluster logins via the app's Keycloak client, the CA of its state dir
 
 log = logging.getLogger("heroes_service.decision")
@@ -167,14 +167,11 @@ def parsed_template(row: m.WorkflowTemplate) -> Template:
 
 
 def template_values(row: m.WorkflowTemplate, parameters: dict) -> tuple[Template, dict]:
+    """The template and its parameters resolved; a TemplateError is a 422 with the rule (errors.py)."""
     template = parsed_template(row)
-    try:
-        values = resolve_parameters(template, parameters)
-        for step in template.steps:
-            step.resources.resolved(values)
-    except TemplateError as exc:
-        raise Invalid(str(exc)[:2000], rule="; ".join(f"{loc}: {msg}" for loc, msg in exc.errors[:10])[:2000]) \
-            from None
+    values = resolve_parameters(template, parameters)
+    for step in template.steps:
+        step.resources.resolved(values)
     return template, values
 
 
