@@ -24,6 +24,7 @@ import ipywidgets as widgets
 import traitlets
 
 from .api_client import ApiClient, ApiError
+from .grid import Column, Table
 from .ui import css as _css, message as _msg
 
 CSV_PREVIEW_BYTES = 64 * 1024
@@ -55,8 +56,9 @@ def extension(key: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def csv_preview_html(data: bytes, truncated: bool, rows: int = CSV_PREVIEW_ROWS, delimiter: str = ",") -> str:
-    """An HTML table of the first ``rows`` rows of a CSV head (a cut last line is dropped, never shown)."""
+def csv_preview_rows(data: bytes, truncated: bool, rows: int = CSV_PREVIEW_ROWS,
+                     delimiter: str = ",") -> tuple[list[str], list[list[str]]]:
+    """The header and the first ``rows`` rows of a CSV head (a cut last line is dropped, never shown)."""
     text = data.decode("utf-8", errors="replace")
     if truncated and "\n" in text:
         text = text[: text.rfind("\n") + 1]
@@ -71,12 +73,21 @@ def csv_preview_html(data: bytes, truncated: bool, rows: int = CSV_PREVIEW_ROWS,
         if i > rows:
             break
         table.append(row)
-    if not table:
-        return "<p><i>empty file</i></p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
-    return (f"<table class='heroes-csv-preview'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p><i>first {len(table) - 1} row(s)</i></p>")
+    return (table[0], table[1:]) if table else ([], [])
+
+
+def csv_preview(key: str, data: bytes, truncated: bool, delimiter: str = ","):
+    """The preview of a CSV head as a grid (sortable, long cells whole on a click), its first rows only."""
+    header, rows = csv_preview_rows(data, truncated, delimiter=delimiter)
+    if not header:
+        return widgets.HTML(f"<b>{html.escape(key)}</b>: <i>empty file</i>")
+    titles = [title or f"column {i + 1}" for i, title in enumerate(header)]
+    titles = [t if titles.index(t) == i else f"{t} ({i + 1})" for i, t in enumerate(titles)]  # unique titles
+    table = Table([Column(str(i), t, 120) for i, t in enumerate(titles)], "heroes-data-csv-grid", empty="no rows")
+    table.update([{str(i): cell for i, cell in enumerate(row)} for row in rows])
+    note = widgets.HTML(f"<b>{html.escape(key)}</b> <i>(first {len(rows)} row(s); columns: "
+                        f"{html.escape(', '.join(titles))})</i>")
+    return _css(widgets.VBox([note, table.widget]), "heroes-data-csv")
 
 
 def _can_write(bucket: dict) -> bool:
@@ -418,9 +429,7 @@ class DataApp:
             if data is None:
                 return
             truncated = size is None or size > len(data)
-            table = csv_preview_html(data, truncated, delimiter=CSV_TYPES[ext])
-            self.preview_box.children = [_css(widgets.HTML(f"<b>{html.escape(key)}</b>{table}"),
-                                              "heroes-data-csv")]
+            self.preview_box.children = [csv_preview(key, data, truncated, CSV_TYPES[ext])]
         elif ext in IMAGE_TYPES:
             if size is not None and size > IMAGE_PREVIEW_BYTES:
                 self.report(f"{key} is too big to preview ({human_size(size)})", True)

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 
-from app_support import PREFIX, bearer, open_app
+from app_support import PREFIX, bearer, click_grid_row, open_app
 
 pytestmark = pytest.mark.e2e
 DATA = f"{PREFIX}/organization/data"
@@ -62,13 +62,15 @@ def upload_preview_pick(page, hub, bob, personal, csv_file, content, template) -
     got = httpx.get(f"{hub.url}{DATA}/download", params={"bucket": personal, "key": name}, headers=bob,
                     timeout=30)
     assert got.status_code == 200 and got.text == content
-    # preview: first rows as a table
+    # preview: first rows as a grid; a clicked row shows whole
     listing.select_option(label=label)
     page.locator(".heroes-data-preview-button").click()
     preview = page.locator(".heroes-data-csv")
-    expect(preview).to_contain_text("temperature", timeout=KERNEL_MS)
-    expect(preview.locator("td", has_text="stuttgart")).to_be_visible()
-    expect(preview.locator("td", has_text="12.25")).to_be_visible()
+    expect(preview).to_contain_text("columns: station, temperature", timeout=KERNEL_MS)
+    expect(preview).to_contain_text("first 2 row(s)")
+    click_grid_row(page, ".heroes-data-csv-grid-grid", 1)
+    expect(page.locator(".heroes-data-csv-grid-detail")).to_contain_text("stuttgart", timeout=KERNEL_MS)
+    expect(page.locator(".heroes-data-csv-grid-detail")).to_contain_text("12.25")
     # the Data app's own picker already lists it
     expect(page.locator(".heroes-picker-list select option", has_text=name)).to_have_count(1, timeout=KERNEL_MS)
     # the Submit app: the template's file parameter uses the same picker, which finds and picks the file

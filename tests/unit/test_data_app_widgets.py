@@ -10,7 +10,7 @@ import pytest
 
 from heroes_widgets import api_client
 from heroes_widgets.api_client import ApiClient, ApiError
-from heroes_widgets.data_app import DataApp, InputPicker, csv_preview_html, human_size
+from heroes_widgets.data_app import DataApp, InputPicker, csv_preview_rows, human_size
 
 BASE = "http://hub.example:8000/services/heroes/api/v1"
 
@@ -136,8 +136,9 @@ def test_app_uploads_previews_and_picker_sees_the_file(client, fake):
     assert app.progress.value == 100 and app.upload.value == ()
     app.browser.listing.value = ("file", "inputs.csv")
     app.preview()
-    shown = app.preview_box.children[0].value
-    assert "<th>name</th>" in shown and "<td>beta</td>" in shown
+    note, table = app.preview_box.children[0].children
+    assert "inputs.csv" in note.value and "columns: name, value" in note.value
+    assert table.children[2].get_visible_data().values.tolist() == [["alpha", "1"], ["beta", "2"]]  # the grid
     # the picker lists the new file and picks it as a workflow input
     labels = [label for label, _ in app.picker.browser.listing.options]
     assert any(label.startswith("inputs.csv") for label in labels)
@@ -177,8 +178,8 @@ def test_picker_alone(client):
 
 
 def test_csv_preview_drops_a_cut_last_line_and_sizes():
-    table = csv_preview_html(b"a;b\n1;2\n3;4\n5;", truncated=True)
-    assert "<th>a</th>" in table and "<td>3</td>" in table and "<td>5</td>" not in table
+    header, rows = csv_preview_rows(b"a;b\n1;2\n3;4\n5;", truncated=True)
+    assert header == ["a", "b"] and rows == [["1", "2"], ["3", "4"]]  # the cut last line is not shown
     assert human_size(512) == "512 B" and human_size(1536) == "1.5 KiB"
 
 
