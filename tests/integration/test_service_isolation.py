@@ -342,7 +342,8 @@ def test_deleting_or_disabling_a_user_ends_their_cluster_sessions(acme_alpha, st
 # --- the host-key probe is no port scanner (issue 14) ------------------------------------------------------
 def test_host_key_probe_is_no_port_scanner(callers, stack_settings, monkeypatch):
     """Loopback, link-local and metadata addresses are refused; where the platform admin allows local hosts, a
-    closed port and an open non-SSH port answer the same sentence; an organization's probes are rate-limited."""
+    closed port and an open non-SSH port answer the same sentence; an organization's failed probes are
+    rate-limited (successes are not: an admin enrolling many clusters is no scan)."""
     import socket
 
     from heroes_service.clusters import probes
@@ -381,6 +382,8 @@ def test_host_key_probe_is_no_port_scanner(callers, stack_settings, monkeypatch)
     statuses = [probe("127.0.0.1", 1).status_code for _ in range(get_clusters_settings().host_key_probes_per_minute)]
     assert statuses[-1] == 429 and set(statuses[:-1]) <= {422, 429}, statuses
     assert "per minute" in probe("127.0.0.1", 1).text
+    # once an organization's failed probes fill the minute, every probe waits, even one that would work
+    assert probe(stack_settings.host, ssh_port(stack_settings, "alpha")).status_code == 429
     probes.PROBES.clear()
 
 

@@ -308,10 +308,14 @@ def _out(c: Cluster) -> ClusterOut:
                       slurm_cluster_name=c.slurm_cluster_name, created_by=c.created_by, created_at=c.created_at)
 
 
+def _probe_key(principal: Principal) -> str:
+    return principal.organization or principal.username
+
+
 def _take_probe(principal: Principal, settings) -> None:
-    """One of the organization's probes this minute, or 429."""
+    """429 while the organization has used up its failed probes of the last minute."""
     try:
-        probes.PROBES.take(principal.organization or principal.username, settings.host_key_probes_per_minute)
+        probes.PROBES.check(_probe_key(principal), settings.host_key_probes_per_minute)
     except probes.RateLimited as exc:
         raise ApiError(str(exc), status=429, rule="host-probe-rate") from None
 
@@ -346,6 +350,7 @@ def host_key(body: HostKeyRequest, principal: Principal = Depends(org_admin)):
     try:
         key = scan_host_key(body.host, body.port, settings.connect_timeout_s, settings)
     except ClusterError:
+        probes.PROBES.failed(_probe_key(principal))
         raise Invalid(probes.unreachable_message(body.host, body.port),
                       rule="the login node must answer SSH at an allowed address") from None
     return HostKeyOut(host=body.host, port=body.port, key_type=key.key_type, fingerprint=key.fingerprint,
@@ -385,6 +390,8 @@ def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin
                                   admin_login="", service_private_key=key, admin=None if key else principal,
                                   settings=settings)
     except EnrollmentError as exc:
+        if exc.unreachable:
+            probes.PROBES.failed(_probe_key(principal))
         log.warning("enrollment of cluster %s by %s refused: %s", body.name, principal.username, exc)
         raise EnrollmentRefused(exc) from None
     session.add(cluster)

@@ -83,7 +83,8 @@ class ClustersSettings(BaseSettings):
         False, description="Platform admin setting: let enrollment and the host-key probe reach loopback, link-local "
                            "and cloud metadata addresses. The embedded stack's own login nodes are always allowed.")
     host_key_probes_per_minute: int = Field(
-        10, ge=1, description="Host-key probes (and enrollment attempts) one organization may make per minute.")
+        10, ge=1, description="Failed host-key probes (and enrollment attempts that cannot read the host key) one "
+                              "organization may make per minute; then every probe is refused until the minute ends.")
 
 
 @lru_cache

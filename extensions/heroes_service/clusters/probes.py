@@ -10,7 +10,8 @@ neighbours. So:
   (``allow_local_hosts``) or the host:port is one of the embedded stack's own login nodes;
 * whatever fails — refused, not resolvable, closed, open but not SSH, a timeout — the answer is one and
   the same sentence, so the answers do not tell a closed port from an open one;
-* each organization gets ``host_key_probes_per_minute`` probes (a sliding minute).
+* each organization gets ``host_key_probes_per_minute`` failed probes (a sliding minute); then every probe
+  is refused until the minute has passed.
 """
 from __future__ import annotations
 
@@ -74,23 +75,39 @@ def connect_checked(host: str, port: int, timeout: float, settings: ClustersSett
 
 
 class RateLimit:
-    """A sliding one-minute window of attempts per key (an organization)."""
+    """A sliding one-minute window of failed attempts per key (an organization).
+
+    Only failures count: an administrator enrolling a dozen clusters succeeds, a scan mostly fails. Once
+    the window is full, every probe is refused (429) until it empties, successes included."""
 
     def __init__(self):
         self._seen: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def take(self, key: str, per_minute: int) -> None:
+    def _trim(self, key: str, now: float) -> deque:
+        seen = self._seen[key]
+        while seen and now - seen[0] > 60:
+            seen.popleft()
+        return seen
+
+    def check(self, key: str, per_minute: int) -> None:
+        """RateLimited when ``key`` had ``per_minute`` failures within the last minute."""
         now = time.monotonic()
         with self._lock:
-            seen = self._seen[key]
-            while seen and now - seen[0] > 60:
-                seen.popleft()
+            seen = self._trim(key, now)
             if len(seen) >= per_minute:
                 wait = int(60 - (now - seen[0])) + 1
-                raise RateLimited(f"at most {per_minute} host probes per minute for an organization; "
+                raise RateLimited(f"at most {per_minute} failed host probes per minute for an organization; "
                                   f"try again in {wait} s")
-            seen.append(now)
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            self._seen[key].append(time.monotonic())
+
+    def take(self, key: str, per_minute: int) -> None:
+        """``check`` and count one failure (tests; a caller that knows only failures are counted)."""
+        self.check(key, per_minute)
+        self.failed(key)
 
     def clear(self) -> None:
         with self._lock:

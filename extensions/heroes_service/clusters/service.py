@@ -74,10 +74,12 @@ class Report:
 class EnrollmentError(ClusterError):
     """Enrollment refused; ``report`` says which checks failed."""
 
-    def __init__(self, message: str, report: Report | None = None, *, conflict: bool = False):
+    def __init__(self, message: str, report: Report | None = None, *, conflict: bool = False,
+                 unreachable: bool = False):
         super().__init__(message)
         self.report = report
         self.conflict = conflict
+        self.unreachable = unreachable  # no host key could be read (counts against the probe rate limit)
 
 
 def _message(exc: BaseException) -> str:
@@ -225,7 +227,7 @@ def enroll(fields: dict, *, organization: str, created_by: str, admin_login: str
     try:
         presented = scan_host_key(host, port, settings.connect_timeout_s, settings)
     except ClusterError as exc:
-        raise EnrollmentError(f"cannot reach the login node: {exc}") from None
+        raise EnrollmentError(f"cannot reach the login node: {exc}", unreachable=True) from None
     confirmed = normalise_fingerprint(fields["host_key_fingerprint"])
     if presented.fingerprint != confirmed:
         raise EnrollmentError(f"the login node {host}:{port} presents host key {presented.fingerprint}, not the "
