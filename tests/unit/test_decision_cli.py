@@ -14,7 +14,7 @@ METRICS = {"mean_accuracy", "mae_s", "under_share"}
 def test_evaluate_json_shape_on_the_start_of_kth():
     assert KTH.exists(), f"the shared trace is expected at {KTH} (set HEROES_SHARED_DIR)"
     result = subprocess.run([sys.executable, "-m", "heroes_dev.cli", "decision", "evaluate", "--trace", str(KTH),
-                             "--json", "--limit", "1500"], capture_output=True, text=True, timeout=600)
+                             "--json", "--limit", "1500", "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["jobs"] > 1000

@@ -109,3 +109,49 @@ def test_expected_accuracy_of_a_guess_matches_the_mixture():
     kinds = dist.proba(np.array([[1.0, 0.0], [0.0, 0.0]]))
     both = dist.expected_accuracy(kinds, np.array([[math.log(0.05), math.log(0.9)]] * 2))
     assert both[0, 0] > both[0, 1] and both[1, 1] > both[1, 0]
+
+
+def test_chooser_counts_only_the_kills_the_limit_adds():
+    """A fifth of the jobs ran past their request (the scheduler killed them at it whatever we chose): they
+    do not use up the kill budget, so the chooser still tightens the limit for the others."""
+    rng = np.random.default_rng(5)
+    chooser = LimitChooser(target_kill=0.05, window=1000, min_points=100, refresh=10)
+    opts = offsets_of(1, rng)[0]
+    ratios = np.where(rng.uniform(size=1000) < 0.2, 0.1, np.log(rng.uniform(0.05, 0.8, 1000)))
+    for r in ratios:
+        chooser.observe(opts, float(r))
+    chosen = chooser.choose(opts)
+    added = ((ratios <= 0) & (ratios > chosen)).mean()
+    assert chosen < opts[-1] and added <= 0.05
+    assert (ratios > chosen).mean() > 0.2   # all kills together exceed the target: the old rule fell back
+
+
+def test_chooser_keeps_the_lost_core_hours_within_their_target():
+    """Wide jobs that run near their request are the costly kills: with a lost-work target the chooser
+    takes a more generous price than on job counts alone."""
+    rng = np.random.default_rng(7)
+    opts = offsets_of(1, rng)[0]
+    counts_only = LimitChooser(target_kill=0.05, window=1000, min_points=100, refresh=10)
+    with_work = LimitChooser(target_kill=0.05, window=1000, min_points=100, refresh=10, target_lost=0.005)
+    for _ in range(1000):
+        wide = rng.uniform() < 0.1
+        ratio = float(np.log(rng.uniform(0.7, 1.0) if wide else rng.uniform(0.05, 0.6)))
+        for chooser in (counts_only, with_work):
+            chooser.observe(opts, ratio, request_s=3600.0, procs=64.0 if wide else 1.0)
+    loose, careful = counts_only.choose(opts), with_work.choose(opts)
+    assert careful > loose
+    kill, _, lost = with_work.realised()
+    assert lost[with_work.lambda_index()] <= 0.005 and kill[with_work.lambda_index()] <= 0.05
+
+
+def test_limit_metrics_separate_added_kills_and_lost_work():
+    from heroes_service.decision.evaluate import limit_metrics
+
+    run = np.array([100.0, 100.0, 130.0, 50.0])
+    request = np.array([200.0, 200.0, 120.0, 100.0])
+    limit = np.array([80.0, 150.0, 120.0, 40.0])   # kills job 0 (added), job 2 (ran past its request), job 3
+    procs = np.array([2.0, 1.0, 1.0, 4.0])
+    m = limit_metrics(limit, run, request, procs)
+    assert m["kill_share"] == 0.75 and m["added_kill_share"] == 0.5
+    # stopped below their request: jobs 0 and 3 (job 2's limit is its request): (80*2 + 40*4) / useful
+    assert m["lost_core_hours_share"] == pytest.approx((160 + 160) / (200 + 100 + 130 + 200))
