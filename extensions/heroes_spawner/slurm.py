@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from batchspawner import JobStatus, SlurmSpawner
+from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, Float, Integer, Type, Unicode, default
 
 from . import form
@@ -196,7 +197,10 @@ class HeroesSpawner(SlurmSpawner):
                 if self.has_trait(name) and child.has_trait(name):
                     setattr(child, name, getattr(self, name))
             return await child.start()
-        self.cluster_name = form.target_cluster(choice) or ""
+        try:
+            self.cluster_name = form.target_cluster(choice) or ""
+        except form.OptionsError as exc:
+            raise SpawnException(str(exc), reason="cluster-options") from None
         self.remote, self.tunnel_port, self.cluster_job = "", 0, ""
         self._starting = True
         try:
@@ -222,9 +226,11 @@ class HeroesSpawner(SlurmSpawner):
         try:
             job = await self.service().submit(self.user.name, "jupyterlab", self.cluster_name,
                                               form.resources(self.user_options or {}), params, ref=self.name or "")
-        except ServiceError as exc:
-            raise form.OptionsError(exc.detail if exc.refused else f"the cluster job was not submitted: {exc}") \
-                from None
+        except ServiceError as exc:  # the spawn page shows the service's reason (JupyterHub 6 SpawnException)
+            if exc.refused:
+                raise SpawnException(f"Cluster {self.cluster_name}: {exc.detail}", reason="cluster-options") from None
+            raise SpawnException(f"The cluster job was not submitted ({exc.detail}); try again in a moment.",
+                                 reason="heroes-service", status_code=503) from None
         self.cluster_job, self.job_id = job["id"], job["job_id"] or ""
         self.log.info("%s's server is job %s on %s", self.user.name, self.job_id, self.cluster_name)
         return self.job_id

@@ -102,3 +102,18 @@ def test_a_killed_job_is_noticed_within_one_poll(stack):
     killed = time.monotonic()
     wait_until("the hub to notice the dead job", lambda: server_of(stack, "bob") is None, POLL_S + 10, every=0.5)
     assert time.monotonic() - killed <= POLL_S + 10
+
+
+def test_a_request_the_cluster_cannot_hold_is_refused_with_the_rule(stack):
+    """The service checks the resources against the partition (the hub has no rule of its own): the spawn
+    answers 400 with the rule, and no job is left behind."""
+    with hub_admin(stack) as api:
+        api.request("DELETE", "/users/bob/servers/too-big", json={"remove": True})
+        before = {j["id"] for j in jobs_named(stack, "alpha", SERVER_JOB)}
+        r = api.post("/users/bob/servers/too-big", json={"user_options": {"target": "cluster:alpha", "cores": "99"}})
+        try:
+            assert r.status_code == 400, r.text
+            assert "2 cores per node; you asked for 99" in r.json()["message"], r.text
+            assert {j["id"] for j in jobs_named(stack, "alpha", SERVER_JOB)} <= before
+        finally:
+            api.request("DELETE", "/users/bob/servers/too-big", json={"remove": True})
