@@ -25,7 +25,7 @@ from urllib.parse import quote
 import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
-from .data_app import InputPicker
+from .data_browser import InputPicker
 from .nav import APPS, app_url
 from .ui import css as _css, message as _msg
 
