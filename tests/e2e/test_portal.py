@@ -73,7 +73,7 @@ def heat(hub, stack_settings, require):
 def open_start_page(page, hub):
     """From the hub's front page: Keycloak login, then the user's start page (the hub's default URL)."""
     hub.login(page, "bob")
-    page.wait_for_url("**/user/bob/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms)
+    page.wait_for_url("**/user/bob/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms * 2)  # a busy machine
     expect(page.locator(".heroes-welcome-cards")).to_be_visible(timeout=KERNEL_MS)
     return page
 
