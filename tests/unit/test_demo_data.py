@@ -103,6 +103,17 @@ def test_a_login_node_with_another_host_key_is_not_enrolled(settings):
     assert "beta" not in service.clusters_of["acme"]
 
 
+def test_an_enrolled_cluster_pinning_an_old_host_key_is_reported_not_replaced(settings):
+    service = FakeService(settings)
+    demo_data.apply(settings, service)
+    service.clusters_of["globex"]["beta"]["host_key_fingerprint"] = "SHA256:" + "d" * 43
+    writes = len(service.writes)
+    with pytest.raises(demo_data.DemoError, match="remove the cluster .* as dave"):
+        demo_data.apply(settings, service)
+    assert len(service.writes) == writes
+    assert "pins another host key" in " ".join(demo_data.missing(service, settings))
+
+
 def test_the_cluster_profiles_make_the_policies_disagree():
     """No history: run time = request / speed. Energy and cost, computed as the decision module does for a
     one-core, ten-minute step, put beta first for energy and alpha first for cost."""

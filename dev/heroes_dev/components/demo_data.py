@@ -175,6 +175,15 @@ def enroll(client: DemoClient, settings: StackSettings, admin: str, name: str) -
     return client.call(admin, "POST", "/organization/admin/cluster/", expect=(201,), json=body).json()
 
 
+def check_pinned(settings: StackSettings, org: str, cluster: dict) -> None:
+    """An enrolled demo cluster must pin the stack's current host key; never re-enrolled behind an admin's back."""
+    expected = expected_fingerprint(settings, cluster["name"])
+    if cluster["host_key_fingerprint"] != expected:
+        raise DemoError(f"cluster {cluster['name']} of {org} pins host key {cluster['host_key_fingerprint']}, but the "
+                        f"stack's login node now has {expected} (its key was made anew): remove the cluster (Admin "
+                        f"app, Clusters tab) as {ORG_ADMINS[org]}, then run: heroes dev up demo-data")
+
+
 def publish(client: DemoClient, admin: str, source: str) -> dict:
     return client.call(admin, "POST", "/organization/admin/workflow/template", expect=(201,),
                        json={"source": source}).json()
@@ -190,6 +199,7 @@ def apply(settings: StackSettings, client: DemoClient | None = None) -> Changes:
             enrolled = client.clusters(admin)
             for name in CLUSTERS:
                 if name in enrolled:
+                    check_pinned(settings, org, enrolled[name])
                     changes.present.append(f"cluster {name} of {org}")
                     continue
                 enroll(client, settings, admin, name)
