@@ -86,7 +86,7 @@ def refresh_token(request: Request,
 
 @router.post("/logout", status_code=204, summary="End the Keycloak session of the bearer token")
 def logout(request: Request, body: LogoutRequest | None = None, principal: Principal = Depends(current_principal),
-           session: Session = Depends(get_session)) -> None:
+           session: Session = Depends(get_session, scope="function")) -> None:
     """Revoke: the session's refresh tokens die in Keycloak and its access tokens are refused here at once."""
     if principal.via != "keycloak":
         raise ApiError("this call carries a JupyterHub token: log out of the hub instead (/hub/logout)", status=400)

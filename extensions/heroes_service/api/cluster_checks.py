@@ -82,7 +82,7 @@ def _offered(cluster, principal: Principal, wanted: list[str]) -> list[dict]:
 
 @router.post("/organization/admin/cluster/{cluster_id}/readiness", response_model=TestOut,
              summary="Test connection: login, Slurm, partitions, work dir, SFTP, container runtime, sbatch, accounting")
-def readiness(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def readiness(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     cluster = _own(session, principal, cluster_id)
     try:
         login, mode = checks.login_for(cluster, principal)
@@ -98,7 +98,7 @@ def readiness(cluster_id: str, principal: Principal = Depends(org_admin), sessio
 
 @router.get("/organization/admin/cluster/{cluster_id}/partitions", response_model=list[PartitionOut],
             summary="The partitions the cluster lists now (sinfo)")
-def partitions(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def partitions(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     cluster = _own(session, principal, cluster_id)
     return [PartitionOut(**p) for p in _offered(cluster, principal, [])]
 
@@ -106,7 +106,7 @@ def partitions(cluster_id: str, principal: Principal = Depends(org_admin), sessi
 @router.patch("/organization/admin/cluster/{cluster_id}", response_model=ClusterOut,
               summary="Edit a cluster (host and host key stay: a new login node is a new enrollment)")
 def edit_cluster(cluster_id: str, body: ClusterEdit, principal: Principal = Depends(org_admin),
-                 session: Session = Depends(get_session)):
+                 session: Session = Depends(get_session, scope="function")):
     cluster = _own(session, principal, cluster_id)
     changes = body.model_dump(exclude_unset=True, exclude={"service_private_key"})
     changes = {k: v for k, v in changes.items() if v is not None}

@@ -331,14 +331,14 @@ def _own(session: Session, principal: Principal, cluster_id: str) -> Cluster:
 # --- routes ------------------------------------------------------------------------------------------
 @router.get("/organization/cluster/", response_model=list[ClusterSummary],
             summary="Clusters of your organization you can submit to")
-def list_for_users(principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+def list_for_users(principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")):
     if principal.organization is None:
         return []
     return [ClusterSummary(**_summary(c)) for c in clusters_of(session, principal.organization)]
 
 
 @router.get("/organization/admin/cluster/", response_model=list[ClusterOut], summary="Your organization's clusters")
-def list_clusters(principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def list_clusters(principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     return [_out(c) for c in clusters_of(session, principal.organization)]
 
 
@@ -370,7 +370,7 @@ def user_ca(principal: Principal = Depends(org_admin)):
 @router.post("/organization/admin/cluster/", response_model=ClusterOut, status_code=201,
              summary="Step 2 of enrollment: enroll a cluster (host key pinned, Slurm probed)")
 def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin),
-                   session: Session = Depends(get_session)):
+                   session: Session = Depends(get_session, scope="function")):
     from ..clusters.service import enroll
 
     org = principal.organization
@@ -406,13 +406,13 @@ def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin
 
 
 @router.get("/organization/admin/cluster/{cluster_id}", response_model=ClusterOut, summary="One of your clusters")
-def get_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def get_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     return _out(_own(session, principal, cluster_id))
 
 
 @router.delete("/organization/admin/cluster/{cluster_id}", status_code=204, summary="Remove a cluster")
 def delete_cluster(cluster_id: str, principal: Principal = Depends(org_admin),
-                   session: Session = Depends(get_session)):
+                   session: Session = Depends(get_session, scope="function")):
     cluster = _own(session, principal, cluster_id)
     live = usage.live_work(session, cluster)
     if live:
@@ -428,7 +428,7 @@ def delete_cluster(cluster_id: str, principal: Principal = Depends(org_admin),
 
 @router.post("/organization/admin/cluster/{cluster_id}/test", response_model=TestOut,
              summary="Test connection: host key, authentication, Slurm, partitions, work dir, SFTP, runtime")
-def test_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def test_cluster(cluster_id: str, principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     cluster = _own(session, principal, cluster_id)
     acting_for = None
     if cluster.identity_mode == identity.SERVICE_ACCOUNT:

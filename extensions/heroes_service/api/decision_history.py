@@ -143,7 +143,7 @@ def _store(session: Session, principal: Principal, fmt: str, cluster: str, resul
 async def import_history(request: Request,
                          format: Literal["swf", "sacct"] = Query(..., description="swf or sacct (a -P dump)."),
                          cluster: str = Query(..., max_length=63, description="The cluster the jobs ran on."),
-                         principal: Principal = Depends(org_admin), session: Session = Depends(get_session)) -> dict:
+                         principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")) -> dict:
     if principal.organization is None:
         raise Forbidden("you belong to no organization: history is kept per organization")
     if not re.fullmatch(CLUSTER_RE, cluster):
@@ -160,7 +160,7 @@ async def import_history(request: Request,
 
 @router.get("/organization/decision/history/summary",
             summary="Finished jobs the estimates learn from, per cluster and template (what you may see)")
-def history_summary(principal: Principal = Depends(any_user), session: Session = Depends(get_session)) -> dict:
+def history_summary(principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")) -> dict:
     if principal.organization is None:
         return {"organization": None, "jobs": 0, "clusters": [], "templates": []}
     return sh.summary(session, principal.organization, None if principal.is_org_admin else principal.username)

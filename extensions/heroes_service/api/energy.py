@@ -91,7 +91,7 @@ async def ingest_ear_files(request: Request,
                            instance_id: str = Query("", max_length=64, description="Workflow instance of the steps."),
                            user: str = Query("", max_length=255, description="Owner (org admins only)."),
                            principal: Principal = Depends(current_principal),
-                           session: Session = Depends(get_session)) -> dict:
+                           session: Session = Depends(get_session, scope="function")) -> dict:
     raw = await _body(request)
     uploads = _uploads(request, raw, name)
 
@@ -122,14 +122,14 @@ def filters(instance_id: str = Query(""), user: str = Query(""), organization: s
 @router.get("/energy/steps", summary="Energy of each step you may see (EAR's aggregation over nodes)")
 def energy_steps(f: energy.Filters = Depends(filters), limit: int = Query(1000, ge=1, le=10000),
                  principal: Principal = Depends(current_principal),
-                 session: Session = Depends(get_session)) -> dict:
+                 session: Session = Depends(get_session, scope="function")) -> dict:
     return {"steps": energy.steps(session, principal, f, limit)}
 
 
 @router.get("/energy/summary", summary="Energy totals per step, instance, user, organization, cluster or template")
 def energy_summary(group_by: str = Query(..., description="step, instance, user, organization, cluster, template"),
                    f: energy.Filters = Depends(filters), principal: Principal = Depends(current_principal),
-                   session: Session = Depends(get_session)) -> dict:
+                   session: Session = Depends(get_session, scope="function")) -> dict:
     return {"group_by": group_by, "groups": energy.summary(session, principal, group_by, f)}
 
 
@@ -137,5 +137,5 @@ def energy_summary(group_by: str = Query(..., description="step, instance, user,
 def energy_samples(job_id: int = Query(..., ge=0, le=MAX_ID), step_id: int = Query(..., ge=0, le=MAX_ID),
                    cluster: str = Query(""),
                    principal: Principal = Depends(current_principal),
-                   session: Session = Depends(get_session)) -> dict:
+                   session: Session = Depends(get_session, scope="function")) -> dict:
     return {"samples": energy.samples(session, principal, cluster, job_id, step_id)}

@@ -123,13 +123,13 @@ def _org_out(org: Organization, **counts) -> OrganizationOut:
 
 # --- organizations --------------------------------------------------------------------------------------
 @router.get("/", response_model=list[OrganizationOut], summary="All organizations")
-def list_organizations(session: Session = Depends(get_session), ident: Identity = Depends(identity)):
+def list_organizations(session: Session = Depends(get_session, scope="function"), ident: Identity = Depends(identity)):
     adopt_keycloak_organizations(session, ident)
     return [_org_out(o) for o in session.scalars(select(Organization).order_by(Organization.name))]
 
 
 @router.post("/", response_model=OrganizationOut, status_code=201, summary="Create an organization")
-def create_organization(body: OrganizationCreate, request: Request, session: Session = Depends(get_session),
+def create_organization(body: OrganizationCreate, request: Request, session: Session = Depends(get_session, scope="function"),
                         ident: Identity = Depends(identity), hub_: Hub = Depends(hub)):
     adopt_keycloak_organizations(session, ident)
     if session.scalar(select(Organization).where(Organization.name == body.name)) is not None:
@@ -178,7 +178,7 @@ def create_organization(body: OrganizationCreate, request: Request, session: Ses
 
 
 @router.get("/{organization_id}", response_model=OrganizationOut, summary="An organization")
-def get_organization(organization_id: str, session: Session = Depends(get_session),
+def get_organization(organization_id: str, session: Session = Depends(get_session, scope="function"),
                      ident: Identity = Depends(identity)):
     org = _org(session, organization_id)
     members = len(ident.call(ident.admin.get_group_members, org.keycloak_group_id, {"max": 10000},
@@ -189,7 +189,7 @@ def get_organization(organization_id: str, session: Session = Depends(get_sessio
 @router.delete("/{organization_id}", status_code=204, summary="Delete an organization")
 def delete_organization(organization_id: str, request: Request,
                         force: bool = Query(False, description="Delete even if the organization has running work."),
-                        session: Session = Depends(get_session), ident: Identity = Depends(identity),
+                        session: Session = Depends(get_session, scope="function"), ident: Identity = Depends(identity),
                         hub_: Hub = Depends(hub)):
     """Everything the organization owns goes: its Keycloak group and subgroups, OAuth clients, the accounts
     of people who belong to no other organization (platform admins stay), its rows, its hub groups."""
@@ -293,14 +293,14 @@ def _client_representation(client_id: str, org: Organization, description: str) 
 
 
 @router.get("/{organization_id}/clients/", response_model=list[ClientOut], summary="OAuth clients of an organization")
-def list_clients(organization_id: str, session: Session = Depends(get_session), ident: Identity = Depends(identity)):
+def list_clients(organization_id: str, session: Session = Depends(get_session, scope="function"), ident: Identity = Depends(identity)):
     org = _org(session, organization_id)
     return [_client_out(c, ident) for c in sorted(org.clients, key=lambda c: c.client_id)]
 
 
 @router.post("/{organization_id}/clients/", response_model=ClientOut, status_code=201,
              summary="Create an OAuth client (client credentials) for an organization's scripts")
-def create_client(organization_id: str, body: ClientCreate, request: Request, session: Session = Depends(get_session),
+def create_client(organization_id: str, body: ClientCreate, request: Request, session: Session = Depends(get_session, scope="function"),
                   ident: Identity = Depends(identity)):
     org = _org(session, organization_id)
     client_id = f"{org.name}-{body.name}"
@@ -335,13 +335,13 @@ def _client(session: Session, organization_id: str, client_id: str) -> OrgClient
 
 
 @router.get("/{organization_id}/clients/{client_id}", response_model=ClientOut, summary="An OAuth client")
-def get_client(organization_id: str, client_id: str, session: Session = Depends(get_session),
+def get_client(organization_id: str, client_id: str, session: Session = Depends(get_session, scope="function"),
                ident: Identity = Depends(identity)):
     return _client_out(_client(session, organization_id, client_id), ident)
 
 
 @router.delete("/{organization_id}/clients/{client_id}", status_code=204, summary="Delete an OAuth client")
-def delete_client(organization_id: str, client_id: str, request: Request, session: Session = Depends(get_session),
+def delete_client(organization_id: str, client_id: str, request: Request, session: Session = Depends(get_session, scope="function"),
                   ident: Identity = Depends(identity)):
     client = _client(session, organization_id, client_id)
     session.delete(client)
@@ -365,14 +365,14 @@ def _server_out(server: StorageServer) -> ServerOut:
 
 @router.get("/{organization_id}/servers/", response_model=list[ServerOut],
             summary="Object-storage endpoints of an organization")
-def list_servers(organization_id: str, session: Session = Depends(get_session)):
+def list_servers(organization_id: str, session: Session = Depends(get_session, scope="function")):
     org = _org(session, organization_id)
     return [_server_out(s) for s in sorted(org.servers, key=lambda s: s.name)]
 
 
 @router.post("/{organization_id}/servers/", response_model=ServerOut, status_code=201,
              summary="Register an object-storage endpoint for an organization")
-def create_server(organization_id: str, body: ServerCreate, session: Session = Depends(get_session)):
+def create_server(organization_id: str, body: ServerCreate, session: Session = Depends(get_session, scope="function")):
     org = _org(session, organization_id)
     if session.scalar(select(StorageServer).where(StorageServer.organization_id == org.id,
                                                   StorageServer.name == body.name)) is not None:
@@ -392,11 +392,11 @@ def _server(session: Session, organization_id: str, server_id: str) -> StorageSe
 
 
 @router.get("/{organization_id}/servers/{server_id}", response_model=ServerOut, summary="An object-storage endpoint")
-def get_server(organization_id: str, server_id: str, session: Session = Depends(get_session)):
+def get_server(organization_id: str, server_id: str, session: Session = Depends(get_session, scope="function")):
     return _server_out(_server(session, organization_id, server_id))
 
 
 @router.delete("/{organization_id}/servers/{server_id}", status_code=204, summary="Remove an object-storage endpoint")
-def delete_server(organization_id: str, server_id: str, session: Session = Depends(get_session)):
+def delete_server(organization_id: str, server_id: str, session: Session = Depends(get_session, scope="function")):
     session.delete(_server(session, organization_id, server_id))
     session.commit()

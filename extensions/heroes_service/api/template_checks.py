@@ -48,7 +48,7 @@ class CheckOut(BaseModel):
 
 @router.post("/organization/admin/workflow/template/check", response_model=CheckOut,
              summary="Validate a template (errors with line and column; the form it generates); nothing is stored")
-def check_template(body: CheckIn, principal: Principal = Depends(org_admin), session: Session = Depends(get_session)):
+def check_template(body: CheckIn, principal: Principal = Depends(org_admin), session: Session = Depends(get_session, scope="function")):
     template, errors = check_source(body.source)
     if template is None:
         return CheckOut(ok=False, errors=[LocatedError(**e.as_dict()) for e in errors])

@@ -185,7 +185,7 @@ def create(request: Request, body: DesktopIn, principal: Principal = Depends(any
 
 @router.get("/organization/visualization/session", response_model=list[DesktopOut], summary="Your desktops")
 def list_desktops(request: Request, live: bool = False, principal: Principal = Depends(any_user),
-                  session: Session = Depends(get_session)):
+                  session: Session = Depends(get_session, scope="function")):
     query = select(m.DesktopSession).where(m.DesktopSession.organization == principal.organization,
                                            m.DesktopSession.username == principal.username)
     if live:
@@ -197,14 +197,14 @@ def list_desktops(request: Request, live: bool = False, principal: Principal = D
 @router.get("/organization/visualization/session/{session_id}", response_model=DesktopOut,
             summary="One desktop: state, node, time left, usage, where to connect")
 def get_desktop(request: Request, session_id: str, principal: Principal = Depends(any_user),
-                session: Session = Depends(get_session)):
+                session: Session = Depends(get_session, scope="function")):
     return _out(request, session, sessions.find_own(session, principal, session_id))
 
 
 @router.delete("/organization/visualization/session/{session_id}", response_model=DesktopOut,
                summary="End a desktop (scancel)")
 def delete_desktop(request: Request, session_id: str, principal: Principal = Depends(any_user),
-                   session: Session = Depends(get_session)):
+                   session: Session = Depends(get_session, scope="function")):
     _bind_clusters(request.app)
     row = sessions.find_own(session, principal, session_id)
     if row.state in m.LIVE:
@@ -216,7 +216,7 @@ def delete_desktop(request: Request, session_id: str, principal: Principal = Dep
 @router.post("/organization/visualization/session/{session_id}/ticket", response_model=TicketOut,
              summary="A one-time ticket for your desktop's websocket (full access)")
 def owner_ticket(request: Request, session_id: str, principal: Principal = Depends(any_user),
-                 session: Session = Depends(get_session)):
+                 session: Session = Depends(get_session, scope="function")):
     row = sessions.find_own(session, principal, session_id)
     return _ticket(request, session, row, principal.username, view_only=False)
 
@@ -224,7 +224,7 @@ def owner_ticket(request: Request, session_id: str, principal: Principal = Depen
 @router.post("/organization/visualization/session/{session_id}/share", response_model=ShareOut, status_code=201,
              summary="A view-only link for another member of your organization, until it expires")
 def share(request: Request, session_id: str, body: ShareIn, principal: Principal = Depends(any_user),
-          session: Session = Depends(get_session)):
+          session: Session = Depends(get_session, scope="function")):
     row = sessions.find_own(session, principal, session_id)
     if row.state not in m.LIVE:
         raise NotFound("that desktop has ended")
@@ -236,7 +236,7 @@ def share(request: Request, session_id: str, body: ShareIn, principal: Principal
 
 @router.get("/organization/visualization/shared", response_model=list[ShareOut],
             summary="Desktops other members shared with you (view only, not expired)")
-def shared_with_me(principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+def shared_with_me(principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")):
     rows = session.execute(select(m.DesktopShare, m.DesktopSession)
                            .join(m.DesktopSession, m.DesktopSession.id == m.DesktopShare.session_id)
                            .where(m.DesktopShare.organization == principal.organization,
@@ -248,7 +248,7 @@ def shared_with_me(principal: Principal = Depends(any_user), session: Session = 
 @router.post("/organization/visualization/share/{share_id}/ticket", response_model=TicketOut,
              summary="A one-time view-only ticket through a link shared with you")
 def share_ticket(request: Request, share_id: str, principal: Principal = Depends(any_user),
-                 session: Session = Depends(get_session)):
+                 session: Session = Depends(get_session, scope="function")):
     item, row = grants.share_for(session, principal, share_id)
     return _ticket(request, session, row, principal.username, view_only=True, share_id=item.id)
 

@@ -195,7 +195,7 @@ def _instance_out(session: Session, inst: m.WorkflowInstance, events: bool = Tru
 @router.post("/organization/admin/workflow/template", response_model=TemplateOut, status_code=201,
              summary="Publish a workflow template (a known name becomes its next version)")
 def create_template(body: TemplateIn = Body(...), principal: Principal = Depends(org_admin),
-                    session: Session = Depends(get_session)):
+                    session: Session = Depends(get_session, scope="function")):
     if (body.source is None) == (body.template is None):
         raise Invalid("give either 'source' (YAML/JSON text) or 'template' (an object)", rule="one-of-source-template")
     template = parse_template(body.source if body.source is not None else body.template)
@@ -213,7 +213,7 @@ def create_template(body: TemplateIn = Body(...), principal: Principal = Depends
 @router.delete("/organization/admin/workflow/template/{template_id}", status_code=204,
                summary="Delete a template version (instances keep their record)")
 def delete_template(template_id: str, principal: Principal = Depends(org_admin),
-                    session: Session = Depends(get_session)):
+                    session: Session = Depends(get_session, scope="function")):
     row = own_template(session, principal, template_id)
     row.deleted = True
     return Response(status_code=204)
@@ -222,7 +222,7 @@ def delete_template(template_id: str, principal: Principal = Depends(org_admin),
 @router.get("/organization/workflow/template", response_model=list[TemplateSummary],
             summary="Templates of your organization (latest versions unless all_versions)")
 def list_templates(all_versions: bool = False, principal: Principal = Depends(any_user),
-                   session: Session = Depends(get_session)):
+                   session: Session = Depends(get_session, scope="function")):
     rows = list(session.scalars(select(m.WorkflowTemplate).where(
         m.WorkflowTemplate.organization == principal.organization, m.WorkflowTemplate.deleted.is_(False))
         .order_by(m.WorkflowTemplate.name, m.WorkflowTemplate.version.desc())))
@@ -238,7 +238,7 @@ def list_templates(all_versions: bool = False, principal: Principal = Depends(an
 
 @router.get("/organization/workflow/template/{template_id}", response_model=TemplateOut,
             summary="One template version with its parameter form schema")
-def get_template(template_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+def get_template(template_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")):
     return _template_out(own_template(session, principal, template_id))
 
 
@@ -270,7 +270,7 @@ def _read_instance(request: Request, principal: Principal, instance_id: str) -> 
 @router.get("/organization/workflow/instance", response_model=list[InstanceSummary],
             summary="Your workflow instances, newest first")
 def list_instances(state: str | None = Query(None, max_length=32), limit: int = Query(200, ge=1, le=2000),
-                   principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+                   principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")):
     query = select(m.WorkflowInstance).where(m.WorkflowInstance.organization == principal.organization,
                                              m.WorkflowInstance.username == principal.username)
     if state:
@@ -281,7 +281,7 @@ def list_instances(state: str | None = Query(None, max_length=32), limit: int = 
 
 @router.get("/organization/workflow/instance/{instance_id}", response_model=InstanceOut,
             summary="One instance: steps, job ids, states, events, outputs")
-def get_instance(instance_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session)):
+def get_instance(instance_id: str, principal: Principal = Depends(any_user), session: Session = Depends(get_session, scope="function")):
     return _instance_out(session, visible_instance(session, principal, instance_id))
 
 
@@ -325,7 +325,7 @@ def step_log(request: Request, instance_id: str, step: str, tail: int = Query(65
 @router.get("/organization/workflow/visualization", response_model=VisualizationOut,
             summary="The node(s) an instance runs (or ran) on, per step")
 def visualization(instance_id: str = Query(..., max_length=32), principal: Principal = Depends(any_user),
-                  session: Session = Depends(get_session)):
+                  session: Session = Depends(get_session, scope="function")):
     inst = visible_instance(session, principal, instance_id)
     nodes: list[str] = []
     for s in inst.steps:
@@ -357,7 +357,7 @@ def _expand_nodes(text: str) -> list[str]:
 @router.get("/organization/admin/workflow/instance/{template_id}", response_model=list[InstanceSummary],
             summary="Instances of one of your organization's templates (every user)")
 def admin_instances(template_id: str, principal: Principal = Depends(org_admin),
-                    session: Session = Depends(get_session)):
+                    session: Session = Depends(get_session, scope="function")):
     row = session.get(m.WorkflowTemplate, template_id) if len(template_id) <= 32 else None
     if row is None or row.organization != principal.organization:
         raise NotFound(f"template {template_id!r} not found")
