@@ -40,7 +40,9 @@ class Hub:
         """Create the hub user if needed and start their default server; wait until it is ready."""
         created = self.api.post(f"/users/{name}")
         assert created.status_code in (201, 409), created.text
-        started = self.api.post(f"/users/{name}/server")
+        # explicit empty options: the gateway. Without them the hub reuses the server's last options, and a
+        # test elsewhere that started this default server on a cluster would put every app on a Slurm node
+        started = self.api.post(f"/users/{name}/server", json={"user_options": {}})
         assert started.status_code in (201, 202, 400), started.text  # 400: already running
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -49,6 +51,17 @@ class Hub:
                 return
             time.sleep(1)
         raise AssertionError(f"{name}'s server was not ready after {timeout:.0f}s")
+
+    def ensure_gateway_server(self, name: str) -> None:
+        """The user's default server running on the gateway: one left running on a cluster (a Slurm job) is
+        stopped first, then started with the gateway's (empty) options."""
+        server = self.user(name).get("servers", {}).get("")
+        if server and (server.get("state") or {}).get("cluster"):
+            self.stop_server(name)
+            deadline = time.monotonic() + 60
+            while "" in self.user(name).get("servers", {}) and time.monotonic() < deadline:
+                time.sleep(1)
+        self.ensure_server(name)
 
     def stop_server(self, name: str) -> None:
         answer = self.api.delete(f"/users/{name}/server")

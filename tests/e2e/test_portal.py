@@ -72,6 +72,7 @@ def heat(hub, stack_settings, require):
 
 def open_start_page(page, hub):
     """From the hub's front page: Keycloak login, then the user's start page (the hub's default URL)."""
+    hub.ensure_gateway_server("bob")  # what a login starts, unless another test left it on a cluster
     hub.login(page, "bob")
     page.wait_for_url("**/user/bob/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms * 2)  # a busy machine
     expect(page.locator(".heroes-welcome-cards")).to_be_visible(timeout=KERNEL_MS)
