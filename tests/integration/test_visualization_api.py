@@ -10,8 +10,8 @@ import time
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from test_visualization_support import (Rfb, desk, distinct_colours, remote_exists, squeue_ids,  # noqa: F401
-                                        start_desktop, ticket, wait_desktop, ws_path)
+from test_visualization_support import (Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
+                                        squeue_ids, start_desktop, ticket, wait_desktop, ws_path)
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,10 @@ def test_desktop_lifecycle_input_and_isolation(desk, caplog):
     with client.websocket_connect(ws_path(sid), subprotocols=["binary", f"heroes-ticket.{one_time}"]) as ws:
         rfb = Rfb(ws)
         assert "HEROES desktop" in rfb.handshake()
-        assert distinct_colours(rfb.frame()) > 2, "the desktop shows more than one colour (a terminal is on it)"
+        assert distinct_colours(drawn_frame(rfb)) > 2, "the desktop shows more than one colour (a terminal is on it)"
         rfb.click(200, 150)
         rfb.type(f"touch $HOME/{proof}\n")
-        rfb.frame(incremental=True)
+        rfb.frame()
         deadline = time.monotonic() + 20
         while not remote_exists(stack, "bob", f"/home/bob/{proof}") and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -111,10 +111,10 @@ def test_view_only_link(desk):
     with client.websocket_connect(ws_path(sid), subprotocols=["binary", f"heroes-ticket.{view['ticket']}"]) as ws:
         rfb = Rfb(ws)
         rfb.handshake()
-        assert distinct_colours(rfb.frame()) > 2, "alice sees the desktop"
+        assert distinct_colours(drawn_frame(rfb)) > 2, "alice sees the desktop"
         rfb.click(200, 150)
         rfb.type(f"touch $HOME/{proof}\n")
-        rfb.frame(incremental=True)  # the connection is still open: input was dropped, not fatal
+        rfb.frame()  # the connection is still open: input was dropped, not fatal
         time.sleep(2)
     assert not remote_exists(stack, "bob", f"/home/bob/{proof}"), "a view-only viewer cannot type"
     time.sleep(25)  # the link lasted 0.4 minutes
@@ -158,7 +158,7 @@ def test_visualize_a_finished_heat_diffusion_run(desk):
                                   subprotocols=["binary", f"heroes-ticket.{ticket(bob, made['id'])}"]) as ws:
         rfb = Rfb(ws)
         rfb.handshake()
-        assert distinct_colours(rfb.frame()) > 2
+        assert distinct_colours(drawn_frame(rfb)) > 2
     # the desktop's terminals opened in the run's own folder, where its outputs are (no copy)
     assert remote_exists(stack, "bob", f"{got['work_dir']}/outputs/summary.txt")
     seed = bob.get("/organization/workflow/visualization", params={"instance_id": run["id"]}).json()

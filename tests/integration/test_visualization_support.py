@@ -156,3 +156,14 @@ class Rfb:
 
 def distinct_colours(pixels: bytes, step: int = 4 * 97) -> int:
     return len({pixels[i:i + 3] for i in range(0, len(pixels) - 3, step)})
+
+
+def drawn_frame(rfb: Rfb, timeout: float = 20) -> bytes:
+    """A full frame once the desktop has drawn something (the terminal maps a moment after "ready")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pixels = rfb.frame()
+        if distinct_colours(pixels) > 2:
+            return pixels
+        assert time.monotonic() < deadline, "the desktop stayed blank"
+        time.sleep(0.3)

@@ -14,16 +14,21 @@ node and on the login nodes at once. A real site installs the same packages on i
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from ..install import ensure_debs
+from ..output import say
 from .base import Component, Health
 
 DESKTOP_DEBS = ("tigervnc-standalone-server", "xauth", "openbox", "xterm", "xfonts-base", "socat", "novnc")
 #: binaries a desktop job or the bridge runs (the health check looks for each)
 NODE_BINARIES = ("Xvnc", "xauth", "openbox", "xterm", "socat")
 NOVNC_DIR = Path("/usr/share/novnc")
+#: where X servers put their sockets: root's, sticky and world-writable (systemd-tmpfiles makes it so on a real
+#: node); created by the first user's Xvnc it would be that user's, who could then delete others' sockets
+X11_SOCKET_DIR = Path("/tmp/.X11-unix")
 
 
 class DesktopTools(Component):
@@ -35,6 +40,12 @@ class DesktopTools(Component):
 
     def ensure(self) -> None:
         ensure_debs(self.name, list(DESKTOP_DEBS))
+        X11_SOCKET_DIR.mkdir(exist_ok=True)
+        info = X11_SOCKET_DIR.stat()
+        if info.st_uid != 0 or info.st_mode & 0o7777 != 0o1777:
+            say(self.name, f"{X11_SOCKET_DIR}: root-owned, mode 1777")
+            os.chown(X11_SOCKET_DIR, 0, 0)
+            X11_SOCKET_DIR.chmod(0o1777)
 
     def health(self) -> Health:
         missing = [b for b in NODE_BINARIES if shutil.which(b) is None]

@@ -69,9 +69,13 @@ display=$(tr -dc 0-9 < "$runtime/display")
 export DISPLAY=":$display" XAUTHORITY="$runtime/Xauthority"
 echo "add :$display MIT-MAGIC-COOKIE-1 $cookie" | xauth -q source -
 unset cookie
-openbox >/dev/null 2>&1 &
-xterm -T "terminal: $PWD" -geometry 100x30+0+0 &
-{viewer}printf 'socket=%s\\nnode=%s\\ndisplay=%s\\n' "$runtime/vnc.sock" "${{SLURMD_NODENAME:-$(hostname -s)}}" \\
+# the terminals start once openbox is up (--startup), so it manages and focuses them; started before,
+# a window can map while openbox initialises and stay unmanaged, unfocused: typing would go nowhere
+cat > "$runtime/apps" <<'HEROES_APPS'
+( xterm -T "terminal: $PWD" -geometry 100x30+0+0; echo "terminal exited ($?)" >&2 ) &
+{viewer}HEROES_APPS
+openbox --startup "bash $runtime/apps" >/dev/null &
+printf 'socket=%s\\nnode=%s\\ndisplay=%s\\n' "$runtime/vnc.sock" "${{SLURMD_NODENAME:-$(hostname -s)}}" \\
   "$display" > "$session_dir/{READY_FILE}.part" && mv "$session_dir/{READY_FILE}.part" "$session_dir/{READY_FILE}"
 echo "desktop ready on ${{SLURMD_NODENAME:-$(hostname -s)}} display :$display"
 wait "$xvnc"
