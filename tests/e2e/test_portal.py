@@ -39,6 +39,15 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def shows(page, selector: str, name: str, timeout: float = KERNEL_MS) -> None:
+    """``selector`` becomes visible; if not, a screenshot ``failed-<name>`` shows what the page showed."""
+    try:
+        expect(page.locator(selector).first).to_be_visible(timeout=timeout)
+    except AssertionError:
+        shot(page, f"failed-{name}")
+        raise
+
+
 @pytest.fixture
 def heat(hub, stack_settings, require):
     """alpha enrolled for acme and heat-diffusion published (the demo data's, else made here and removed)."""
@@ -75,7 +84,7 @@ def open_start_page(page, hub):
     hub.ensure_gateway_server("bob")  # what a login starts, unless another test left it on a cluster
     hub.login(page, "bob")
     page.wait_for_url("**/user/bob/voila/render/welcome.ipynb**", timeout=hub.spawn_timeout_ms * 2)  # a busy machine
-    expect(page.locator(".heroes-welcome-cards")).to_be_visible(timeout=KERNEL_MS)
+    shows(page, ".heroes-welcome-cards", "start-page")
     return page
 
 
@@ -99,7 +108,7 @@ def submit_from_the_launcher(page):
 def go(page, where: str, ready: str) -> None:
     """Click ``where`` (a card or a bar link) and wait for the app's kernel to show ``ready``."""
     page.locator(where).first.click()
-    expect(page.locator(ready).first).to_be_visible(timeout=KERNEL_MS)
+    shows(page, ready, where.strip(".").replace(" ", "_"))
 
 
 def test_bob_finds_every_app_and_runs_heat_diffusion_to_its_energy(page, hub, heat):
