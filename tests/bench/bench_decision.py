@@ -198,14 +198,18 @@ if __name__ == "__main__":
     if "--simulate" in args:
         out = args[args.index("--simulate") + 1]
         args = [a for a in args if a not in ("--simulate", out)]
-        traces = {}
+        synthetic = None
         if "--synthetic" in args:
             target = args[args.index("--synthetic") + 1]
             args = [a for a in args if a not in ("--synthetic", target)]
-            traces["synthetic"] = read_swf(synthetic_swf(target))
-            traces["synthetic first half"], traces["synthetic second half"] = halves(traces["synthetic"])
+            synthetic = read_swf(synthetic_swf(target))
         whole = read_swf(args[0] if args else TRACE)
-        traces = {"trace": whole, "first half": halves(whole)[0], "second half": halves(whole)[1], **traces}
+        traces = {"trace": whole}   # the whole traces first: the halves matter less when time is short
+        if synthetic is not None:
+            traces["synthetic"] = synthetic
+        traces["first half"], traces["second half"] = halves(whole)
+        if synthetic is not None:
+            traces["synthetic first half"], traces["synthetic second half"] = halves(synthetic)
         simulate_all(out, traces)
         sys.exit(0)
     if "--synthetic" in args:
