@@ -96,6 +96,11 @@ def jobs_named(stack, cluster: str, name: str, user: str = "bob") -> list[dict]:
             if r[4] == name or (name.endswith(".") and r[4].startswith(name))]
 
 
+def server_job(server: dict) -> str:
+    """The Slurm job name of a hub server's cluster job (unique: ``heroes.jupyterlab.<the service's id>``)."""
+    return f"{SERVER_JOB}{server['state']['cluster_job']}"
+
+
 def wait_until(what: str, probe, timeout: float, every: float = 1.0):
     """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

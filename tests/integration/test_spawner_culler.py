@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from spawner_support import (SERVER_JOB, ensure_enrolled, jobs_named, server_of, start_cluster_server,
+from spawner_support import (ensure_enrolled, jobs_named, server_job, server_of, start_cluster_server,
                                   wait_until)
 
 pytestmark = pytest.mark.integration
@@ -40,9 +40,9 @@ def test_the_culler_role_is_least_privilege(stack_settings, culler_token):
 
 
 def test_an_idle_cluster_server_is_culled_with_its_job(stack_settings, culler_token):
-    start_cluster_server(stack_settings, {"target": "cluster:alpha", "cores": "1", "minutes": "10",
-                                          "memory_mb": "512"})
-    assert jobs_named(stack_settings, "alpha", SERVER_JOB)
+    server = start_cluster_server(stack_settings, {"target": "cluster:alpha", "cores": "1", "minutes": "10",
+                                                   "memory_mb": "512"})
+    assert jobs_named(stack_settings, "alpha", server_job(server))
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": culler_token}
     culler = subprocess.Popen([sys.executable, "-m", "jupyterhub_idle_culler",
                                f"--url=http://127.0.0.1:{stack_settings.ports.hub_api}/hub/api",
@@ -52,7 +52,7 @@ def test_an_idle_cluster_server_is_culled_with_its_job(stack_settings, culler_to
         started = time.monotonic()
         wait_until("the culler to stop bob's idle server", lambda: server_of(stack_settings, "bob") is None, 90)
         assert time.monotonic() - started >= 5  # culled by the culler's cycle, not at once by something else
-        assert wait_until("the job to leave the queue", lambda: not jobs_named(stack_settings, "alpha", SERVER_JOB),
+        assert wait_until("the job to leave the queue", lambda: not jobs_named(stack_settings, "alpha", server_job(server)),
                           30)
     finally:
         culler.terminate()  # the process this test started, by its handle

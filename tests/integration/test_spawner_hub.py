@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from heroes_dev.components.jupyterhub import hub_url
-from spawner_support import (SERVER_JOB, ensure_enrolled, hub_admin, jobs_named, server_of, server_token,
+from spawner_support import (SERVER_JOB, ensure_enrolled, hub_admin, jobs_named, server_job, server_of, server_token,
                                   slurm, start_cluster_server, wait_until)
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def user_get(stack, path: str, **kwargs) -> httpx.Response:
 
 def test_bobs_server_is_a_slurm_job_of_bob_on_an_alpha_node(stack, running):
     job_id = running["state"]["job_id"]
-    jobs = jobs_named(stack, "alpha", SERVER_JOB)
+    jobs = jobs_named(stack, "alpha", server_job(running))
     assert [j["id"] for j in jobs] == [job_id]
     assert jobs[0]["user"] == "bob" and jobs[0]["state"] == "RUNNING" and jobs[0]["node"].startswith("alpha-n")
     # bob himself sees it too (PrivateData=jobs: his own jobs only)
@@ -71,7 +71,7 @@ def test_voila_renders_on_the_node(stack, running):
     assert r.status_code in (200, 201), r.text
     page = user_get(stack, "voila/render/where-am-i.ipynb")
     assert page.status_code == 200
-    node = jobs_named(stack, "alpha", SERVER_JOB)[0]["node"]
+    node = jobs_named(stack, "alpha", server_job(running))[0]["node"]
     assert f"node={node}" in page.text
     assert "SLURMD_NODENAME" not in page.text  # Voila strips sources: only the output is there
 
@@ -80,7 +80,7 @@ def test_hub_restart_leaves_the_server_reachable(stack, running):
     job_id = running["state"]["job_id"]
     cli = [sys.executable, "-m", "heroes_dev.cli", "dev"]
     subprocess.run([*cli, "down", "jupyterhub"], check=True, capture_output=True, timeout=120)
-    assert [j["id"] for j in jobs_named(stack, "alpha", SERVER_JOB)] == [job_id]  # the job outlives the hub
+    assert [j["id"] for j in jobs_named(stack, "alpha", server_job(running))] == [job_id]  # it outlives the hub
     subprocess.run([*cli, "up", "jupyterhub"], check=True, capture_output=True, timeout=300)
     server = wait_until("the hub to know bob's server again", lambda: server_of(stack, "bob"), 60)
     assert server["ready"] and server["state"]["job_id"] == job_id
@@ -92,7 +92,7 @@ def test_stopping_removes_the_job(stack, running):
     with hub_admin(stack) as api:
         assert api.delete("/users/bob/server").status_code in (202, 204)
     wait_until("the server to stop", lambda: server_of(stack, "bob") is None, 60)
-    assert wait_until("the job to leave the queue", lambda: not jobs_named(stack, "alpha", SERVER_JOB), 30)
+    assert wait_until("the job to leave the queue", lambda: not jobs_named(stack, "alpha", server_job(running)), 30)
 
 
 def test_a_killed_job_is_noticed_within_one_poll(stack):
