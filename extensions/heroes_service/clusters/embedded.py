@@ -123,10 +123,17 @@ def published_accounts() -> set[str]:
         return set()
     from .logins import SERVICE_PRINCIPAL
 
+    now = time.monotonic()
+    with _published_lock:
+        hit = _published.get("*accounts*")
+        if hit and hit[0] > now:
+            return set(hit[1])
     accounts = set()
     for cluster in CLUSTERS:
         mapping = _read_principals(cluster)
         accounts |= {account for principal, account in mapping.items() if principal != SERVICE_PRINCIPAL}
+    with _published_lock:
+        _published["*accounts*"] = (now + _PUBLISHED_TTL_S, dict.fromkeys(accounts, ""))
     return accounts
 
 
