@@ -27,6 +27,8 @@ from app_support import PREFIX, bearer, open_app
 
 pytestmark = pytest.mark.e2e
 SHOTS = Path(os.environ.get("HEROES_SCREENSHOTS", "/tmp/heroes-desktop-shots"))
+#: alpha by default; HEROES_DESKTOP_TEST_CLUSTER=beta when other sessions' jobs fill alpha's two small nodes
+CLUSTER = os.environ.get("HEROES_DESKTOP_TEST_CLUSTER", "alpha")
 #: distinct colours among sampled canvas pixels (a blank or black canvas has one)
 COUNT_COLOURS = """(canvas) => {
   const ctx = canvas.getContext('2d'); const {width, height} = canvas;
@@ -38,16 +40,16 @@ COUNT_COLOURS = """(canvas) => {
 @pytest.fixture
 def alpha(hub, stack_settings, require):
     """The hub's service serves desktops and has alpha enrolled for acme."""
-    for name in ("slurm-alpha", "login-alpha", "desktop"):
+    for name in (f"slurm-{CLUSTER}", f"login-{CLUSTER}", "desktop"):
         require(name)
     spec = httpx.get(f"{hub.url}{PREFIX}/openapi.json", timeout=30).json()
     assert f"{PREFIX}/organization/visualization/session" in spec["paths"], \
         "the hub's service runs without the visualization routes: restart jupyterhub"
     alice = httpx.Client(base_url=f"{hub.url}{PREFIX}", headers=bearer(hub, "alice", "alice-pass"), timeout=120)
-    if "alpha" not in {c["name"] for c in alice.get("/organization/admin/cluster/").json()}:
+    if CLUSTER not in {c["name"] for c in alice.get("/organization/admin/cluster/").json()}:
         r = alice.post("/organization/admin/cluster/", json={
-            "name": "alpha", "host": stack_settings.host, "port": ssh_port(stack_settings, "alpha"),
-            "host_key_fingerprint": host_key_fingerprint(stack_settings, "alpha"), "work_dir": "heroes-work/{login}",
+            "name": CLUSTER, "host": stack_settings.host, "port": ssh_port(stack_settings, CLUSTER),
+            "host_key_fingerprint": host_key_fingerprint(stack_settings, CLUSTER), "work_dir": "heroes-work/{login}",
             "container_runtime": "charliecloud"})
         assert r.status_code in (201, 409), r.text
     bob = httpx.Client(base_url=f"{hub.url}{PREFIX}", headers=bearer(hub, "bob", "bob-pass"), timeout=120)
@@ -57,7 +59,7 @@ def alpha(hub, stack_settings, require):
 
 
 def squeue_ids(stack) -> set[str]:
-    env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, "alpha")))
+    env = dict(os.environ, SLURM_CONF=str(slurm_conf_path(stack, CLUSTER)))
     out = subprocess.run(["squeue", "--noheader", "-o", "%i"], env=env, capture_output=True, text=True, check=True)
     return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
@@ -66,7 +68,7 @@ def bob_has(stack, path: str) -> bool:
     """Over SSH as bob (his own key), as he would look himself."""
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - the test's own loopback sshd
-    client.connect(stack.host, port=ssh_port(stack, "alpha"), username="bob",
+    client.connect(stack.host, port=ssh_port(stack, CLUSTER), username="bob",
                    key_filename=str(user_key_path(stack, "bob")), look_for_keys=False, allow_agent=False)
     with client:
         _i, out, _e = client.exec_command(f"test -e {path} && echo yes || echo no")
@@ -98,7 +100,7 @@ def type_into(page, canvas, text: str) -> None:
 def test_bob_starts_types_and_ends_a_desktop(page, hub, alpha, stack_settings):
     SHOTS.mkdir(parents=True, exist_ok=True)
     open_app(page, hub, "desktop.ipynb", ".heroes-desktop-start", "bob")
-    page.locator(".heroes-desktop-cluster select").select_option("alpha")
+    page.locator(".heroes-desktop-cluster select").select_option(CLUSTER)
     page.locator(".heroes-desktop-memory input").fill("256")
     page.locator(".heroes-desktop-minutes input").fill("15")
     page.locator(".heroes-desktop-start").click()
@@ -132,7 +134,7 @@ def test_alice_watches_bobs_shared_desktop_view_only(page, hub, alpha, stack_set
     SHOTS.mkdir(parents=True, exist_ok=True)
     bob = alpha["bob"]
     made = bob.post("/organization/visualization/session",
-                    json={"cluster": "alpha", "memory_mb": 256, "minutes": 15}).json()
+                    json={"cluster": CLUSTER, "memory_mb": 256, "minutes": 15}).json()
     deadline = time.monotonic() + 120
     while not bob.get(f"/organization/visualization/session/{made['id']}").json()["ready"]:
         assert time.monotonic() < deadline

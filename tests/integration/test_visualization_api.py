@@ -10,7 +10,7 @@ import time
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from test_visualization_support import (Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
+from test_visualization_support import (CLUSTER, Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
                                         squeue_ids, start_desktop, ticket, wait_desktop, ws_path)
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def test_bad_requests_say_why_and_write_nothing(desk):
     for body, rule in (({"cores": 64}, "cores"), ({"memory_mb": 10 ** 6}, "memory_mb"), ({"gpus": 1}, "gpus"),
                        ({"partition": "nope"}, "partition"), ({"minutes": 10 ** 6}, "minutes"),
                        ({"work_dir": "../../etc"}, "work_dir")):
-        r = bob.post("/organization/visualization/session", json={"cluster": "alpha", **body})
+        r = bob.post("/organization/visualization/session", json={"cluster": CLUSTER, **body})
         assert r.status_code == 422, (body, r.text)
         assert rule in r.text
     assert bob.post("/organization/visualization/session", json={"cluster": "nowhere"}).status_code == 404
@@ -45,10 +45,10 @@ def test_desktop_lifecycle_input_and_isolation(desk, caplog):
     bob, carol = desk["apis"]["bob"], desk["apis"]["carol"]
     client, stack = desk["anon"].client, desk["stack"]
     made = start_desktop(bob)
-    assert made["state"] == "PENDING" and made["job_id"] and made["cluster"] == "alpha"
+    assert made["state"] == "PENDING" and made["job_id"] and made["cluster"] == CLUSTER
     sid = made["id"]
     got = wait_desktop(bob, sid)
-    assert got["state"] == "RUNNING" and got["node"].startswith("alpha-n")
+    assert got["state"] == "RUNNING" and got["node"].startswith(f"{CLUSTER}-n")
     assert 0 < got["usage"]["time_left_s"] <= 15 * 60 and got["usage"]["core_hours"] >= 0
     assert [d["id"] for d in bob.get("/organization/visualization/session", params={"live": True}).json()] \
         .count(sid) == 1
@@ -147,7 +147,7 @@ def test_visualize_a_finished_heat_diffusion_run(desk):
     alice, bob, carol = (desk["apis"][n] for n in ("alice", "bob", "carol"))
     client, stack = desk["anon"].client, desk["stack"]
     publish(alice, (EXAMPLES / "heat-diffusion.yaml").read_text())
-    run = run_to_end(bob, "heat-diffusion", "alpha")
+    run = run_to_end(bob, "heat-diffusion", CLUSTER)
     assert run["state"] == "COMPLETED", run
     # only the run's owner may open a desktop on it
     assert carol.post("/organization/visualization/session", json={"instance_id": run["id"]}).status_code == 404
@@ -162,5 +162,5 @@ def test_visualize_a_finished_heat_diffusion_run(desk):
     # the desktop's terminals opened in the run's own folder, where its outputs are (no copy)
     assert remote_exists(stack, "bob", f"{got['work_dir']}/outputs/summary.txt")
     seed = bob.get("/organization/workflow/visualization", params={"instance_id": run["id"]}).json()
-    assert seed["nodes"] and seed["cluster"] == "alpha"
+    assert seed["nodes"] and seed["cluster"] == CLUSTER
     bob.delete(f"/organization/visualization/session/{made['id']}")
