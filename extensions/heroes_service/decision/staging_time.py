@@ -65,7 +65,7 @@ class StagingEstimate:
     def as_row(self) -> dict:
         return {"staging_s": round(self.seconds, 1), "staging_in_bytes": int(self.in_bytes),
                 "staging_out_bytes": int(round(self.out_bytes)),
-                "staging_throughput_mib_s": round(self.throughput_mib_s, 2),
+                "staging_throughput_mib_s": float(f"{self.throughput_mib_s:.4g}"),
                 "staging_throughput_measured": self.measured, "inputs_already_there": list(self.already_there)}
 
 
