@@ -9,9 +9,12 @@ Measures, in the same run:
    the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script submitted directly
    with ``sbatch`` over bob's own SSH login, until its ``ready`` file exists (what Slurm and Xvnc take
    without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
-2. **Frame throughput.** ``--frames`` full, non-incremental raw 1280x800x32 frames (4 MB each) through the
-   gateway's bridge vs a direct connection to the same VNC socket on the node (root may open it; the
-   embedded nodes share this machine), in the same session. Ratio goal >= 0.8.
+2. **Frame throughput**, through the gateway's bridge vs a direct connection to the same VNC socket on the
+   node (root may open it; the embedded nodes share this machine), in the same session (ratio goal >= 0.8):
+   a) as a viewer works: ZRLE encoding (compressed, what a VNC viewer asks for), incremental updates
+      requested one after the other for ``--seconds`` while the desktop's terminal scrolls ``yes`` output;
+      frames per second and MB/s;
+   b) the pipe's ceiling: ``--frames`` full, non-incremental raw 1280x800x32 frames (4 MB each).
 
 Every desktop it made is deleted (scancel) at the end.
 """
@@ -131,6 +134,38 @@ def slurm_start(ssh: paramiko.SSHClient) -> float:
     return elapsed
 
 
+def zrle_rate(stream: Stream, seconds: float) -> tuple[float, float]:
+    """(updates per second, kB/s) of a viewer asking for ZRLE updates one after the other."""
+    width, height, _bpp = handshake(stream)
+    stream.send(struct.pack(">BxHi", 2, 1, 16))  # SetEncodings: ZRLE only
+    request = struct.pack(">BBHHHH", 3, 1, 0, 0, width, height)
+    stream.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+    updates = total = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        while (kind := stream.read(1)[0]) != 0:
+            if kind == 3:
+                stream.read(3)
+                stream.read(struct.unpack(">I", stream.read(4))[0])
+        stream.read(1)
+        for _ in range(struct.unpack(">H", stream.read(2))[0]):
+            _x, _y, _w, _h, enc = struct.unpack(">HHHHi", stream.read(12))
+            if enc == 16:
+                total += len(stream.read(struct.unpack(">I", stream.read(4))[0]))
+        updates += 1
+        stream.send(request)
+    elapsed = time.monotonic() - t0
+    return updates / elapsed, total / elapsed / 1e3
+
+
+def type_line(stream: Stream, text: str) -> None:
+    handshake(stream)
+    stream.send(struct.pack(">BBHH", 5, 1, 200, 150) + struct.pack(">BBHH", 5, 0, 200, 150))  # focus the terminal
+    for char in text:
+        keysym = 0xFF0D if char == "\n" else ord(char)
+        stream.send(struct.pack(">BBxxI", 4, 1, keysym) + struct.pack(">BBxxI", 4, 0, keysym))
+
+
 def throughput(stream: Stream, frames: int) -> float:
     width, height, bpp = handshake(stream)
     full_frame(stream, width, height, bpp)  # warm
@@ -143,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--cluster", default="alpha", help="enrolled for acme in the hub's service (beta when "
                                                             "other sessions' jobs fill alpha)")
     args = parser.parse_args()
@@ -174,16 +210,34 @@ def main() -> None:
         # the socket path is not in the API (nobody but the bridge needs it): read it as bob
         ready = ssh.exec_command(f"cat {desk['work_dir']}/.heroes-desktops/{desk['id']}/ready")[1].read().decode()
         socket_path = dict(line.split("=", 1) for line in ready.split())["socket"]
-        ticket = api.post(f"{VIS}/session/{desk['id']}/ticket").json()["ticket"]
-        ws, stream = ws_stream(base, f"{PREFIX}{VIS}/ws/{desk['id']}", ticket)
+
+        def bridge() -> tuple:
+            ticket = api.post(f"{VIS}/session/{desk['id']}/ticket").json()["ticket"]
+            return ws_stream(base, f"{PREFIX}{VIS}/ws/{desk['id']}", ticket)
+
+        def direct() -> tuple:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(socket_path)
+            return sock, Stream(sock.sendall, lambda: sock.recv(1 << 20))
+
+        ws, stream = bridge()
         with ws:
-            bridged = throughput(stream, args.frames)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(socket_path)
-        with sock:
-            direct = throughput(Stream(sock.sendall, lambda: sock.recv(1 << 20)), args.frames)
-        print(f"frame throughput ({args.frames} raw full frames): bridge {bridged:.1f} MB/s, direct socket "
-              f"{direct:.1f} MB/s, ratio {bridged / direct:.2f} (goal >= 0.8)")
+            type_line(stream, "yes HEROES desktop benchmark\n")  # the terminal scrolls from now on
+            time.sleep(1)  # let the keys through before the socket closes
+        results = {}
+        for name, opener in (("bridge", bridge), ("direct", direct)):
+            handle, stream = opener()
+            with handle:
+                results[name] = zrle_rate(stream, args.seconds)
+        (bf, bm), (df, dm) = results["bridge"], results["direct"]
+        print(f"viewer throughput (ZRLE, scrolling terminal, {args.seconds:.0f} s each): bridge {bf:.1f} updates/s "
+              f"{bm:.1f} kB/s, direct socket {df:.1f} updates/s {dm:.1f} kB/s, ratio {bf / df:.2f} (goal >= 0.8)")
+        for name, opener in (("bridge", bridge), ("direct", direct)):
+            handle, stream = opener()
+            with handle:
+                results[name] = throughput(stream, args.frames)
+        print(f"pipe ceiling ({args.frames} raw full frames): bridge {results['bridge']:.1f} MB/s, direct socket "
+              f"{results['direct']:.1f} MB/s, ratio {results['bridge'] / results['direct']:.2f}")
     finally:
         for sid in made:
             api.delete(f"{VIS}/session/{sid}")
