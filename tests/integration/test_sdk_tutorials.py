@@ -14,7 +14,8 @@ from nbclient import NotebookClient
 
 from sdk_support import demo, server_env  # noqa: F401
 
-pytestmark = pytest.mark.integration
+#: a tutorial runs two to four workflows, each waiting for a Slurm queue on a shared two-core machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "notebooks" / "tutorials"
 PLOTLY = "application/vnd.plotly.v1+json"
