@@ -146,7 +146,8 @@ class MonitorApp:
         label = f"“{html.escape(detail['name'])}” " if detail.get("name") else ""
         self.head.value = (f"<h4>Run {label}<code>{html.escape(detail['id'][:8])}</code>: {_state(detail['state'])} on "
                            f"{html.escape(detail['cluster'])}</h4>"
-                           + (f"<p>{html.escape(detail['reason'])}</p>" if detail["reason"] else ""))
+                           + (f"<p>{html.escape(detail['reason'])}</p>" if detail["reason"] else "")
+                           + self._visualize_link(detail["id"]))
         self.steps.update([{**s, "reason": s.get("reason", "")} for s in detail["steps"]], keep="name")
         self.events.value = "<br>".join(
             f"<small>{html.escape(str(e['at'])[11:19])} {html.escape(e['step'] or 'instance')}: "
@@ -164,6 +165,14 @@ class MonitorApp:
             self.show_log()
         elif detail["state"] not in FINAL:
             self.show_log()  # the log grows while the run goes on
+
+    @staticmethod
+    def _visualize_link(instance_id: str) -> str:
+        """The Desktop app starting a desktop in this run's folder on its cluster (its outputs there, no copy)."""
+        desktop = app_url(next(a for a in APPS if a.key == "desktop"))
+        href = f"{desktop}?{urlencode({'instance': instance_id})}"
+        return (f"<p><a class='heroes-monitor-visualize' href='{html.escape(href, quote=True)}' target='_blank'>"
+                "Visualize: a desktop in this run's folder</a></p>")
 
     def _download_link(self, bucket: str, key: str) -> str | None:
         if key not in self._links:

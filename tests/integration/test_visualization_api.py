@@ -163,4 +163,5 @@ def test_visualize_a_finished_heat_diffusion_run(desk):
     assert remote_exists(stack, "bob", f"{got['work_dir']}/outputs/summary.txt")
     seed = bob.get("/organization/workflow/visualization", params={"instance_id": run["id"]}).json()
     assert seed["nodes"] and seed["cluster"] == CLUSTER
+    assert [d["id"] for d in seed["desktops"]] == [made["id"]] and seed["desktops"][0]["ready"]
     bob.delete(f"/organization/visualization/session/{made['id']}")

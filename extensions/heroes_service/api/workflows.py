@@ -158,6 +158,8 @@ class VisualizationOut(BaseModel):
     state: str
     nodes: list[str]
     steps: list[dict[str, Any]]
+    desktops: list[dict[str, Any]] = Field(default_factory=list, description="Desktops opened on the instance's "
+                                           "folder (Desktop app, Visualize): id, state, node, ready.")
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -332,9 +334,11 @@ def visualization(instance_id: str = Query(..., max_length=32), principal: Princ
         for node in _expand_nodes(s.nodes):
             if node not in nodes:
                 nodes.append(node)
+    from ..visualization.models import desktops_of_instance  # the visualization capability's own table
+
     return VisualizationOut(instance_id=inst.id, cluster=inst.cluster_name, state=inst.state, nodes=nodes,
                             steps=[{"name": s.name, "state": s.state, "nodes": _expand_nodes(s.nodes)}
-                                   for s in inst.steps])
+                                   for s in inst.steps], desktops=desktops_of_instance(session, inst.id))
 
 
 def _expand_nodes(text: str) -> list[str]:
