@@ -74,6 +74,23 @@ def _upload_dashboards(dashboards_dir: str, creds: dict) -> None:
                           config=Config(signature_version="s3v4", retries={"max_attempts": 3}))
     for source in sources:
         client.upload_file(str(source), creds["bucket"], f"notebooks/{source.name}")
+    _upload_tutorials(client, creds["bucket"], Path(dashboards_dir) / "tutorials")
+
+
+def _upload_tutorials(client, bucket: str, tutorials_dir: Path) -> None:
+    """Copy the tutorials a user does not have yet: unlike the dashboards, a tutorial is the user's to run
+    and edit, so a copy they already have is never overwritten."""
+    from botocore.exceptions import ClientError
+
+    for source in sorted(tutorials_dir.glob("*.ipynb")):
+        key = f"notebooks/tutorials/{source.name}"
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            continue
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        client.upload_file(str(source), bucket, key)
 
 
 def prepare(username: str, server: str, dashboards_dir: str, api_url: str, token: str) -> dict[str, str]:
