@@ -151,3 +151,34 @@ def test_alice_watches_bobs_shared_desktop_view_only(page, hub, alpha, stack_set
     canvas.screenshot(path=str(SHOTS / "alice-view-only.png"))
     assert not bob_has(stack_settings, f"/home/bob/{proof}"), "a view-only watcher typed into bob's desktop"
     bob.delete(f"/organization/visualization/session/{made['id']}")
+
+
+def test_visualize_a_finished_heat_diffusion_run(page, hub, alpha, stack_settings):
+    """bob's finished heat-diffusion run: the Monitor app links "Visualize"; the Desktop app opens a desktop in
+    the run's own folder on its cluster, with its outputs listed in a terminal."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    bob = alpha["bob"]
+    r = bob.post("/organization/workflow/submit", json={"template": "heat-diffusion", "cluster": CLUSTER})
+    assert r.status_code == 201, r.text
+    iid = r.json()["id"]
+    deadline = time.monotonic() + 300
+    while (run := bob.get(f"/organization/workflow/instance/{iid}").json())["state"] not in (
+            "COMPLETED", "FAILED", "CANCELLED"):
+        assert time.monotonic() < deadline, run
+        time.sleep(2)
+    assert run["state"] == "COMPLETED", run
+    open_app(page, hub, f"monitor.ipynb?instance={iid}", ".heroes-monitor-refresh", "bob")
+    link = page.locator(".heroes-monitor-visualize")
+    expect(link).to_be_visible(timeout=60_000)
+    href = link.get_attribute("href")
+    assert href.endswith(f"desktop.ipynb?instance={iid}")
+    page.goto(f"{hub.url}{href}", timeout=hub.spawn_timeout_ms)  # what the link opens (in a tab of its own)
+    _frame, canvas = connected_canvas(page)
+    time.sleep(2)  # the outputs terminal draws its listing
+    canvas.screenshot(path=str(SHOTS / "visualize-heat-diffusion.png"))
+    desks = [d for d in bob.get("/organization/visualization/session", params={"live": True}).json()
+             if d["instance_id"] == iid]
+    assert len(desks) == 1 and desks[0]["work_dir"].endswith(f"/workflows/{iid}")
+    assert bob_has(stack_settings, f"{desks[0]['work_dir']}/outputs/summary.txt")
+    seed = bob.get("/organization/workflow/visualization", params={"instance_id": iid}).json()
+    assert [d["id"] for d in seed["desktops"]] == [desks[0]["id"]]

@@ -11,7 +11,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from test_visualization_support import (CLUSTER, Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
-                                        squeue_ids, start_desktop, ticket, wait_desktop, ws_path)
+                                        remote_read, squeue_ids, start_desktop, ticket, wait_desktop, ws_path)
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,14 @@ def test_visualize_a_finished_heat_diffusion_run(desk):
         rfb = Rfb(ws)
         rfb.handshake()
         assert distinct_colours(drawn_frame(rfb)) > 2
+        proof = f"vis-pwd-{secrets.token_hex(4)}"
+        rfb.click(200, 150)
+        rfb.type(f"pwd > $HOME/{proof}\n")
+        rfb.frame()
+        deadline = time.monotonic() + 20
+        while not remote_read(stack, "bob", f"/home/bob/{proof}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert remote_read(stack, "bob", f"/home/bob/{proof}").strip() == got["work_dir"]
     # the desktop's terminals opened in the run's own folder, where its outputs are (no copy)
     assert remote_exists(stack, "bob", f"{got['work_dir']}/outputs/summary.txt")
     seed = bob.get("/organization/workflow/visualization", params={"instance_id": run["id"]}).json()

@@ -93,6 +93,12 @@ def remote_exists(stack, user: str, path: str) -> bool:
         return out.read().decode().strip() == "yes"
 
 
+def remote_read(stack, user: str, path: str) -> str:
+    with ssh_as(stack, user) as client:
+        _in, out, _err = client.exec_command(f"cat {path} 2>/dev/null")
+        return out.read().decode()
+
+
 class Rfb:
     """Just enough of an RFB 3.8 viewer: handshake, raw frames, keys and clicks (no SetEncodings: Raw only)."""
 

@@ -39,7 +39,7 @@ def desktop_script(session_dir: str, *, geometry: str = "1280x800", title: str =
     viewer = ""
     if list_outputs:
         # a second terminal with the instance's files listed (its outputs are right here, no copy)
-        viewer = ('xterm -T "outputs: $PWD" -geometry 110x30+40+40 -e bash -c '
+        viewer = ('xterm -T "outputs: $PWD" -geometry 90x45+620+0 -e bash -c '
                   + q('ls -la --color=never; if [ -d outputs ]; then echo; echo "outputs/:"; '
                       'ls -la --color=never outputs; fi; echo; echo "(this run\'s folder; the shell stays open)"; '
                       'exec bash -i') + " &\n")
@@ -71,7 +71,10 @@ echo "add :$display MIT-MAGIC-COOKIE-1 $cookie" | xauth -q source -
 unset cookie
 # the terminals start once openbox is up (--startup), so it manages and focuses them; started before,
 # a window can map while openbox initialises and stay unmanaged, unfocused: typing would go nowhere
+# (openbox changes to $HOME; the terminals go back to the job's working directory)
+export HEROES_DESKTOP_DIR="$PWD"
 cat > "$runtime/apps" <<'HEROES_APPS'
+cd "$HEROES_DESKTOP_DIR" || exit 1
 ( xterm -T "terminal: $PWD" -geometry 100x30+0+0; echo "terminal exited ($?)" >&2 ) &
 {viewer}HEROES_APPS
 openbox --startup "bash $runtime/apps" >/dev/null &
