@@ -43,7 +43,7 @@ APPS: tuple[App, ...] = (
     App("decision", "Decision", "Where a template would run best: wait, run time, energy and cost per cluster.",
         "&#9878;"),
     App("desktop", "Desktop", "A desktop on a cluster node, in your browser: look at results where they are.",
-        "&#128421;"),
+        "&#9635;"),
     App("admin", "Admin", "Your organization: users, groups, clusters and templates.", "&#9881;", admin=True),
 )
 
