@@ -108,6 +108,7 @@ def test_bob_starts_types_and_ends_a_desktop(page, hub, alpha, stack_settings):
     job_id = re.search(r"job (\d+)", page.locator(".heroes-desktop-status").inner_text()).group(1)
     frame_element, canvas = connected_canvas(page)
     canvas.screenshot(path=str(SHOTS / "bob-desktop.png"))
+    page.screenshot(path=str(SHOTS / "desktop-app.png"), full_page=True)
     src = frame_element.get_attribute("src")
     ticket = re.search(r"ticket=([0-9a-f]+)", src).group(1)
 
