@@ -9,6 +9,7 @@ translate domain errors themselves, so the same failure gives the same status ev
 domain error                                status  why
 ==========================================  ======  ==========================================================
 ``clusters.errors.NoClusterAccess``         403     the caller may not use that cluster (rule cluster-access)
+``clusters.errors.ProbeFailed``             422     an address given for enrollment presents no SSH host key
 ``clusters.errors.InvalidArgument``         422     a value that cannot cross SSH
 ``clusters.errors.ClusterError`` (others)   503     the cluster (SSH, Slurm) is unavailable; try again
 ``workflows.templates.TemplateError``       422     the template or its parameters are invalid (with the rule)
@@ -91,11 +92,13 @@ def domain_error(exc: Exception) -> ApiError | None:
     from sqlalchemy.exc import IntegrityError
 
     from .clusterjobs.kinds import JobSpecError
-    from .clusters.errors import ClusterError, InvalidArgument, NoClusterAccess
+    from .clusters.errors import ClusterError, InvalidArgument, NoClusterAccess, ProbeFailed
     from .workflows.templates import TemplateError
 
     if isinstance(exc, NoClusterAccess):
         return Forbidden(str(exc), rule="cluster-access")
+    if isinstance(exc, ProbeFailed):
+        return Invalid(str(exc), rule="the login node must answer SSH at an allowed address")
     if isinstance(exc, InvalidArgument):
         return Invalid(str(exc), rule="ssh-argument")
     if isinstance(exc, ClusterError):

@@ -17,7 +17,7 @@ from heroes_service.api.server_keys import hub_only
 from heroes_service.auth import Principal, current_principal
 from heroes_service.clusterjobs import JobSpecError
 from heroes_service.clusters.errors import (AuthenticationFailed, ClusterUnreachable, CommandFailed, CommandTimeout,
-                                            HostKeyMismatch, InvalidArgument, NoClusterAccess)
+                                            HostKeyMismatch, InvalidArgument, NoClusterAccess, ProbeFailed)
 from heroes_service.store import get_session
 from heroes_service.workflows.templates import TemplateError
 
@@ -29,6 +29,7 @@ DOMAIN_ERRORS = {
     "timeout": (CommandTimeout("squeue", 60), 503),
     "command failed": (CommandFailed("sbatch", 1, "sbatch: error: invalid partition"), 503),
     "bad argument": (InvalidArgument("argv element contains a NUL byte"), 422),
+    "probe failed": (ProbeFailed("no SSH host key could be read from 10.0.0.1:22"), 422),
     "template": (TemplateError("template invalid", [("steps.0.name", "missing")]), 422),
     "job spec": (JobSpecError("key: 16-128 characters"), 422),
     "integrity": (IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")), 409),
@@ -100,7 +101,8 @@ def test_the_same_domain_error_gives_the_same_status_on_every_route(app, name):
 
 
 DOMAIN_NAMES = {"ClusterError", "NoClusterAccess", "HostKeyMismatch", "ClusterUnreachable", "AuthenticationFailed",
-                "CommandTimeout", "CommandFailed", "InvalidArgument", "TemplateError", "JobSpecError", "IntegrityError"}
+                "CommandTimeout", "CommandFailed", "InvalidArgument", "ProbeFailed", "TemplateError", "JobSpecError",
+                "IntegrityError"}
 API_ERRORS = {"ApiError", "Invalid", "Forbidden", "Conflict", "Unavailable", "NotFound", "Unauthorized"}
 
 

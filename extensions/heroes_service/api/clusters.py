@@ -18,13 +18,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
 from ..clusters import identity, logins, probes, usage
 from ..clusters.config import bind_state_dir, get_clusters_settings
-from ..clusters.errors import ClusterError, NoClusterAccess
+from ..clusters.errors import ClusterError, NoClusterAccess, ProbeFailed
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
 from ..clusters.service import EnrollmentError, Report, run_checks, scan_host_key
 from ..errors import ApiError, Conflict, Invalid, NotFound
@@ -349,10 +348,9 @@ def host_key(body: HostKeyRequest, principal: Principal = Depends(org_admin)):
     _take_probe(principal, settings)
     try:
         key = scan_host_key(body.host, body.port, settings.connect_timeout_s, settings)
-    except ClusterError:
+    except ClusterError:  # counted against the probe budget; 422 in errors.py, saying no more than the message
         probes.PROBES.failed(_probe_key(principal))
-        raise Invalid(probes.unreachable_message(body.host, body.port),
-                      rule="the login node must answer SSH at an allowed address") from None
+        raise ProbeFailed(probes.unreachable_message(body.host, body.port)) from None
     return HostKeyOut(host=body.host, port=body.port, key_type=key.key_type, fingerprint=key.fingerprint,
                       public_key=key.line())
 
@@ -395,11 +393,7 @@ def create_cluster(body: ClusterCreate, principal: Principal = Depends(org_admin
         log.warning("enrollment of cluster %s by %s refused: %s", body.name, principal.username, exc)
         raise EnrollmentRefused(exc) from None
     session.add(cluster)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"cluster {body.name!r} already exists in your organization") from None
+    session.flush()  # a concurrent twin: IntegrityError -> 409 (errors.py), the transaction rolled back
     log.info("cluster %s enrolled for %s by %s (%s:%d, %s, host key %s)", cluster.name, org, principal.username,
              cluster.host, cluster.port, cluster.identity_mode, cluster.host_key_fingerprint)
     return _out(cluster)

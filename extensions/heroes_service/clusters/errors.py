@@ -52,3 +52,8 @@ class InvalidArgument(ClusterError, ValueError):
 
 class NoClusterAccess(ClusterError, PermissionError):
     """The principal may not use this cluster (another organization, or no usable cluster login)."""
+
+
+class ProbeFailed(ClusterError):
+    """An address an admin gave (not yet an enrolled cluster) did not present an SSH host key. The message
+    says no more than that (allowed, resolves, answers, speaks SSH): a probe must not map the network."""
