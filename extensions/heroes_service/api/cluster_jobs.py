@@ -135,10 +135,12 @@ def clusters(request: Request, user: str = Query(..., pattern=USER_PATTERN), est
              summary="(hub only) Submit a job of a registered kind for the user (intent first, sbatch once)")
 async def submit(request: Request, body: SubmitIn, _hub: str = Depends(hub_only),
                  service: ClusterJobs = Depends(jobs)):
-    principal = await asyncio.to_thread(acting_for, request, body.user)
-    row = await asyncio.to_thread(service.submit, principal, body.kind, body.cluster,
-                                  body.resources.model_dump(), body.params, ref=body.ref)
-    return service.describe(row)
+    def run() -> dict:  # one trip to the thread pool: the whole submit is blocking (DB, SSH)
+        row = service.submit(acting_for(request, body.user), body.kind, body.cluster, body.resources.model_dump(),
+                             body.params, ref=body.ref)
+        return service.describe(row)
+
+    return await asyncio.to_thread(run)
 
 
 @router.get("/{job_id}", response_model=JobOut,
@@ -146,8 +148,7 @@ async def submit(request: Request, body: SubmitIn, _hub: str = Depends(hub_only)
 async def state(request: Request, job_id: str, user: str = Query(..., pattern=USER_PATTERN),
                 wait_s: float = Query(0, ge=0, le=60), _hub: str = Depends(hub_only),
                 service: ClusterJobs = Depends(jobs)):
-    principal = await asyncio.to_thread(acting_for, request, user)
-    return await asyncio.to_thread(service.state, principal, _checked(job_id), wait_s)
+    return await asyncio.to_thread(lambda: service.state(acting_for(request, user), _checked(job_id), wait_s))
 
 
 @router.delete("/{job_id}", response_model=JobOut, summary="(hub only) Cancel a job (scancel as its owner)")
