@@ -29,7 +29,7 @@ from boto3.s3.transfer import TransferConfig  # noqa: E402
 
 from heroes_dev import settings as settings_module  # noqa: E402
 from heroes_dev.components.s3 import client as s3_client  # noqa: E402
-from test_data_support import (DATA, MiB, ServiceProcess, cleanup_base, password_token,  # noqa: E402
+from data_support import (DATA, MiB, ServiceProcess, cleanup_base, password_token,  # noqa: E402
                                service_env)
 
 

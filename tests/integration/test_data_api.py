@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from heroes_dev.components.s3 import client as s3_client
-from test_data_support import DATA, GiB, MiB, apis, data_stack, readonly_member, spaces  # noqa: F401
+from data_support import DATA, GiB, MiB, apis, data_stack, readonly_member, spaces  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from heroes_service.api.access import ACCESS
-from test_data_support import apis, data_stack, readonly_member, spaces  # noqa: F401 (fixtures)
+from data_support import apis, data_stack, readonly_member, spaces  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 

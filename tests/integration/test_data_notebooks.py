@@ -15,7 +15,7 @@ import pytest
 
 from heroes_dev.components.jupyterhub import admin_token, hub_url
 from heroes_dev.components.s3 import client as s3_client
-from test_data_support import password_token
+from data_support import password_token
 
 pytestmark = pytest.mark.integration
 

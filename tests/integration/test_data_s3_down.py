@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from heroes_dev.components.s3 import REGION, S3Server, _supports_user_xattrs
-from test_data_support import DATA, ServiceProcess, free_port, password_token, service_env
+from data_support import DATA, ServiceProcess, free_port, password_token, service_env
 
 pytestmark = pytest.mark.integration
 

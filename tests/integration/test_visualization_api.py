@@ -10,7 +10,7 @@ import time
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from test_visualization_support import (CLUSTER, Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
+from visualization_support import (CLUSTER, Rfb, desk, distinct_colours, drawn_frame, remote_exists,  # noqa: F401
                                         remote_read, squeue_ids, start_desktop, ticket, wait_desktop, ws_path)
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import requests
 
 from heroes_dev.cli import build_parser as gateway_parser
 from heroes_sdk import cli, errors
-from test_sdk_support import FakeResponse, FakeTransport, instance
+from sdk_fakes import FakeResponse, FakeTransport, instance
 
 ME = {"username": "bob", "organization": "acme", "groups": [], "roles": ["user"], "via": "keycloak"}
 TOKENS = {"access_token": "acc", "refresh_token": "ref", "expires_in": 300, "refresh_expires_in": 1800}

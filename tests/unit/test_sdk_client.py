@@ -9,7 +9,7 @@ import requests
 
 import heroes_sdk
 from heroes_sdk import Client, Decision, errors
-from test_sdk_support import BASE, FakeResponse, FakeTransport, instance
+from sdk_fakes import BASE, FakeResponse, FakeTransport, instance
 
 CLUSTER = {"id": "c1", "name": "alpha", "description": "on-prem", "container_runtime": "charliecloud",
            "identity_mode": "per-user", "slurm_version": "24.11", "default_partition": "debug",

@@ -10,7 +10,7 @@ import pytest
 from heroes_sdk import credentials
 from heroes_sdk.errors import AuthenticationError
 from heroes_sdk.session import Session
-from test_sdk_support import BASE, FakeResponse, FakeTransport
+from sdk_fakes import BASE, FakeResponse, FakeTransport
 
 ANSWER = {"access_token": "acc", "refresh_token": "ref", "expires_in": 300, "refresh_expires_in": 1800}
 

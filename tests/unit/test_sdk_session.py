@@ -8,7 +8,7 @@ from urllib3.exceptions import NewConnectionError
 
 from heroes_sdk import errors
 from heroes_sdk.session import Credential, Session, api_url, never_sent
-from test_sdk_support import BASE, FakeResponse, FakeTransport
+from sdk_fakes import BASE, FakeResponse, FakeTransport
 
 
 def session(route, **kw) -> tuple[Session, FakeTransport]:
