@@ -132,7 +132,8 @@ class Authenticator:
             self.tokens.put(token, username)
         return self.principal_by_username(username, via="hub")
 
-    def _hub_lookup(self, token: str) -> str:
+    def _hub_whoami(self, token: str) -> dict:
+        """The hub's model of the token's owner (``GET /user``): users' and services' tokens alike."""
         try:
             response = self._http.get(f"{self.settings.hub_api_url.rstrip('/')}/user",
                                       headers={"Authorization": f"token {token}"})
@@ -142,7 +143,10 @@ class Authenticator:
             raise Unauthorized("invalid or expired JupyterHub token")
         if response.status_code != 200:
             raise Unavailable(f"JupyterHub answered {response.status_code} while checking the token")
-        model = response.json()
+        return response.json()
+
+    def _hub_lookup(self, token: str) -> str:
+        model = self._hub_whoami(token)
         if model.get("kind", "user") != "user":
             raise Unauthorized("only users' JupyterHub tokens are accepted (this one belongs to a service)")
         scopes = set(model.get("scopes") or [])
@@ -176,16 +180,7 @@ class Authenticator:
 
     def _hub_service_name(self, token: str) -> str:
         """The hub service a token belongs to ("" for a user's token)."""
-        try:
-            response = self._http.get(f"{self.settings.hub_api_url.rstrip('/')}/user",
-                                      headers={"Authorization": f"token {token}"})
-        except httpx.HTTPError:
-            raise Unavailable("JupyterHub unreachable: cannot check the token; try again later") from None
-        if response.status_code in (401, 403):
-            raise Unauthorized("invalid or expired JupyterHub token")
-        if response.status_code != 200:
-            raise Unavailable(f"JupyterHub answered {response.status_code} while checking the token")
-        model = response.json()
+        model = self._hub_whoami(token)
         return model.get("name", "") if model.get("kind") == "service" else ""
 
     # --- Keycloak tokens ------------------------------------------------------------------------------
