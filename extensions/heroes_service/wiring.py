@@ -46,7 +46,7 @@ def data_service(app):
 
 def build_workers(app) -> None:
     from .clusterjobs import models as cluster_job_models
-    from .energy.service import MAX_FILES, ingest_for_owner
+    from .energy.ingest import MAX_FILES, ingest_for_owner
 
     bind_clusters(app)
     workflow_settings = get_workflow_settings()

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python tests/bench/bench_energy.py [--rows 1000000] [--backends
 
 Prints wall and CPU seconds (the machine may be shared, CPU time is the steadier number):
 1. generate an ``eacct -c -l`` file (2 nodes per step, no GPU columns; 76 columns);
-2. the service's ingestion (``heroes_service.energy.service.ingest``, what POST ingest_ear_files and the
+2. the service's ingestion (``heroes_service.energy.ingest.ingest``, what POST ingest_ear_files and the
    workflow engine call) of that file into a fresh, migrated database: SQLite (a file, WAL, the default) and
    the embedded stack's PostgreSQL (a throw-away database, dropped afterwards): parse, validate, owner
    columns, duplicate check, bulk insert, commit (a file this large takes the pipelined path: chunk k is
@@ -76,7 +76,7 @@ def bench_service_ingest(tmp: Path, path: Path, rows: int, backend: str) -> None
 
     from heroes_service.auth import Principal
     from heroes_service.energy.models import EnergyRecord
-    from heroes_service.energy.service import Upload, ingest
+    from heroes_service.energy.ingest import Upload, ingest
     from heroes_service.store import make_engine, migrate, session_factory
 
     content = path.read_bytes()

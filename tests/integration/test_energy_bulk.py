@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from heroes_energy import synthetic
 from heroes_service.auth import Principal
-from heroes_service.energy import service as energy
+from heroes_service.energy import bulk
+from heroes_service.energy import ingest as energy
 from heroes_service.store import make_engine, migrate, session_factory
 from service_support import database_url  # noqa: F401
 
@@ -34,8 +35,8 @@ def sessions(database_url):  # noqa: F811
 @pytest.fixture
 def pipelined(monkeypatch):
     """Every upload takes the pipeline, in chunks of about 64 KiB (~140 rows)."""
-    monkeypatch.setattr(energy, "PIPELINE_MIN_BYTES", 0)
-    monkeypatch.setattr(energy, "PIPELINE_CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(bulk, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(bulk, "PIPELINE_CHUNK_BYTES", 64 * 1024)
 
 
 def eacct(rows: int, seed: int) -> bytes:
@@ -59,7 +60,7 @@ def test_the_pipeline_stores_what_the_plain_path_stores(sessions, pipelined, mon
     content = eacct(3000, seed=7)
     result = ingest(sessions, content, "piped")
     assert (result["rows"], result["stored"], result["steps"]) == (3000, 3000, 1500)
-    monkeypatch.setattr(energy, "PIPELINE_MIN_BYTES", 10**12)  # the plain path, into another cluster's rows
+    monkeypatch.setattr(bulk, "PIPELINE_MIN_BYTES", 10**12)  # the plain path, into another cluster's rows
     assert ingest(sessions, content, "plain")["stored"] == 3000
     piped, plain = totals(sessions, "piped"), totals(sessions, "plain")
     assert piped[0] == 3000 and piped[:7] == pytest.approx(plain[:7]) and piped[7:] == plain[7:] == ("big.csv", "bob")

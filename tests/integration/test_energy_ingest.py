@@ -257,7 +257,7 @@ def test_energy_app_shows_the_steps_of_the_caller(users, service):
 def test_engine_ingests_a_finished_step_for_its_owner(users, service):
     """What the workflow engine calls when a step's energy file comes back: rows belong to the instance's
     owner, who sees them through the API; another organization does not."""
-    from heroes_service.energy.service import ingest_for_owner
+    from heroes_service.energy.ingest import ingest_for_owner
 
     sessions = service.client.app_ref.state.sessions
     with sessions() as session:

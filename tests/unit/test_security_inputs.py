@@ -9,7 +9,7 @@ from heroes_energy import columns as C
 from heroes_energy import synthetic
 from heroes_energy.table import read_contents
 from heroes_service.data.names import NameError_, check_key
-from heroes_service.energy.service import IngestRefused
+from heroes_service.energy.parse import IngestRefused
 from heroes_service.workflows.templates import TemplateError, parse_template
 
 

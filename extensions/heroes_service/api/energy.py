@@ -7,7 +7,7 @@ stored all together or not at all; steps the organization already stored (cluste
 (another organization's records never count: the key includes the organization). ``user=`` must be a member
 of the caller's organization, ``cluster=`` one of its clusters (or a cluster never enrolled here).
 
-Queries (``/organization/decision/energy/...``) see what :func:`heroes_service.energy.service.visible`
+Queries (``/organization/decision/energy/...``) see what :func:`heroes_service.energy.ownership.visible`
 allows: your own steps, your organization's as an org admin.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal, current_principal, require_role
-from ..energy import service as energy
+from ..energy import queries
+from ..energy.ingest import Upload, ingest
 from ..errors import Invalid
 from ..store import get_session
 
@@ -66,7 +67,7 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _uploads(request: Request, raw: bytes, name: str) -> list[energy.Upload]:
+def _uploads(request: Request, raw: bytes, name: str) -> list[Upload]:
     kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if kind == "application/json":
         try:
@@ -74,10 +75,10 @@ def _uploads(request: Request, raw: bytes, name: str) -> list[energy.Upload]:
         except ValueError as exc:
             raise Invalid(f"JSON body must be {{'files': [{{'name', 'content'}}]}}: {str(exc)[:200]}",
                           rule="ear-file") from None
-        return [energy.Upload(f.name, f.content.encode("utf-8")) for f in body.files]
+        return [Upload(f.name, f.content.encode("utf-8")) for f in body.files]
     if not name:
         raise Invalid("a raw file body needs its name in ?name=", rule="ear-file")
-    return [energy.Upload(name, raw)]
+    return [Upload(name, raw)]
 
 
 @router.post("/ingest_ear_files", status_code=201,
@@ -101,7 +102,7 @@ async def ingest_ear_files(request: Request,
 
         return OrgDirectory(request.app.state.identity, principal.organization).member_by_username(username) is not None
 
-    return await run_in_threadpool(energy.ingest, session, principal, uploads, cluster=cluster,
+    return await run_in_threadpool(ingest, session, principal, uploads, cluster=cluster,
                                    instance_id=instance_id, user=user, is_member=is_member)
 
 
@@ -114,23 +115,23 @@ def filters(instance_id: str = Query(""), user: str = Query(""), organization: s
             step_id: int | None = Query(None, ge=0, le=MAX_ID),
             start: datetime | None = Query(None, description="Steps that started at or after (ISO 8601)."),
             end: datetime | None = Query(None, description="Steps that started before (ISO 8601).")
-            ) -> energy.Filters:
-    return energy.Filters(instance_id, user, organization, cluster, template, job_id, step_id, _epoch(start),
+            ) -> queries.Filters:
+    return queries.Filters(instance_id, user, organization, cluster, template, job_id, step_id, _epoch(start),
                           _epoch(end))
 
 
 @router.get("/energy/steps", summary="Energy of each step you may see (EAR's aggregation over nodes)")
-def energy_steps(f: energy.Filters = Depends(filters), limit: int = Query(1000, ge=1, le=10000),
+def energy_steps(f: queries.Filters = Depends(filters), limit: int = Query(1000, ge=1, le=10000),
                  principal: Principal = Depends(current_principal),
                  session: Session = Depends(get_session, scope="function")) -> dict:
-    return {"steps": energy.steps(session, principal, f, limit)}
+    return {"steps": queries.steps(session, principal, f, limit)}
 
 
 @router.get("/energy/summary", summary="Energy totals per step, instance, user, organization, cluster or template")
 def energy_summary(group_by: str = Query(..., description="step, instance, user, organization, cluster, template"),
-                   f: energy.Filters = Depends(filters), principal: Principal = Depends(current_principal),
+                   f: queries.Filters = Depends(filters), principal: Principal = Depends(current_principal),
                    session: Session = Depends(get_session, scope="function")) -> dict:
-    return {"group_by": group_by, "groups": energy.summary(session, principal, group_by, f)}
+    return {"group_by": group_by, "groups": queries.summary(session, principal, group_by, f)}
 
 
 @router.get("/energy/samples", summary="Per-second power samples of one step (every node)")
@@ -138,4 +139,4 @@ def energy_samples(job_id: int = Query(..., ge=0, le=MAX_ID), step_id: int = Que
                    cluster: str = Query(""),
                    principal: Principal = Depends(current_principal),
                    session: Session = Depends(get_session, scope="function")) -> dict:
-    return {"samples": energy.samples(session, principal, cluster, job_id, step_id)}
+    return {"samples": queries.samples(session, principal, cluster, job_id, step_id)}
