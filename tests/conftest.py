@@ -13,7 +13,17 @@ from heroes_dev.components import all_components
 
 @pytest.fixture(scope="session")
 def stack_settings():
-    return settings_module.load()
+    """The embedded stack's settings; the in-process service finds the stack's login nodes through the
+    descriptor files the stack writes (it never imports ``heroes_dev``), wherever the tests' state dir is."""
+    import os
+
+    from heroes_dev.components.login import descriptors_dir
+    from heroes_service.clusters.config import get_clusters_settings
+
+    settings = settings_module.load()
+    os.environ.setdefault("HEROES_SERVICE_CLUSTERS_EMBEDDED_LOGIN_NODES_DIR", str(descriptors_dir(settings)))
+    get_clusters_settings.cache_clear()
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -70,6 +71,32 @@ def trusted_ca_path(settings: StackSettings, cluster: str) -> Path:
 def principals_dir(settings: StackSettings, cluster: str) -> Path:
     """``<dir>/<account>`` lists the certificate principals that may log in as ``account`` on ``cluster``."""
     return settings.data(f"login-{cluster}") / "principals"
+
+
+def descriptors_dir(settings: StackSettings) -> Path:
+    """Where each login node describes itself to the gateway service (``<cluster>.json``); the service's
+    default ``clusters.embedded_login_nodes_dir`` (``<state_dir>/etc/embedded-login-nodes``)."""
+    return settings.etc("embedded-login-nodes")
+
+
+def write_descriptor(settings: StackSettings, cluster: str) -> Path:
+    """Tell the service, by a file in the state dir, that ``cluster``'s login node is this stack's: its
+    address, the TrustedUserCAKeys file it reads and its principals folder (the published accounts).
+
+    The service reads this file instead of importing the dev stack (production never imports
+    ``heroes_dev``); a real site has no such file, so nothing of this applies there."""
+    hosts = [settings.host, "localhost"] if settings.host == "127.0.0.1" else [settings.host]
+    body = {"cluster": cluster, "hosts": hosts, "port": ssh_port(settings, cluster),
+            "trusted_ca_file": str(trusted_ca_path(settings, cluster)),
+            "principals_dir": str(principals_dir(settings, cluster))}
+    folder = descriptors_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cluster}.json"
+    partial = folder / f".{cluster}.json.tmp"
+    partial.write_text(json.dumps(body, indent=1) + "\n")
+    partial.chmod(0o644)
+    os.replace(partial, path)  # a reader sees the old file or the new one, never half of one
+    return path
 
 
 def authorized_keys_dir(settings: StackSettings, cluster: str) -> Path:
@@ -266,6 +293,7 @@ class LoginNode(Component):
 
     def start(self) -> None:
         self._ensure_principals()
+        write_descriptor(self.settings, self.cluster)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
         check = run([SSHD, "-t", "-f", str(self.config_path)], check=False)

@@ -63,6 +63,11 @@ class ClustersSettings(BaseSettings):
     idle_close_s: float = Field(600.0, gt=0, description="Pooled connections unused this long are closed.")
     max_output_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="stdout/stderr beyond this are dropped (result marked truncated).")
+    embedded_login_nodes_dir: Path = Field(
+        default_factory=lambda: _state_dir() / "etc" / "embedded-login-nodes",
+        description="Folder where the embedded dev stack describes its login nodes (one <cluster>.json each: "
+                    "address, trusted-CA file, principals folder). Absent on a real site: nothing is embedded.",
+    )
     install_embedded_ca: bool = Field(
         True, description="At enrollment, write the gateway's user-CA public key into the TrustedUserCAKeys file "
                           "of an embedded-stack login node (only for host:port pairs of this machine's stack).")

@@ -3,43 +3,103 @@
 On a real site the cluster's administrators add the CA public key (``GET /organization/admin/cluster/ca``)
 to sshd's ``TrustedUserCAKeys``. The embedded stack's login nodes read that file from this machine, so at
 enrollment the service appends its CA line there itself — only for a host:port that IS one of this
-stack's login nodes (known from the stack's own settings), and only to a file the stack already created.
-An org admin can therefore never make the service write anywhere else.
+stack's login nodes, and only to a file the stack already created. An org admin can therefore never make
+the service write anywhere else.
+
+Which login nodes are this stack's, and which accounts they publish, the service learns from descriptor
+files the dev stack writes into the state dir (``embedded_login_nodes_dir``; ``heroes_dev`` is never
+imported here: production code does not depend on the dev stack). A real site has no such files.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import os
 import threading
-import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from .config import get_clusters_settings
 
 log = logging.getLogger("heroes_service.clusters")
 
 
-def embedded_login_nodes() -> dict[tuple[str, int], Path]:
-    """(host, port) of each embedded login node -> its trusted-CA file; empty outside a dev stack."""
-    try:
-        from heroes_dev.components.login import CLUSTERS, ssh_port, trusted_ca_path
-        from heroes_dev.settings import StackSettings
-    except ImportError:
-        return {}
-    settings = StackSettings()
-    nodes = {}
-    for cluster in CLUSTERS:
-        path = trusted_ca_path(settings, cluster)
-        if path.exists():
-            nodes[(settings.host, ssh_port(settings, cluster))] = path
-            if settings.host == "127.0.0.1":
-                nodes[("localhost", ssh_port(settings, cluster))] = path
-    return nodes
+@dataclass(frozen=True)
+class LoginNode:
+    """One embedded login node as the dev stack describes it (``<embedded_login_nodes_dir>/<cluster>.json``)."""
+
+    cluster: str
+    hosts: tuple[str, ...]
+    port: int
+    trusted_ca_file: Path
+    principals_dir: Path
 
 
+class _ByMtime:
+    """Values computed from files, recomputed only when a file's (mtime, size) or the folder's list changed.
+
+    On the submit path every connector consults the published accounts; re-reading the files each time
+    cost milliseconds, while a ``stat`` per file costs microseconds and still sees a changed mapping at once."""
+
+    def __init__(self):
+        self._seen: dict[object, tuple[tuple, object]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def signature(folder: Path) -> tuple:
+        try:
+            with os.scandir(folder) as entries:
+                return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                                    for e in entries if e.is_file() and not e.name.startswith(".")))
+        except OSError:
+            return ()
+
+    def get(self, key: object, folder: Path, compute):
+        signature = (str(folder), self.signature(folder))
+        with self._lock:
+            hit = self._seen.get(key)
+            if hit and hit[0] == signature:
+                return hit[1]
+        value = compute(folder, signature[1])
+        with self._lock:
+            self._seen[key] = (signature, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_CACHE = _ByMtime()
 #: extra (host, port) -> embedded cluster name: test sshds that serve a cluster's accounts on another port
 _EXTRA_NODES: dict[tuple[str, int], str] = {}
-_PUBLISHED_TTL_S = 5.0
-_published: dict[str, tuple[float, dict[str, str]]] = {}
-_published_lock = threading.Lock()
+
+
+def _parse_node(path: Path) -> LoginNode | None:
+    try:
+        body = json.loads(path.read_text())
+        return LoginNode(cluster=str(body["cluster"]), hosts=tuple(str(h) for h in body["hosts"]),
+                         port=int(body["port"]), trusted_ca_file=Path(body["trusted_ca_file"]),
+                         principals_dir=Path(body["principals_dir"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring the embedded login node descriptor %s: %s", path, type(exc).__name__)
+        return None
+
+
+def login_nodes() -> dict[str, LoginNode]:
+    """cluster -> the embedded login node the dev stack described; empty outside a dev stack (a real site)."""
+    def read(folder: Path, files: tuple) -> dict[str, LoginNode]:
+        nodes = (_parse_node(folder / name) for name, _, _ in files if name.endswith(".json"))
+        return {node.cluster: node for node in nodes if node is not None}
+
+    return _CACHE.get("nodes", get_clusters_settings().embedded_login_nodes_dir, read)
+
+
+def embedded_login_nodes() -> dict[tuple[str, int], Path]:
+    """(host, port) of each embedded login node -> its trusted-CA file (only files the stack created)."""
+    return {(host, node.port): node.trusted_ca_file for node in login_nodes().values()
+            if node.trusted_ca_file.exists() for host in node.hosts}
 
 
 def register_node(host: str, port: int, cluster: str | None) -> None:
@@ -54,92 +114,69 @@ def _cluster_at(host: str, port: int) -> str | None:
     """The embedded cluster whose login node is ``host:port`` (None: not this stack's)."""
     if (host, int(port)) in _EXTRA_NODES:
         return _EXTRA_NODES[(host, int(port))]
-    try:
-        from heroes_dev.components.login import CLUSTERS, ssh_port
-        from heroes_dev.settings import StackSettings
-    except ImportError:
-        return None
-    settings = StackSettings()
-    hosts = {settings.host, "localhost"} if settings.host == "127.0.0.1" else {settings.host}
-    for cluster in CLUSTERS:
-        if host in hosts and int(port) == ssh_port(settings, cluster):
-            return cluster
+    for node in login_nodes().values():
+        if host in node.hosts and int(port) == node.port:
+            return node.cluster
     return None
 
 
-def _read_principals(cluster: str) -> dict[str, str]:
-    """principal -> account, from the principals files the embedded login node of ``cluster`` reads."""
-    try:
-        from heroes_dev.components.login import principals_dir
-        from heroes_dev.settings import StackSettings
-    except ImportError:
+def _read_principals(cluster: str, node: LoginNode | None = None) -> dict[str, str]:
+    """principal -> account, from the principals files the embedded login node of ``cluster`` reads
+    (cached until one of them changes)."""
+    node = node or login_nodes().get(cluster)
+    if node is None:
         return {}
-    folder = principals_dir(StackSettings(), cluster)
-    mapping: dict[str, str] = {}
-    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-        for line in path.read_text().splitlines():
-            fields = line.split()
-            if fields and not fields[0].startswith("#"):
-                mapping.setdefault(fields[-1], path.name)
-    return mapping
+
+    def read(folder: Path, files: tuple) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for name, _, _ in files:
+            try:
+                lines = (folder / name).read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields and not fields[0].startswith("#"):
+                    mapping.setdefault(fields[-1], name)
+        return mapping
+
+    return _CACHE.get(("principals", cluster), node.principals_dir, read)
 
 
 def published_logins(host: str, port: int) -> dict[str, str] | None:
     """What the embedded login node at ``host:port`` publishes: gateway principal -> Unix account.
 
     None when ``host:port`` is not one of this stack's login nodes (a real site: the gateway cannot read
-    its files and learns logins elsewhere). Read from the same files sshd reads, cached a few seconds.
+    its files and learns logins elsewhere). Read from the same files sshd reads.
     """
     cluster = _cluster_at(host, port)
-    if cluster is None:
-        return None
-    now = time.monotonic()
-    with _published_lock:
-        hit = _published.get(cluster)
-        if hit and hit[0] > now:
-            return hit[1]
-    mapping = _read_principals(cluster)
-    with _published_lock:
-        _published[cluster] = (now + _PUBLISHED_TTL_S, mapping)
-    return mapping
+    return None if cluster is None else _read_principals(cluster)
 
 
 def published_login_anywhere(principal: str) -> str | None:
     """The account ``principal`` may act as on the embedded login nodes, when they all agree (None otherwise)."""
-    try:
-        from heroes_dev.components.login import CLUSTERS
-    except ImportError:
+    nodes = login_nodes()
+    if not nodes:
         return None
-    found = {_read_principals(cluster).get(principal) for cluster in CLUSTERS}
+    found = {_read_principals(cluster, node).get(principal) for cluster, node in nodes.items()}
     return found.pop() if len(found) == 1 else None
 
 
 def published_accounts() -> set[str]:
     """Every account an embedded login node lets a gateway user act as (cluster accounts, not the
     gateway host's own, although both live on this machine in the embedded stack)."""
-    try:
-        from heroes_dev.components.login import CLUSTERS
-    except ImportError:
-        return set()
     from .logins import SERVICE_PRINCIPAL
 
-    now = time.monotonic()
-    with _published_lock:
-        hit = _published.get("*accounts*")
-        if hit and hit[0] > now:
-            return set(hit[1])
-    accounts = set()
-    for cluster in CLUSTERS:
-        mapping = _read_principals(cluster)
+    accounts: set[str] = set()
+    for cluster, node in login_nodes().items():
+        mapping = _read_principals(cluster, node)
         accounts |= {account for principal, account in mapping.items() if principal != SERVICE_PRINCIPAL}
-    with _published_lock:
-        _published["*accounts*"] = (now + _PUBLISHED_TTL_S, dict.fromkeys(accounts, ""))
     return accounts
 
 
 def forget_published() -> None:
-    with _published_lock:
-        _published.clear()
+    """Drop what was read (a test that rewrote a file within the same mtime tick)."""
+    _CACHE.clear()
 
 
 def _key_part(line: str) -> str:
