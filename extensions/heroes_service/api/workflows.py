@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
-from ..clusterjobs.submit import owner_connector
+from ..clusterjobs.submit import owner_connector, owner_principal
 from ..clusters import identity as cluster_identity
 from ..clusters import usage as cluster_usage
 from ..clusters.errors import ClusterError
@@ -320,8 +320,8 @@ def step_log(request: Request, instance_id: str, step: str, tail: int = Query(65
         if cluster is None:
             raise NotFound("the instance's cluster was deleted")
         session.expunge(cluster)
-        work_dir, login = inst.work_dir, inst.cluster_login
-    return PlainTextResponse(read_tail(owner_connector(cluster, login), f"{work_dir}/{log_path(step)}", tail))
+        work_dir, login, owner = inst.work_dir, inst.cluster_login, owner_principal(inst)
+    return PlainTextResponse(read_tail(owner_connector(cluster, login, owner), f"{work_dir}/{log_path(step)}", tail))
 
 
 @router.get("/organization/workflow/visualization", response_model=VisualizationOut,

@@ -26,7 +26,7 @@ from .kinds import JobContext, JobSpecError, get_kind
 from .models import FINAL, LIVE, PENDING, REFUSED, SUBMITTING, ClusterJob, job_name, new_id, utcnow
 from .reconciler import Reconciler
 from .resources import check_resources
-from .submit import find_by_name, owner_connector, sbatch_once
+from .submit import find_by_name, owner_connector, owner_principal, sbatch_once
 from .tunnels import Forward
 
 log = logging.getLogger("heroes_service.clusterjobs")
@@ -207,7 +207,7 @@ class ClusterJobs:
             if cluster is None:
                 raise NotFound("the job's cluster is no longer enrolled")
             session.expunge(cluster)
-        return owner_connector(cluster, row.cluster_login)
+        return owner_connector(cluster, row.cluster_login, owner_principal(row))
 
     def cancel(self, principal, row_id: str) -> dict[str, Any]:
         """``scancel`` as the owner (the reconciler records the final state and the ledger); an intent

@@ -17,10 +17,21 @@ from ..clusters.slurm import SlurmClient
 log = logging.getLogger("heroes_service.clusterjobs")
 
 
-def owner_connector(cluster, login: str) -> ClusterConnector:
-    """The account a job and its files belong to (the user's own login in per-user mode)."""
+def owner_principal(row) -> str | None:
+    """The gateway principal ``<username>@<organization>`` of the user a row (a workflow instance, a cluster
+    job, a desktop session) belongs to; None when the row names no organization."""
+    username, organization = getattr(row, "username", ""), getattr(row, "organization", "")
+    return f"{username}@{organization}" if username and organization else None
+
+
+def owner_connector(cluster, login: str, acting_for: str | None = None, *, user_id: str = "") -> ClusterConnector:
+    """The account a job and its files belong to (the user's own login in per-user mode).
+
+    ``acting_for``: the owner's gateway principal (``owner_principal(row)``), which the certificate names.
+    Pass it: without it the principal is guessed from what this process resolved before and what an
+    embedded login node publishes, which a fresh process on a real site does not know."""
     if cluster.identity_mode == PER_USER:
-        return connector_as(cluster, login, mode=PER_USER)
+        return connector_as(cluster, login, mode=PER_USER, acting_for=acting_for, user_id=user_id)
     return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT)
 
 

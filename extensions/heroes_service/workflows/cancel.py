@@ -9,7 +9,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from ..clusterjobs.submit import owner_connector
+from ..clusterjobs.submit import owner_connector, owner_principal
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterError
 from ..clusters.models import cluster_by_id
@@ -35,10 +35,10 @@ class CancelMixin:
                                             detail="cancel requested"))
             job_ids = [s.job_id for s in inst.steps if s.job_id and s.state not in m.STEP_FINAL]
             cluster = cluster_by_id(session, None, inst.cluster_id)
-            login = inst.cluster_login
+            login, owner = inst.cluster_login, owner_principal(inst)
             session.commit()
         if job_ids and cluster is not None:
-            conn = conn or owner_connector(cluster, login)
+            conn = conn or owner_connector(cluster, login, owner)
             SlurmClient(conn).cancel(job_ids)
         if not self.owned(instance_id):
             with self.sessions() as session:
@@ -65,7 +65,8 @@ class CancelMixin:
             try:
                 cluster = cluster_by_id(session, None, inst.cluster_id)
                 if cluster is not None:
-                    SlurmClient(owner_connector(cluster, inst.cluster_login)).cancel([s.job_id for s in live])
+                    conn = owner_connector(cluster, inst.cluster_login, owner_principal(inst))
+                    SlurmClient(conn).cancel([s.job_id for s in live])
             except ClusterError as exc:
                 log.warning("workflow %s: could not cancel jobs of the failed instance: %s", inst.id, exc)
         for step in inst.steps:

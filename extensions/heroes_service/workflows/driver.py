@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from ..clusterjobs.submit import find_by_name, owner_connector, sbatch_once
+from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.models import Cluster, cluster_by_id
@@ -110,8 +110,8 @@ class DriverMixin:
                 self._finish_cancel(session, inst)
                 session.commit()
                 return
-            state, login = inst.state, inst.cluster_login
-        conn = owner_connector(cluster, login)
+            state, login, owner, user_id = inst.state, inst.cluster_login, owner_principal(inst), inst.user_id
+        conn = owner_connector(cluster, login, owner, user_id=user_id)
         if state in (m.NEW, m.STAGING_IN):
             self._set_state(instance_id, m.STAGING_IN, "staging inputs")
             self._stage_in(instance_id, conn, ctx, template)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from ..clusterjobs.submit import owner_connector
+from ..clusterjobs.submit import owner_connector, owner_principal
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterError
 from ..clusters.identity import service_connector
@@ -65,8 +65,8 @@ class FinishMixin:
             session.expunge(cluster)
             template = Template.model_validate(session.get(m.WorkflowTemplate, inst.template_id).spec)
             work_dir, login, bucket, prefix = inst.work_dir, inst.cluster_login, inst.output_bucket, inst.output_prefix
-            org = inst.organization
-        conn = owner_connector(cluster, login)
+            org, owner = inst.organization, owner_principal(inst)
+        conn = owner_connector(cluster, login, owner)
         entries = self.staging.walk(conn, work_dir)
         chosen = [e for e in entries if outputs_match(template.outputs, e.path) or e.path.startswith("logs/")]
         room = self.staging.room(org)
@@ -128,8 +128,8 @@ class FinishMixin:
                     return
                 session.expunge(cluster)
                 template = Template.model_validate(session.get(m.WorkflowTemplate, inst.template_id).spec)
-                work_dir, login = inst.work_dir, inst.cluster_login
-            conn = owner_connector(cluster, login)
+                work_dir, login, owner = inst.work_dir, inst.cluster_login, owner_principal(inst)
+            conn = owner_connector(cluster, login, owner)
             for step in template.steps:
                 if step.energy and step.name in ran:
                     self._ingest_step_energy(instance_id, conn, cluster.name, work_dir, step.name)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..clusterjobs import ledger
 from ..clusterjobs.reconciler import ENDED, FINAL, LIVE, MISSING, CycleStats, Observation
-from ..clusterjobs.submit import owner_connector
+from ..clusterjobs.submit import owner_connector, owner_principal
 from ..clusters.errors import ClusterError
 from ..clusters.models import Cluster
 from ..clusters.slurm import Job
@@ -169,7 +169,7 @@ class WorkflowTracker:
 
     def _log_tail(self, cluster: Cluster, inst: m.WorkflowInstance, step: str) -> str:
         try:
-            return read_tail(owner_connector(cluster, inst.cluster_login), f"{inst.work_dir}/{log_path(step)}",
-                             self.engine.settings.log_tail_bytes)
+            conn = owner_connector(cluster, inst.cluster_login, owner_principal(inst))
+            return read_tail(conn, f"{inst.work_dir}/{log_path(step)}", self.engine.settings.log_tail_bytes)
         except (ClusterError, OSError) as exc:
             return f"(log unavailable: {exc})"
