@@ -132,8 +132,6 @@ class ServiceSettings(BaseSettings):
     visualization_idle_minutes: float = Field(
         30.0, ge=0.1, description="A running desktop with no viewer for this long is ended with scancel (a "
                                   "session may ask for a shorter time, never a longer one).")
-    visualization_poll_s: float = Field(10.0, ge=0.5, description="How often live desktops are checked (squeue, "
-                                                                  "ready file, idle cull), seconds.")
     visualization_ticket_s: int = Field(60, ge=5, le=600, description="Lifetime of a one-time websocket ticket, "
                                                                       "seconds (it is spent on first use).")
     visualization_share_max_minutes: int = Field(24 * 60, ge=1, description="Longest lifetime of a view-only link.")

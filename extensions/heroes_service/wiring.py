@@ -4,8 +4,9 @@
   its state dir holds the cluster secrets). Tests run several apps in one process, so routes that reach a
   cluster bind again before they do.
 * ``build_workers``: the one reconciler (one thread per cluster with live work of any kind), cluster jobs
-  (servers, kernels, desktops) and the workflow engine on top of it; energy ingestion is handed to the
-  engine here, so ``workflows`` does not import ``energy`` (which reads workflow tables).
+  (servers, kernels), desktops (``visualization.tracker``) and the workflow engine on top of it; energy
+  ingestion is handed to the engine here, so ``workflows`` does not import ``energy`` (which reads workflow
+  tables).
 * ``start_workers`` / ``stop_workers``: from the app's lifespan.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .clusters import logins
 from .clusters import usage as cluster_usage
 from .clusters.config import bind_state_dir
 from .workflows.config import get_workflow_settings
+from .visualization.tracker import DesktopTracker, Viewers
 from .workflows.engine import WorkflowEngine
 from .workflows.staging import Staging
 
@@ -53,6 +55,9 @@ def build_workers(app) -> None:
     reconciler = Reconciler(app.state.sessions, interval_s=workflow_settings.interval_s)
     app.state.reconciler = reconciler
     app.state.cluster_jobs = ClusterJobs(app.state.sessions, reconciler)
+    # desktops ride the same squeue; the bridges count viewers for the tracker's idle cull
+    app.state.desktop_viewers = Viewers()
+    reconciler.register(DesktopTracker(app.state.sessions, app.state.desktop_viewers, reconciler))
     engine = WorkflowEngine(app.state.sessions, workflow_settings, lambda: Staging(data_service(app)),
                             app.state.settings.state_dir, reconciler)
     engine.energy_sink, engine.energy_max_files = ingest_for_owner, MAX_FILES

@@ -1,14 +1,14 @@
 """The one reconciler per cluster against real Slurm on alpha (service in-process, SQLite, its own CA):
 
-* with 50 workflow steps, 20 cluster JupyterLab servers and 20 remote kernels live on alpha, one cycle sends
-  exactly ONE Slurm command - one ``squeue`` - counted at the connector (the jobs are real, tiny and held,
-  so two cores run none of them);
+* with 50 workflow steps, 20 cluster JupyterLab servers, 20 remote kernels and a desktop live on alpha, one
+  cycle sends exactly ONE Slurm command - one ``squeue`` - counted at the connector (the jobs are real, tiny
+  and held, so two cores run none of them; desktops ride the same query through their ``DesktopTracker``);
 * a failed ``squeue`` (Slurm answering with an error) and an unreachable login node keep every job as it
   was (never dropped: batchspawner#315), and the next good cycle goes on;
 * a job cancelled behind the service's back is CANCELLED at the next cycle; a job that ran writes its ledger
-  row (allocated TRES, elapsed) when it ends;
-* never twice: an intent whose sbatch answer was lost is adopted by its unique job name from the same
-  ``squeue``; one Slurm never heard of becomes LOST, and nothing is submitted again.
+  row (allocated TRES, elapsed) when it ends; so does a desktop (``kind = desktop``);
+* never twice: an intent whose sbatch answer was lost (a server's or a desktop's) is adopted by its unique job
+  name from the same ``squeue``; one Slurm never heard of becomes LOST, and nothing is submitted again.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from heroes_service.clusters.models import Cluster
 from heroes_service.clusters.slurm import SlurmClient
 from cluster_testing import free_port, isolated_secrets
 from heroes_service.settings import get_settings
+from heroes_service.visualization import models as desk
 from heroes_service.workflows import models as wf
 from heroes_service.workflows.config import get_workflow_settings
 from service_support import DEMO_PASSWORDS, Api, service_settings
@@ -34,7 +35,7 @@ from workflow_support import enroll
 
 pytestmark = pytest.mark.integration
 SLURM = {"sbatch", "squeue", "sacct", "scancel", "sinfo", "scontrol"}
-STEPS, SERVERS, KERNELS = 50, 20, 20
+STEPS, SERVERS, KERNELS, DESKTOPS = 50, 20, 20, 1
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,33 @@ def add_job_row(svc, kind: str, job_id: str | None, state: str = cj.PENDING, nam
         return row.id
 
 
+def add_desktop(svc, job_id: str | None, state: str = desk.PENDING, session_id: str | None = None) -> str:
+    """A desktop session row of bob's (its job is a held stand-in: the tracker only reads what Slurm says)."""
+    cluster = svc["cluster"]
+    with svc["app"].state.sessions() as session:
+        found = desk.DesktopSession(id=session_id or desk.new_id(), organization="acme", username="bob",
+                                    cluster_id=cluster.id, cluster_name=cluster.name, cluster_login="bob",
+                                    job_id=job_id, state=state, work_dir="/home/bob", session_dir="/home/bob/.d")
+        session.add(found)
+        session.commit()
+        return found.id
+
+
+def desktop(svc, session_id: str) -> desk.DesktopSession:
+    with svc["app"].state.sessions() as session:
+        found = session.get(desk.DesktopSession, session_id)
+        session.expunge(found)
+        return found
+
+
+def desktop_ledger(svc, session_id: str) -> cj.ClusterJob | None:
+    with svc["app"].state.sessions() as session:
+        found = session.query(cj.ClusterJob).filter_by(kind=cj.DESKTOP, ref=session_id).one_or_none()
+        if found is not None:
+            session.expunge(found)
+        return found
+
+
 def add_instance(svc, steps: list[str]) -> str:
     cluster = svc["cluster"]
     with svc["app"].state.sessions() as session:
@@ -131,12 +159,16 @@ class Counted:
 
 @pytest.fixture(scope="module")
 def live(svc):
-    """50 workflow steps (10 instances x 5), 20 servers and 20 kernels: 90 held jobs of bob's on alpha."""
+    """50 workflow steps (10 instances x 5), 20 servers, 20 kernels and a desktop: 91 held jobs of bob's on alpha."""
     steps = [sbatch(svc, f"heroes.held.step{i}") for i in range(STEPS)]
     instances = [add_instance(svc, steps[i:i + 5]) for i in range(0, STEPS, 5)]
     servers = [add_job_row(svc, "jupyterlab", sbatch(svc, f"heroes.held.lab{i}")) for i in range(SERVERS)]
     kernels = [add_job_row(svc, "kernel", sbatch(svc, f"heroes.held.kernel{i}")) for i in range(KERNELS)]
-    return {"instances": instances, "servers": servers, "kernels": kernels}
+    desktops = []
+    for _ in range(DESKTOPS):
+        session_id = desk.new_id()
+        desktops.append(add_desktop(svc, sbatch(svc, desk.job_name(session_id)), session_id=session_id))
+    return {"instances": instances, "servers": servers, "kernels": kernels, "desktops": desktops}
 
 
 def test_one_squeue_per_cycle_for_every_kind(svc, live, monkeypatch):
@@ -147,10 +179,11 @@ def test_one_squeue_per_cycle_for_every_kind(svc, live, monkeypatch):
         stats = reconciler.cycle(svc["cluster"].id)
         print(f"cycle {cycle}: tracked {stats.by_tracker}, Slurm commands {dict(Counter(counted.sent))}, "
               f"errors {stats.errors}")
-        assert stats.by_tracker == {"workflow-steps": STEPS, "cluster-jobs": SERVERS + KERNELS}
-        assert stats.tracked == STEPS + SERVERS + KERNELS and not stats.errors
+        assert stats.by_tracker == {"workflow-steps": STEPS, "cluster-jobs": SERVERS + KERNELS, "desktops": DESKTOPS}
+        assert stats.tracked == STEPS + SERVERS + KERNELS + DESKTOPS and not stats.errors
         assert counted.sent == ["squeue"], counted.sent
     assert {row(svc, r).state for r in live["servers"] + live["kernels"]} == {"PENDING"}
+    assert {desktop(svc, d).state for d in live["desktops"]} == {"PENDING"}
 
 
 def test_a_failed_squeue_keeps_every_job(svc, live, monkeypatch):
@@ -212,6 +245,27 @@ def test_cancelled_behind_our_back_and_the_ledger(svc, live):
     assert done.exit_code == 0 and "cpu=" in done.alloc_tres and done.elapsed_s is not None and done.elapsed_s >= 1
 
 
+def test_a_desktop_that_ends_writes_its_ledger_row(svc, live):
+    """A desktop's job that ran and ended (the time limit, here a short script) gets its row in the one ledger."""
+    session_id = desk.new_id()
+    ran = add_desktop(svc, sbatch(svc, desk.job_name(session_id), hold=False, wrap="sleep 2"), session_id=session_id)
+    deadline = time.monotonic() + 120
+    while desktop_ledger(svc, ran) is None and time.monotonic() < deadline:
+        svc["app"].state.reconciler.cycle(svc["cluster"].id)
+        time.sleep(1)
+    entry, ended = desktop_ledger(svc, ran), desktop(svc, ran)
+    assert entry is not None, f"no ledger row; the desktop is {ended.state}"
+    print(f"desktop ledger row: state {entry.state}, alloc_tres {entry.alloc_tres!r}, elapsed {entry.elapsed_s} s")
+    assert ended.state == "COMPLETED" and entry.state == "COMPLETED" and entry.job_id == ended.job_id
+    assert "cpu=" in entry.alloc_tres and entry.elapsed_s is not None and entry.elapsed_s >= 1
+    assert entry.username == "bob" and entry.organization == "acme" and entry.ledger_at is not None
+    # once its ledger row is written, the ended desktop is no longer looked up; the row is no live cluster job
+    stats = svc["app"].state.reconciler.cycle(svc["cluster"].id)
+    assert stats.by_tracker["desktops"] == DESKTOPS
+    with svc["app"].state.sessions() as session:
+        assert entry.id not in {r.id for r in cj.live_jobs(session)}
+
+
 def test_never_twice_an_intent_is_adopted_by_name_or_lost(svc, live, monkeypatch):
     adopt_id = cj.new_id()
     name = cj.job_name("jupyterlab", adopt_id)
@@ -222,11 +276,15 @@ def test_never_twice_an_intent_is_adopted_by_name_or_lost(svc, live, monkeypatch
                                   state=cj.SUBMITTING, resources={}, params={}))
         session.commit()
     never = add_job_row(svc, "kernel", None, state=cj.SUBMITTING)
+    desktop_id = desk.new_id()
+    desktop_job = sbatch(svc, desk.job_name(desktop_id))  # a desktop's sbatch ran, its answer was lost too
+    add_desktop(svc, None, state=desk.SUBMITTING, session_id=desktop_id)
     monkeypatch.setattr(svc["app"].state.cluster_jobs.settings, "lost_after_cycles", 3)
     counted = Counted(monkeypatch)
     svc["app"].state.reconciler.cycle(svc["cluster"].id)
     adopted = row(svc, adopt_id)
     assert adopted.job_id == job_id and adopted.state == "PENDING" and "not resubmitted" in adopted.detail
+    assert desktop(svc, desktop_id).job_id == desktop_job and desktop(svc, desktop_id).state == "PENDING"
     for _ in range(3):
         svc["app"].state.reconciler.cycle(svc["cluster"].id)
     assert row(svc, never).state == "LOST" and row(svc, never).job_id is None

@@ -24,17 +24,14 @@ CLUSTER = os.environ.get("HEROES_DESKTOP_TEST_CLUSTER", "alpha")
 
 @pytest.fixture(scope="module")
 def desk(stack_settings, require, tmp_path_factory):
-    """``wf``-like dict; desktops are polled every second and idle culls may be short."""
+    """``wf``-like dict; desktops ride the shared reconciler (``workflow_service`` runs it every second) and
+    idle culls may be short."""
     require("desktop")
-    os.environ["HEROES_SERVICE_VISUALIZATION_POLL_S"] = "1"
     service = workflow_service(stack_settings, require, f"sqlite:///{tmp_path_factory.mktemp('desk-db') / 'heroes.db'}")
-    try:
-        desk = next(service)
-        yield desk
-        end_all(desk)  # the clusters cannot be removed while desktops live on them (and alpha is small)
-        next(service, None)
-    finally:
-        os.environ.pop("HEROES_SERVICE_VISUALIZATION_POLL_S", None)
+    desk = next(service)
+    yield desk
+    end_all(desk)  # the clusters cannot be removed while desktops live on them (and alpha is small)
+    next(service, None)
 
 
 def end_all(desk) -> None:

@@ -12,9 +12,7 @@ A desktop of another user or organization answers 404, the same as one that does
 """
 from __future__ import annotations
 
-import asyncio
 import mimetypes
-from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -30,11 +28,10 @@ from ..clusters import logins
 from ..clusters import usage as cluster_usage
 from ..clusters.config import bind_state_dir
 from ..clusters.models import Cluster
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..store import get_session
 from ..visualization import bridge, grants, sessions
 from ..visualization import models as m
-from ..visualization.reconcile import Reconciler, Viewers
 
 cluster_usage.register(m.sessions_on_cluster)
 any_user = require_role("user")
@@ -53,20 +50,9 @@ def _bind_clusters(app) -> None:
         cluster_identity.forget_secrets()
 
 
-@asynccontextmanager
-async def lifespan(app):
-    app.state.desktop_viewers = Viewers()
-    reconciler = Reconciler(app.state.sessions, app.state.settings, app.state.desktop_viewers)
-    app.state.desktop_reconciler = reconciler
-    _bind_clusters(app)
-    reconciler.start()
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(reconciler.stop)
-
-
-router = APIRouter(tags=["visualization"], lifespan=lifespan)
+# desktops are tracked by the one reconciler per cluster (``visualization.tracker.DesktopTracker``, registered
+# in ``wiring.build_workers``); the bridges count their viewers in ``app.state.desktop_viewers``
+router = APIRouter(tags=["visualization"])
 
 
 class DesktopIn(BaseModel):
@@ -168,6 +154,7 @@ def create(request: Request, body: DesktopIn, principal: Principal = Depends(any
     try:
         job_id, start_at, _note = sessions.submit(row, cluster, list_outputs)
     except Exception:
+        # refused or never sent: no job can exist, so the intent goes and nothing is half-written
         with request.app.state.sessions() as session:
             session.delete(session.get(m.DesktopSession, row.id))
             session.commit()
@@ -175,11 +162,15 @@ def create(request: Request, body: DesktopIn, principal: Principal = Depends(any
     with request.app.state.sessions() as session:
         work_dir, session_dir = row.work_dir, row.session_dir
         row = session.get(m.DesktopSession, row.id)
-        row.job_id, row.state, row.expected_start = job_id, m.PENDING, start_at
-        row.work_dir, row.session_dir = work_dir, session_dir
+        row.work_dir, row.session_dir, row.expected_start = work_dir, session_dir, start_at
+        if job_id is not None:
+            row.job_id, row.state = job_id, m.PENDING
         session.commit()
         out = _out(request, session, row)
-    request.app.state.desktop_reconciler.wake()
+    request.app.state.reconciler.wake(cluster.id)
+    if job_id is None:
+        raise Unavailable(f"cluster {cluster.name} did not answer sbatch; desktop {row.id} is recorded and will be "
+                          "found by its name if Slurm took it")
     return out
 
 

@@ -9,7 +9,8 @@ hooks. Later capabilities build on this row rather than on Slurm:
 * budgets compare ``prediction`` (recorded at submit) and the rows already written with a new request;
 * the marketplace prices rows with the offering organization's rates: a hook that sets ``cost``/``currency``.
 
-Workflow steps keep their own table; ``record_step`` writes their ledger row (``kind = workflow-step``).
+Workflow steps and desktops keep their own tables; ``record_step`` and ``record_desktop`` write their ledger
+rows (``kind = workflow-step`` / ``desktop``, ``ref`` = the step's / session's id).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from ..clusters.slurm import Job
-from .models import WORKFLOW_STEP, ClusterJob, job_name, utcnow
+from .models import DESKTOP, WORKFLOW_STEP, ClusterJob, job_name, utcnow
 
 log = logging.getLogger("heroes_service.clusterjobs")
 
@@ -75,5 +76,23 @@ def record_step(session: Session, *, step_id: int, instance_id: str, cluster_id:
         row.job_name = job_name(WORKFLOW_STEP, row.id or "")
         session.add(row)
     row.job_id, row.state = job_id, state
+    record_end(session, row, job)
+    return row
+
+
+def record_desktop(session: Session, desktop, job: Job | None) -> ClusterJob:
+    """The ledger row of a desktop session that ended (``visualization.models.DesktopSession``; one per
+    session: written again, it is updated). ``job``: its accounting record, None when it never came."""
+    row = session.query(ClusterJob).filter_by(kind=DESKTOP, ref=desktop.id).one_or_none()
+    if row is None:
+        row = ClusterJob(kind=DESKTOP, ref=desktop.id, cluster_id=desktop.cluster_id, cluster=desktop.cluster_name,
+                         organization=desktop.organization, username=desktop.username,
+                         cluster_login=desktop.cluster_login, job_name=job_name(DESKTOP, desktop.id), params={},
+                         resources={"partition": desktop.partition, "cores": desktop.cores,
+                                    "memory_mb": desktop.memory_mb, "minutes": desktop.minutes, "gpus": desktop.gpus})
+        session.add(row)
+    row.job_id, row.state, row.node = desktop.job_id, desktop.state, (desktop.node or "")[:255]
+    row.detail = desktop.end_reason or ""
+    row.submitted_at, row.started_at, row.ended_at = desktop.created_at, desktop.started_at, desktop.ended_at
     record_end(session, row, job)
     return row

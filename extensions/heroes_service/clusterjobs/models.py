@@ -23,6 +23,10 @@ FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY
                    "BOOT_FAIL", "DEADLINE", "REVOKED", LOST, REFUSED})
 LIVE = frozenset({SUBMITTING, PENDING, RUNNING})
 WORKFLOW_STEP = "workflow-step"
+#: desktops (``visualization``) keep their own table too; their ledger rows are written final, never tracked here
+DESKTOP = "desktop"
+#: kinds whose rows here are ledger rows only (their capability's own table tracks the live job)
+LEDGER_ONLY = frozenset({WORKFLOW_STEP, DESKTOP})
 
 
 def new_id() -> str:
@@ -77,14 +81,14 @@ class ClusterJob(Base):
 
 def live_jobs(session: Session, cluster_id: str | None = None) -> list[ClusterJob]:
     """Rows the reconciler tracks (of one cluster, or of all)."""
-    query = select(ClusterJob).where(ClusterJob.state.in_(LIVE), ClusterJob.kind != WORKFLOW_STEP)
+    query = select(ClusterJob).where(ClusterJob.state.in_(LIVE), ClusterJob.kind.not_in(LEDGER_ONLY))
     if cluster_id is not None:
         query = query.where(ClusterJob.cluster_id == cluster_id)
     return list(session.scalars(query))
 
 
 def live_cluster_ids(session: Session) -> set[str]:
-    query = select(ClusterJob.cluster_id).where(ClusterJob.state.in_(LIVE), ClusterJob.kind != WORKFLOW_STEP)
+    query = select(ClusterJob.cluster_id).where(ClusterJob.state.in_(LIVE), ClusterJob.kind.not_in(LEDGER_ONLY))
     return set(session.scalars(query.distinct()))
 
 

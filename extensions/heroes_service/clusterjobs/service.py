@@ -23,7 +23,7 @@ from ..errors import Invalid, NotFound, Unavailable
 from . import ledger
 from .config import ClusterJobsSettings, get_cluster_jobs_settings
 from .kinds import JobContext, JobSpecError, get_kind
-from .models import FINAL, LIVE, PENDING, REFUSED, SUBMITTING, ClusterJob, job_name, new_id, utcnow
+from .models import FINAL, LEDGER_ONLY, LIVE, PENDING, REFUSED, SUBMITTING, ClusterJob, job_name, new_id, utcnow
 from .reconciler import Reconciler
 from .resources import check_resources
 from .submit import find_by_name, owner_connector, owner_principal, sbatch_once
@@ -151,11 +151,11 @@ class ClusterJobs:
 
     # --- reading --------------------------------------------------------------------------------------------
     def get(self, principal, row_id: str) -> ClusterJob:
-        """The caller's job ``row_id`` (404 for anyone else's, or for a workflow step's ledger row)."""
+        """The caller's job ``row_id`` (404 for anyone else's, or for a workflow step's or desktop's ledger row)."""
         with self.sessions() as session:
             row = session.get(ClusterJob, row_id) if len(row_id) <= 32 else None
             if row is None or row.username != principal.username or row.organization != principal.organization \
-                    or row.kind == ledger.WORKFLOW_STEP:
+                    or row.kind in LEDGER_ONLY:
                 raise NotFound("no such cluster job of yours")
             session.expunge(row)
             return row

@@ -7,8 +7,10 @@ The path of a desktop's bytes, with no route from the gateway to compute nodes::
       --Slurm's own I/O forwarding--> node: the desktop's Unix socket (0600, in a 0700 mktemp folder)
 
 * ``script.py``: the batch script (Xvnc on a private socket, X cookie, openbox, xterm) and the bridge argv;
-* ``sessions.py``: validate against the cluster, ``sbatch --test-only``, submit, end, usage and cost;
-* ``reconcile.py``: one thread: squeue per cluster, the ready file, the idle cull;
+* ``sessions.py``: validate against the cluster, ``sbatch --test-only``, submit (``clusterjobs.submit``: once,
+  adopted by name on a lost answer), end, usage and cost;
+* ``tracker.py``: the shared reconciler's DesktopTracker (one squeue per cluster for every kind), the ready
+  file, the idle cull, the ledger row when a desktop ends;
 * ``grants.py``: one-time tickets and view-only shares; ``rfb.py``: the view-only input filter;
 * ``bridge.py``: the websocket, authenticated before ``accept``;
 * ``models.py``: the tables (migration 0009).

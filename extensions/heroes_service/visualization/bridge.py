@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..clusterjobs.submit import owner_connector, owner_principal
 from ..clusters.errors import ClusterError
 from ..clusters.models import Cluster
 from ..errors import ApiError
@@ -31,7 +32,6 @@ from . import grants
 from . import models as m
 from .rfb import ViewOnlyFilter, ViewOnlyViolation
 from .script import bridge_argv
-from .sessions import owner_connector
 
 log = logging.getLogger("heroes_service.visualization")
 TICKET_PREFIX = "heroes-ticket."
@@ -103,7 +103,8 @@ async def serve(websocket: WebSocket, row: m.DesktopSession, cluster: Cluster, v
                 via: str) -> None:
     """Accept, open the channel, pump both ways until either side ends; count the viewer meanwhile."""
     try:
-        channel = await asyncio.to_thread(owner_connector(cluster, row.cluster_login).open_exec,
+        conn = owner_connector(cluster, row.cluster_login, owner_principal(row))
+        channel = await asyncio.to_thread(conn.open_exec,
                                           bridge_argv(row.job_id or "", row.socket_path, via=via))
     except (ClusterError, ValueError) as exc:
         log.warning("desktop %s: no channel to the node: %s", row.id, exc)

@@ -46,7 +46,10 @@ def new_secret() -> str:
 
 
 def job_name(session_id: str) -> str:
-    return f"heroes.desktop.{session_id}"
+    """The shared scheme of ``clusterjobs`` (``heroes.<kind>.<id>``): unique, so a lost sbatch answer is adopted."""
+    from ..clusterjobs.models import DESKTOP, job_name as cluster_job_name
+
+    return cluster_job_name(DESKTOP, session_id)
 
 
 class DesktopSession(Base):

@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..clusters.connector import ClusterConnector
-from ..clusters.errors import ClusterError, CommandFailed
-from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, cluster_login, connector_as
+from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
+from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
+from ..clusters.identity import PER_USER, cluster_login
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name
 from ..clusters.slurm import SlurmClient
 from ..decision import wait
@@ -43,13 +43,6 @@ class DesktopSpec:
     instance_id: str | None = None
     work_dir: str | None = None
     idle_minutes: float | None = None
-
-
-def owner_connector(cluster: Cluster, login: str) -> ClusterConnector:
-    """The account the desktop runs as (the user's own login in per-user mode, else the service account)."""
-    if cluster.identity_mode == PER_USER:
-        return connector_as(cluster, login, mode=PER_USER)
-    return connector_as(cluster, cluster.service_login, mode=SERVICE_ACCOUNT)
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -171,10 +164,13 @@ def shape_of(row: m.DesktopSession) -> Shape:
                  time_s=row.minutes * 60.0, partition=row.partition)
 
 
-def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple[str, datetime | None, str]:
-    """Session folder, expected start, ``sbatch``: (job id, expected start, the planner's note). Relative
-    folders of ``row`` (a detached copy) are made absolute; the caller stores them."""
-    conn = owner_connector(cluster, row.cluster_login)
+def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple[str | None, datetime | None, str]:
+    """Session folder, expected start, then the one submit path (``clusterjobs.submit``): ``sbatch_once``
+    after the intent was committed, and on a lost answer ``find_by_name`` (the job is adopted, never submitted
+    twice). Returns (job id, expected start, the planner's note); job id None: Slurm may still have the job,
+    the intent stays for the reconciler to adopt by name. Relative folders of ``row`` (a detached copy) are
+    made absolute; the caller stores them. Raises ``Invalid``/``Unavailable`` when no job can exist."""
+    conn = owner_connector(cluster, row.cluster_login, owner_principal(row))
     try:
         if not row.work_dir.startswith("/") or not row.session_dir.startswith("/"):
             # enrolled work folders may be relative to the login's home: Slurm and the script need absolute paths
@@ -185,9 +181,22 @@ def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple
         answer = wait.wait_cache().waits([(cluster.id, conn, shape_of(row))])[0]
         script = desktop_script(row.session_dir, geometry=row.geometry, list_outputs=list_outputs,
                                 title=f"HEROES desktop {row.id[:8]} ({row.username})")
-        job_id = SlurmClient(conn, timeout=60).submit(script, sbatch_options(row))
+        options = sbatch_options(row)
+    except CommandFailed as exc:
+        raise Invalid(f"could not prepare the desktop: {(exc.stderr or str(exc)).strip()[:300]}",
+                      rule="sbatch") from None
+    except ClusterError as exc:
+        raise Unavailable(f"cluster {cluster.name!r} unreachable: {exc}") from None
+    try:
+        job_id = sbatch_once(conn, script, options)
     except CommandFailed as exc:
         raise Invalid(f"Slurm refused the desktop: {(exc.stderr or str(exc)).strip()[:300]}", rule="sbatch") from None
+    except (ClusterUnreachable, CommandTimeout) as exc:
+        log.warning("desktop %s: sbatch's answer was lost on %s (%s); looking it up by name", row.id, cluster.name, exc)
+        try:
+            job_id = find_by_name(conn, m.job_name(row.id))
+        except ClusterError:
+            job_id = None  # still unreachable: the reconciler adopts it from its squeue, or calls it LOST
     except ClusterError as exc:
         raise Unavailable(f"cluster {cluster.name!r} unreachable: {exc}") from None
     return job_id, answer.start_at, answer.error
@@ -196,7 +205,8 @@ def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple
 def end(row: m.DesktopSession, cluster: Cluster | None, reason: str) -> None:
     """``scancel`` the job (as its owner's account) and record why; the reconciler reads the final state."""
     if row.job_id and cluster is not None:
-        result = SlurmClient(owner_connector(cluster, row.cluster_login), timeout=30).cancel([row.job_id])
+        conn = owner_connector(cluster, row.cluster_login, owner_principal(row))
+        result = SlurmClient(conn, timeout=30).cancel([row.job_id])
         if result.rc != 0 and "Invalid job id" not in (result.stderr or ""):
             raise Unavailable(f"scancel failed on {cluster.name}: {result.stderr.strip()[:200]}")
     row.state = "CANCELLED"
@@ -229,4 +239,4 @@ def find_own(session: Session, principal, session_id: str) -> m.DesktopSession:
     return row
 
 
-__all__ = ["DesktopSpec", "plan", "submit", "end", "usage", "find_own", "owner_connector"]
+__all__ = ["DesktopSpec", "plan", "submit", "end", "usage", "find_own"]
