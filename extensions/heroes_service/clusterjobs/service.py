@@ -20,7 +20,6 @@ from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.identity import connector_for, service_connector
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_of
 from ..errors import Invalid, NotFound, Unavailable
-from . import ledger
 from .config import ClusterJobsSettings, get_cluster_jobs_settings
 from .kinds import JobContext, JobSpecError, get_kind
 from .models import FINAL, LEDGER_ONLY, LIVE, PENDING, REFUSED, SUBMITTING, ClusterJob, job_name, new_id, utcnow
