@@ -28,7 +28,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from heroes_dev.components.login import authorized_keys_dir, trusted_ca_path
+from heroes_dev.components.login import authorized_keys_dir, principals_dir, trusted_ca_path
 from heroes_dev.components.slurm import ClusterShape, SlurmCluster, slurm_conf_path
 from heroes_dev.procs import terminate
 from cluster_testing import free_port
@@ -73,6 +73,7 @@ class LoginSshd:
             "AuthenticationMethods publickey", "PubkeyAuthentication yes",
             f'AuthorizedKeysFile "{authorized_keys_dir(self.stack, self.cluster)}/%u"',
             f'TrustedUserCAKeys "{trusted_ca_path(self.stack, self.cluster)}"',
+            f'AuthorizedPrincipalsFile "{principals_dir(self.stack, self.cluster)}/%u"',
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no", "UsePAM yes",
             f'SetEnv "SLURM_CONF={self.slurm_conf}"',
             "MaxStartups 50:30:200", "MaxSessions 64", "LogLevel VERBOSE", "Subsystem sftp internal-sftp", "",
@@ -118,13 +119,20 @@ class LoginSshd:
 
 @contextmanager
 def own_login_node(stack, slurm_conf: Path | None = None) -> Iterator[LoginSshd]:
-    """Our sshd with alpha's keys and CA file, in front of alpha's Slurm (or the cluster of ``slurm_conf``)."""
+    """Our sshd with alpha's keys, CA file and principals, in front of alpha's Slurm (or the cluster of
+    ``slurm_conf``). Registered with the in-process service as another door to alpha's accounts (like
+    ``cluster_testing.impostor_sshd``): the loopback host-key probe is allowed for it and its logins are
+    alpha's, while the production rule (loopback refused) stays as it is."""
+    from heroes_service.clusters import embedded
+
     folder = Path(tempfile.mkdtemp(prefix="heroes-outage-sshd-"))
     sshd = LoginSshd(stack, "alpha", folder, slurm_conf)
     sshd.start()
+    embedded.register_node("127.0.0.1", sshd.port, "alpha")
     try:
         yield sshd
     finally:
+        embedded.register_node("127.0.0.1", sshd.port, None)
         sshd.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
