@@ -84,7 +84,7 @@ def open_connector(stack):
     cluster = SimpleNamespace(id="bench-floor", name="alpha", organization="acme", host=stack.host,
                               port=ssh_port(stack, "alpha"), host_key_type=key_type, host_key_b64=key_b64,
                               identity_mode=PER_USER, service_login="heroes", service_key_enc=None)
-    return connector_as(cluster, "bob", mode=PER_USER)
+    return connector_as(cluster, "bob", mode=PER_USER, acting_for="bob@acme")
 
 
 def timed_sbatch(conn, script: str, options: list[str]) -> tuple[float, str]:

@@ -26,11 +26,19 @@ from heroes_service.clusters.models import Cluster
 
 @contextmanager
 def isolated_secrets(**overrides) -> Iterator[Path]:
-    """A fresh secrets dir (and settings overrides, e.g. cert_validity_minutes=1) for the duration."""
+    """A fresh secrets dir (and settings overrides, e.g. cert_validity_minutes=1) for the duration.
+
+    The in-process clusters code also finds the embedded stack's login nodes (the descriptor files the stack
+    writes into its state dir) even where the process names no state dir (benchmarks run outside pytest)."""
+    from heroes_dev import settings as stack_settings_module
+    from heroes_dev.components.login import descriptors_dir
+
     folder = Path(tempfile.mkdtemp(prefix="heroes-clusters-test-"))
-    saved = {k: os.environ.get(k) for k in ["HEROES_SERVICE_CLUSTERS_SECRETS_DIR",
+    nodes_var = "HEROES_SERVICE_CLUSTERS_EMBEDDED_LOGIN_NODES_DIR"
+    saved = {k: os.environ.get(k) for k in ["HEROES_SERVICE_CLUSTERS_SECRETS_DIR", nodes_var,
                                             *[f"HEROES_SERVICE_CLUSTERS_{k.upper()}" for k in overrides]]}
     os.environ["HEROES_SERVICE_CLUSTERS_SECRETS_DIR"] = str(folder / "secrets")
+    os.environ.setdefault(nodes_var, str(descriptors_dir(stack_settings_module.load())))
     for key, value in overrides.items():
         os.environ[f"HEROES_SERVICE_CLUSTERS_{key.upper()}"] = str(value)
     get_clusters_settings.cache_clear()
