@@ -134,8 +134,8 @@ async def _browser_to_node(websocket: WebSocket, channel, view_filter: ViewOnlyF
         task.cancel()
     try:
         await websocket.close()
-    except RuntimeError:
-        pass  # already closed by the browser
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # already closed by the browser (uvicorn's websockets raise the disconnect on a late close)
 
 
 async def _receive_loop(websocket: WebSocket, channel, view_filter: ViewOnlyFilter | None) -> None:
