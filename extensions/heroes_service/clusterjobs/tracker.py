@@ -82,6 +82,8 @@ class ClusterJobsTracker:
     @staticmethod
     def _update(session, row: ClusterJob, seen: Observation, lost_after: int) -> None:
         kind, job = seen.kind, seen.job
+        if kind == SEEN_FINAL and job.state == "COMPLETED" and not job.alloc_tres:
+            kind = ENDED  # squeue's COMPLETED before slurmdbd has the record: wait for the ledger's TRES
         if kind == ENDED:
             row.missing_cycles += 1
             if row.missing_cycles < 20:
