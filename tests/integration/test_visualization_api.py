@@ -27,6 +27,20 @@ def _refused(client, path, **kwargs) -> bool:
     return False
 
 
+def wait_ledger_row(app, session_id: str, timeout: float = 60):
+    from heroes_service.clusterjobs.models import DESKTOP, ClusterJob
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.state.sessions() as session:
+            entry = session.query(ClusterJob).filter_by(kind=DESKTOP, ref=session_id).one_or_none()
+            if entry is not None:
+                session.expunge(entry)
+                return entry
+        assert time.monotonic() < deadline, f"desktop {session_id} got no ledger row"
+        time.sleep(1)
+
+
 def test_bad_requests_say_why_and_write_nothing(desk):
     bob = desk["apis"]["bob"]
     before = bob.get("/organization/visualization/session").json()
@@ -87,6 +101,10 @@ def test_desktop_lifecycle_input_and_isolation(desk, caplog):
     assert r.status_code == 200 and r.json()["state"] == "CANCELLED" and r.json()["end_reason"] == "deleted"
     time.sleep(1.5)
     assert made["job_id"] not in squeue_ids(stack)
+    # the one ledger (clusterjobs) has the desktop's row once the accounting has its job
+    entry = wait_ledger_row(desk["app"], sid)
+    assert entry.state == "CANCELLED" and entry.job_id == made["job_id"] and "cpu=" in entry.alloc_tres, entry
+    assert entry.elapsed_s is not None and entry.elapsed_s >= 1 and entry.username == "bob"
     # the secrets never reached a log line
     assert one_time not in caplog.text and good not in caplog.text
     assert bob.headers["Authorization"].split()[-1] not in caplog.text
