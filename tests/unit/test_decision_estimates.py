@@ -17,8 +17,10 @@ from heroes_dev.settings import shared_data_dir
 from heroes_service.auth import Principal
 from heroes_service.clusters.models import Cluster
 from heroes_service.decision import estimates as E
+from heroes_service.decision import fitting
 from heroes_service.decision import service_history as sh
 from heroes_service.decision import service_models as sm
+from heroes_service.decision.trees import FlatForest
 from heroes_service.decision.imports import (HistoryFileError, parse_duration, parse_memory_mb, read_sacct_strict,
                                              read_swf_strict)
 from heroes_service.energy.models import EnergyRecord
@@ -352,9 +354,9 @@ def test_the_flat_forest_predicts_exactly_what_scikit_learn_does():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 5))
     X[rng.random(X.shape) < 0.2] = np.nan
-    models = [sm._fit_hgb(X, np.nan_to_num(X[:, 0]) * 2 + rng.normal(size=400) * 0.1),
-              sm._fit_hgb(X, np.nan_to_num(X[:, 1]) ** 2, loss="quantile", quantile=0.9, max_iter=20)]
-    forest = sm.FlatForest.from_models(models)
+    models = [fitting.fit_hgb(X, np.nan_to_num(X[:, 0]) * 2 + rng.normal(size=400) * 0.1),
+              fitting.fit_hgb(X, np.nan_to_num(X[:, 1]) ** 2, loss="quantile", quantile=0.9, max_iter=20)]
+    forest = FlatForest.from_models(models)
     for row in X[:50]:
         expected = [m.predict(row[None, :])[0] for m in models]
         assert np.allclose(forest.predict_row(row), expected, atol=1e-9)
@@ -371,7 +373,7 @@ def test_the_fast_runtime_walk_agrees_with_the_predictor_and_its_outcome_distrib
     X, req, run = sweep(trace).X, trace["req_time"], trace["run"]
     predictor = RuntimePredictor().fit(X[:2500], req[:2500], run[:2500])
     assert predictor.fitted and predictor.distribution is not None
-    fast = sm._checked_fast(predictor, X[2500:2600], req[2500:2600])
+    fast = fitting.checked_fast(predictor, X[2500:2600], req[2500:2600])
     assert fast is not None
     slow = predictor.predict(X[2600:2700], req[2600:2700])
     for i in range(100):
@@ -381,8 +383,8 @@ def test_the_fast_runtime_walk_agrees_with_the_predictor_and_its_outcome_distrib
 
 def test_conformal_margin_has_the_finite_sample_correction():
     r = np.arange(1, 101, dtype=float)
-    assert sm.conformal_margin(r, 0.05) == 96.0
-    assert sm.conformal_margin(np.array([1.0, 2.0]), 0.05) == 2.0
+    assert fitting.conformal_margin(r, 0.05) == 96.0
+    assert fitting.conformal_margin(np.array([1.0, 2.0]), 0.05) == 2.0
 
 
 # --- imports ---------------------------------------------------------------------------------------------

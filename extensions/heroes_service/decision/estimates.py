@@ -39,8 +39,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..workflows.templates import Step, Template
+from .encoding import StepRuns, user_features
 from .features import JobView
-from .service_models import MEMORY_QUANTILE, REGISTRY, OrgModels, StepRuns, conformal_margin, user_features
+from .fitting import MEMORY_QUANTILE, OrgModels, conformal_margin
+from .service_models import REGISTRY
 
 NO_HISTORY_CONFIDENCE = 0.2
 ORG_HISTORY_MIN = 20          # jobs of the organization before its history predicts a never-run template

@@ -38,6 +38,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from threadpoolctl import threadpool_limits
 
 from .features import FEATURE_NAMES
+from .trees import PortableEnsemble
 
 _F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -312,8 +313,6 @@ class RatioDistribution:
         return np.searchsorted(self.edges, ratio, side="left")
 
     def fit(self, D: np.ndarray, ratio: np.ndarray) -> "RatioDistribution":
-        from .model_store import PortableEnsemble
-
         y = self.bins(ratio)
         self.samples = self._bin_samples(ratio, y)
         self._curves = self._fine = None
