@@ -23,15 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, require_role
-from ..clusters import identity as cluster_identity
-from ..clusters import logins
 from ..clusters import usage as cluster_usage
-from ..clusters.config import bind_state_dir
 from ..clusters.models import Cluster
 from ..errors import NotFound, Unavailable
 from ..store import get_session
 from ..visualization import bridge, grants, sessions
 from ..visualization import models as m
+from ..wiring import bind_clusters
 
 cluster_usage.register(m.sessions_on_cluster)
 any_user = require_role("user")
@@ -40,14 +38,6 @@ NOVNC = Path("/usr/share/novnc")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; "
                                           "style-src 'self' 'unsafe-inline'; frame-ancestors 'self'",
                 "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-
-
-def _bind_clusters(app) -> None:
-    """Cluster logins through the app's Keycloak client; cluster secrets below the app's state dir (tests run
-    several apps in one process, so routes that reach a cluster bind again first)."""
-    logins.bind(app.state.identity)
-    if bind_state_dir(app.state.settings.state_dir):
-        cluster_identity.forget_secrets()
 
 
 # desktops are tracked by the one reconciler per cluster (``visualization.tracker.DesktopTracker``, registered
@@ -143,7 +133,7 @@ def _out(request: Request, session: Session, row: m.DesktopSession) -> DesktopOu
 @router.post("/organization/visualization/session", status_code=201, response_model=DesktopOut,
              summary="Start a desktop (a VNC server in a Slurm job) on one of your clusters")
 def create(request: Request, body: DesktopIn, principal: Principal = Depends(any_user)):
-    _bind_clusters(request.app)
+    bind_clusters(request.app)  # tests run several apps in one process
     settings = request.app.state.settings
     spec = sessions.DesktopSpec(**body.model_dump())
     with request.app.state.sessions() as session:
@@ -196,7 +186,7 @@ def get_desktop(request: Request, session_id: str, principal: Principal = Depend
                summary="End a desktop (scancel)")
 def delete_desktop(request: Request, session_id: str, principal: Principal = Depends(any_user),
                    session: Session = Depends(get_session, scope="function")):
-    _bind_clusters(request.app)
+    bind_clusters(request.app)  # tests run several apps in one process
     row = sessions.find_own(session, principal, session_id)
     if row.state in m.LIVE:
         sessions.end(row, session.get(Cluster, row.cluster_id), m.DELETED)

@@ -25,7 +25,7 @@ from .kinds import JobContext, JobSpecError, get_kind
 from .models import FINAL, LEDGER_ONLY, LIVE, PENDING, REFUSED, SUBMITTING, ClusterJob, job_name, new_id, utcnow
 from .reconciler import Reconciler
 from .resources import check_resources
-from .submit import find_by_name, owner_connector, owner_principal, sbatch_once
+from .submit import find_by_name, owner_connector, owner_principal, sbatch_once, scancel
 from .tunnels import Forward
 
 log = logging.getLogger("heroes_service.clusterjobs")
@@ -213,9 +213,7 @@ class ClusterJobs:
         without a job id ends at once. Cancelling an ended job changes nothing."""
         row = self.get(principal, row_id)
         if row.state in LIVE and row.job_id:
-            result = self.owner_conn(row).run(["scancel", row.job_id], timeout=self.settings.command_timeout_s)
-            if not result.ok and "invalid job id" not in result.stderr.lower():
-                raise Unavailable(f"scancel failed: {result.stderr.strip()[:200]}")
+            scancel(self.owner_conn(row), row.job_id, timeout=self.settings.command_timeout_s)
             self.reconciler.wake(row.cluster_id)
             row = self._set(row.id, detail="cancel requested")
         elif row.state == SUBMITTING:

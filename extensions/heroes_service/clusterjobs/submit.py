@@ -13,6 +13,7 @@ import logging
 from ..clusters.connector import ClusterConnector
 from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, connector_as
 from ..clusters.slurm import SlurmClient
+from ..errors import Unavailable
 
 log = logging.getLogger("heroes_service.clusterjobs")
 
@@ -56,3 +57,11 @@ def find_by_name(conn: ClusterConnector, name: str, *, extra_ids: set[str] | Non
     if len(ids) > 1:
         log.error("duplicate jobs named %s: %s (keeping the first)", name, sorted(ids))
     return min(ids, key=int) if ids else None
+
+
+def scancel(conn: ClusterConnector, job_id: str, timeout: float = 60) -> None:
+    """The one cancel: ``scancel`` as the job's owner. A job Slurm no longer knows is already over (not an
+    error); any other refusal raises ``Unavailable``. The caller's reconciler records the final state."""
+    result = conn.run(["scancel", job_id], timeout=timeout)
+    if not result.ok and "invalid job id" not in (result.stderr or "").lower():
+        raise Unavailable(f"scancel failed on {conn.cluster}: {(result.stderr or '').strip()[:200]}")

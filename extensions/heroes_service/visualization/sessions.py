@@ -14,11 +14,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
+from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once, scancel
 from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.identity import PER_USER, cluster_login
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name
-from ..clusters.slurm import SlurmClient
 from ..decision import wait
 from ..decision.costs import Shape, job_cost
 from ..errors import Conflict, Invalid, NotFound, Unavailable
@@ -203,12 +202,10 @@ def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple
 
 
 def end(row: m.DesktopSession, cluster: Cluster | None, reason: str) -> None:
-    """``scancel`` the job (as its owner's account) and record why; the reconciler reads the final state."""
+    """The one cancel (``clusterjobs.submit.scancel``, as the owner's account) and why; the reconciler reads the
+    final state and writes the ledger row."""
     if row.job_id and cluster is not None:
-        conn = owner_connector(cluster, row.cluster_login, owner_principal(row))
-        result = SlurmClient(conn, timeout=30).cancel([row.job_id])
-        if result.rc != 0 and "Invalid job id" not in (result.stderr or ""):
-            raise Unavailable(f"scancel failed on {cluster.name}: {result.stderr.strip()[:200]}")
+        scancel(owner_connector(cluster, row.cluster_login, owner_principal(row)), row.job_id, timeout=30)
     row.state = "CANCELLED"
     row.end_reason = row.end_reason or reason
     row.ended_at = row.ended_at or m.utcnow()
