@@ -9,7 +9,7 @@ Before a server starts, the pre-spawn hook
    server through its environment (``HEROES_S3_*``), never argv;
 2. copies the dashboards (``notebooks/*.ipynb``) into ``<bucket>/notebooks/`` with those same keys, so Voila
    and JupyterLab, whose contents now live in S3, still find them (overwritten at every spawn);
-3. sets ``ServerApp.contents_manager_class`` to ``heroes_widgets.s3notebooks.HeroesS3ContentsManager``.
+3. sets ``ServerApp.contents_manager_class`` to ``heroes_widgets.contents_s3.HeroesS3ContentsManager``.
 
 After a server stops, the post-stop hook revokes that server's account.
 
@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-CONTENTS_CLASS = "heroes_widgets.s3notebooks.HeroesS3ContentsManager"
+CONTENTS_CLASS = "heroes_widgets.contents_s3.HeroesS3ContentsManager"
 _ARG = "--ServerApp.contents_manager_class="
 #: the hub's token-only service that alone may ask the service for servers' keys (ServiceSettings.server_keys_service)
 SERVICE_NAME = "hub-server-keys"

@@ -74,8 +74,3 @@ def cluster_by_id(session: Session, organization: str | None, cluster_id: str) -
     if cluster is None or (organization is not None and cluster.organization != organization):
         return None
     return cluster
-
-
-def all_clusters(session: Session) -> list[Cluster]:
-    """Every enrolled cluster (one reconciler per cluster)."""
-    return list(session.scalars(select(Cluster).order_by(Cluster.organization, Cluster.name)))

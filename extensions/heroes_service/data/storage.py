@@ -50,10 +50,6 @@ class RangeNotSatisfiable(ApiError):
     status = 416
 
 
-class ClientGone(Exception):
-    """The uploading client went away before the body ended; the partial upload was aborted."""
-
-
 @dataclass
 class Download:
     """An object opened for reading: headers to answer with and the body iterator."""

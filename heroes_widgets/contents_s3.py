@@ -4,7 +4,8 @@ The hub's pre-spawn hook (hub_config/heroes_data.py) asks the HEROES service for
 limited to the user's personal bucket, and passes them in the server's environment (``HEROES_S3_*``):
 environment, not argv, because argv is visible to every account on the gateway in ``ps``. This class reads
 them as trait defaults, so the server needs only ``--ServerApp.contents_manager_class=heroes_widgets.
-s3notebooks.HeroesS3ContentsManager`` on its command line.
+contents_s3.HeroesS3ContentsManager`` on its command line. (A Jupyter ContentsManager, not a widget: it sits in
+heroes_widgets because that is the package the stack copies onto the single-user servers' PYTHONPATH.)
 
 When the S3 server refuses the keys (revoked, or replaced by an older gateway that rotated them), s3fs
 reports every file as missing, and the apps answered a bare "404: Not Found". Here a "not found" is checked
