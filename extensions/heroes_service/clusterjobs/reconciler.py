@@ -1,7 +1,7 @@
 """One reconciler per cluster for every kind of job: ONE ``squeue`` per cycle, at most one ``sacct``.
 
 Each capability that has jobs on clusters registers a ``Tracker`` (the workflow engine for its steps,
-``ClusterJobs`` for servers, kernels and desktops). A cycle for one cluster asks every tracker which jobs
+``ClusterJobs`` for servers and kernels, ``visualization.tracker.DesktopTracker`` for desktops). A cycle for one cluster asks every tracker which jobs
 it has live there (``prepare``), runs one ``squeue`` for all of them as the gateway's service account
 (a Slurm operator, so ``PrivateData=jobs`` hides nothing from it), one ``sacct`` for the jobs that left
 the queue or ended, and hands each tracker what Slurm said about its own jobs (``apply``) and the whole
