@@ -37,5 +37,6 @@ def click_grid_row(page, grid: str, row: int = 0) -> None:
 
     locator = page.locator(grid)
     expect(locator).to_be_visible(timeout=30_000)
+    locator.scroll_into_view_if_needed()  # a click at coordinates below the fold hits nothing
     box = locator.bounding_box()
     page.mouse.click(box["x"] + 40, box["y"] + HEADER_PX + ROW_PX * row + ROW_PX / 2)
