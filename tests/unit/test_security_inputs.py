@@ -72,10 +72,13 @@ def test_refusal_messages_without_a_line_do_not_say_line_0():
 
 
 def _app():
+    import tempfile
+
     from heroes_service.app import create_app
     from heroes_service.settings import ServiceSettings
 
-    return create_app(ServiceSettings())
+    # its own state dir: the default (the working directory) would leave a database in the checkout
+    return create_app(ServiceSettings(state_dir=tempfile.mkdtemp(prefix="heroes-openapi-")))
 
 
 def _walk(schema, components, seen):
