@@ -18,12 +18,12 @@ from .admin_forms import api_call
 from .admin_people import PeopleTabs, status_line
 from .admin_templates import TemplatesTab
 from .api_client import ApiClient
-from .ui import css
+from .ui import AppShell, css
 
 PLATFORM = "/heroes/admin/organizations/"
 
 
-class AdminApp:
+class AdminApp(AppShell):
     """Tabs for what the caller may administer (decided by ``/organization/auth/me``)."""
 
     def __init__(self, client: ApiClient | None = None):
@@ -60,12 +60,6 @@ class AdminApp:
 
     def report(self, text: str, error: bool = False) -> None:
         self.status.value = status_line(text, error)
-
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
 
     def refresh(self) -> None:
         """Reload every list from the API."""

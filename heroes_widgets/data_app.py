@@ -24,7 +24,7 @@ import ipywidgets as widgets
 from .api_client import ApiClient, ApiError
 from .data_browser import Browser, InputPicker, human_size  # noqa: F401 (InputPicker: the apps' import)
 from .grid import Column, Table
-from .ui import css as _css
+from .ui import AppShell, css as _css
 
 CSV_PREVIEW_BYTES = 64 * 1024
 CSV_PREVIEW_ROWS = 10
@@ -75,7 +75,7 @@ def csv_preview(key: str, data: bytes, truncated: bool, delimiter: str = ","):
     return _css(widgets.VBox([note, table.widget]), "heroes-data-csv")
 
 
-class DataApp:
+class DataApp(AppShell):
     """The whole Data app: browser, actions, upload, preview and a picker showing what workflows see."""
 
     def __init__(self, client: ApiClient | None = None, with_picker: bool = True):
@@ -140,12 +140,6 @@ class DataApp:
             return
         self.browser.listing.value = ("file", key)
         self.preview()
-
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
 
     # --- feedback ---------------------------------------------------------------------------------------
     @staticmethod

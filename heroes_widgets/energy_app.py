@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 from datetime import date, datetime, time, timezone
 from types import SimpleNamespace
@@ -24,7 +23,7 @@ import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .grid import Column, Table
-from .ui import css as _css, figure_widget as _figure_widget
+from .ui import AppShell, css as _css, figure_widget as _figure_widget
 
 STEP_COLUMNS = ("cluster", "instance_id", "template", "job_id", "step_id", "job_name", "username", "nodes",
                 "start_time", "time_s", "dc_power_w", "energy_j", "energy_kwh", "gflops_per_w", "estimated")
@@ -110,7 +109,7 @@ def _as_widget(fig):
         return fig
 
 
-class EnergyApp:
+class EnergyApp(AppShell):
     """Filters on top, then tabs: steps, timeline, comparison, organization totals."""
 
     def __init__(self, client: ApiClient | None = None):
@@ -165,16 +164,6 @@ class EnergyApp:
                                                       "<b>(estimated)</b> mark estimated values.</p>"),
                                          filters, self.status, tabs]), "heroes-energy-app")
         self.refresh()
-
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
-
-    def report(self, text: str, error: bool = False) -> None:
-        color = "#b00" if error else "#060"
-        self.status.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
 
     # --- data -------------------------------------------------------------------------------------------
     def filters(self) -> dict:

@@ -22,7 +22,7 @@ import ipywidgets as widgets
 from .api_client import ApiClient, ApiError
 from .grid import Column, Table
 from .nav import APPS, app_url
-from .ui import css as _css, message
+from .ui import AppShell, css as _css
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 COLORS = {"COMPLETED": "#060", "FAILED": "#b00", "CANCELLED": "#a60", "RUNNING": "#06c"}
@@ -59,7 +59,7 @@ def query_instance(env: dict | None = None) -> str | None:
     return values[0] if values else None
 
 
-class MonitorApp:
+class MonitorApp(AppShell):
     def __init__(self, client: ApiClient | None = None, refresh_s: float = 3.0, auto: bool = True):
         self.client = client or ApiClient()
         self.refresh_s = refresh_s
@@ -99,17 +99,8 @@ class MonitorApp:
         if auto:
             threading.Thread(target=self._loop, daemon=True).start()
 
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
-
     def close(self) -> None:
         self._stop.set()
-
-    def report(self, text: str, error: bool = False) -> None:
-        self.status.value = message(text, error)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_s):

@@ -27,7 +27,7 @@ import ipywidgets as widgets
 from .api_client import ApiClient, ApiError
 from .data_browser import InputPicker
 from .nav import APPS, app_url
-from .ui import css as _css, message as _msg
+from .ui import AppShell, css as _css, message as _msg
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PROGRESS = ["NEW", "STAGING_IN", "SUBMITTING", "QUEUED", "RUNNING", "STAGING_OUT", "COMPLETED"]
@@ -176,7 +176,7 @@ class ParamField:
         return not problem
 
 
-class SubmitApp:
+class SubmitApp(AppShell):
     def __init__(self, client: ApiClient | None = None, poll_s: float = 1.0):
         self.client = client or ApiClient()
         self.poll_s = poll_s
@@ -212,12 +212,6 @@ class SubmitApp:
                                     self.cluster, self.advice_box, self.label, self.submit_button, self.progress,
                                     self.state, self.status])
         self.load()
-
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
 
     def report(self, text: str, error: bool = False) -> None:
         self.status.value = _msg(text, error)

@@ -29,3 +29,17 @@ def figure_widget(fig):
 
         display(fig)
     return out
+
+
+class AppShell:
+    """What every app shows the same way: its root widget (``self.widget``) in the notebook, and a status line
+    (``self.status``, an HTML widget) for what just happened."""
+
+    def display(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    def report(self, text: str, error: bool = False) -> None:
+        self.status.value = message(text, error)

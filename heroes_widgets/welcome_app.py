@@ -21,7 +21,7 @@ import ipywidgets as widgets
 
 from .api_client import ApiClient, ApiError
 from .nav import APPS, App, app_url, apps_for, nav_bar, server_prefix, who_am_i
-from .ui import css, message
+from .ui import AppShell, css
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 COLORS = {"COMPLETED": "#060", "FAILED": "#b00", "CANCELLED": "#a60", "RUNNING": "#06c", "QUEUED": "#555"}
@@ -106,7 +106,7 @@ def recent_html(instances: list[dict], monitor_link: str) -> str:
                    for i in latest)
 
 
-class WelcomeApp:
+class WelcomeApp(AppShell):
     def __init__(self, client: ApiClient | None = None, refresh_s: float = 3.0, auto: bool = True):
         self.client = client or ApiClient()
         self.refresh_s = refresh_s
@@ -147,17 +147,8 @@ class WelcomeApp:
             threading.Thread(target=self.check_clusters, daemon=True).start()
             threading.Thread(target=self._loop, daemon=True).start()
 
-    def display(self):
-        from IPython.display import display
-
-        display(self.widget)
-        return self
-
     def close(self) -> None:
         self._stop.set()
-
-    def report(self, text: str, error: bool = False) -> None:
-        self.status.value = message(text, error)
 
     # --- what is ready ------------------------------------------------------------------------------------
     def load(self) -> None:
