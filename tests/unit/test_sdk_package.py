@@ -37,8 +37,9 @@ def test_the_sdk_imports_only_the_standard_library_and_its_declared_dependencies
 def test_the_wheel_holds_the_sdk_and_its_command(tmp_path):
     source = tmp_path / "src"  # a copy: setuptools leaves build/ and *.egg-info next to what it builds
     shutil.copytree(ROOT / "sdk", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w",
-                            str(tmp_path)], capture_output=True, text=True, timeout=300)
+    # no build isolation: the test venv's setuptools and wheel build it, nothing is downloaded mid-test
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            str(source), "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = tmp_path.glob("heroes_sdk-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
