@@ -20,7 +20,12 @@ KIND_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 
 
 class JobSpecError(ValueError):
-    """A kind's parameters or resources do not fit (the API answers 422 with this message)."""
+    """A kind's parameters or resources do not fit (the API answers 422 with this message); ``field`` names
+    the request field at fault when there is one (a form can mark it)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ def _number(options: dict[str, Any], name: str, default: int) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise JobSpecError(f"{name.replace('_', ' ')} must be a whole number, not {str(value)[:20]!r}") from None
+        raise JobSpecError(f"{name.replace('_', ' ')} must be a whole number, not {str(value)[:20]!r}", name) from None
     if number < 0:
-        raise JobSpecError(f"{name.replace('_', ' ')} must not be negative")
+        raise JobSpecError(f"{name.replace('_', ' ')} must not be negative", name)
     return number
 
 
@@ -62,26 +62,26 @@ def check_resources(options: dict[str, Any], partitions: list[dict], default_par
         (p["name"] for p in partitions if p.get("default")), "")
     if partition not in by_name:
         known = ", ".join(sorted(by_name)) or "none recorded"
-        raise JobSpecError(f"cluster {cluster} has no partition {str(partition)[:40]!r} (partitions: {known})")
+        raise JobSpecError(f"cluster {cluster} has no partition {str(partition)[:40]!r} (partitions: {known})", "partition")
     part = by_name[partition]
     cores = _number(options, "cores", 1)
     memory_mb = _number(options, "memory_mb", 2048)
     minutes = _number(options, "minutes", 60)
     gpus = _number(options, "gpus", 0)
     if cores < 1:
-        raise JobSpecError("ask for at least 1 core")
+        raise JobSpecError("ask for at least 1 core", "cores")
     if part.get("cpus_per_node") and cores > int(part["cpus_per_node"]):
-        raise JobSpecError(f"partition {partition} has {part['cpus_per_node']} cores per node; you asked for {cores}")
+        raise JobSpecError(f"partition {partition} has {part['cpus_per_node']} cores per node; you asked for {cores}", "cores")
     if memory_mb < 64:
-        raise JobSpecError("ask for at least 64 MB of memory")
+        raise JobSpecError("ask for at least 64 MB of memory", "memory_mb")
     if part.get("memory_mb") and memory_mb > int(part["memory_mb"]):
-        raise JobSpecError(f"partition {partition} has {part['memory_mb']} MB per node; you asked for {memory_mb} MB")
+        raise JobSpecError(f"partition {partition} has {part['memory_mb']} MB per node; you asked for {memory_mb} MB", "memory_mb")
     if minutes < 1:
-        raise JobSpecError("ask for at least 1 minute")
+        raise JobSpecError("ask for at least 1 minute", "minutes")
     limit = parse_time_limit(str(part.get("time_limit", ""))) or MAX_MINUTES
     if minutes > limit:
-        raise JobSpecError(f"partition {partition} allows at most {limit} minutes; you asked for {minutes}")
+        raise JobSpecError(f"partition {partition} allows at most {limit} minutes; you asked for {minutes}", "minutes")
     if gpus > gpu_count(str(part.get("gres", ""))):
         raise JobSpecError(f"partition {partition} has {gpu_count(str(part.get('gres', '')))} GPUs per node; "
-                           f"you asked for {gpus}")
+                           f"you asked for {gpus}", "gpus")
     return Resources(partition=partition, cores=cores, memory_mb=memory_mb, minutes=minutes, gpus=gpus)

@@ -14,6 +14,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..clusterjobs import resources
+from ..clusterjobs.kinds import JobSpecError
 from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once, scancel
 from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.identity import PER_USER, cluster_login
@@ -25,7 +27,6 @@ from . import models as m
 from .script import LOG_FILE, desktop_script
 
 log = logging.getLogger("heroes_service.visualization")
-MAX_MINUTES = 7 * 24 * 60
 
 
 @dataclass(frozen=True)
@@ -45,47 +46,15 @@ class DesktopSpec:
 
 
 # --- validation -------------------------------------------------------------------------------------------
-def _minutes_of(limit: str) -> int | None:
-    """Slurm's ``[days-]hours:minutes:seconds`` / ``minutes`` / ``infinite`` -> minutes (None: no limit)."""
-    text = (limit or "").strip().lower()
-    if not text or text in ("infinite", "unlimited", "n/a"):
-        return None
-    days, _, text = text.rpartition("-") if "-" in text else ("0", "", text)
-    parts = [int(p) for p in text.split(":") if p.isdigit()]
-    hours, minutes, seconds = ([0, 0] + parts)[-3:] if len(parts) > 1 else (0, parts[0] if parts else 0, 0)
-    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
-
-
-def _gpus_of(gres: str) -> int:
-    total = 0
-    for item in (gres or "").split(","):
-        fields = item.split("(")[0].split(":")
-        if fields and fields[0] == "gpu" and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
-
-
 def check_resources(cluster: Cluster, spec: DesktopSpec) -> str:
-    """The partition to use, after checking the request against what enrollment recorded; else ``Invalid``."""
-    parts = {p["name"]: p for p in (cluster.partitions or [])}
-    name = spec.partition or cluster.default_partition
-    if name not in parts:
-        raise Invalid(f"cluster {cluster.name} has no partition {name[:40]!r} (partitions: "
-                      f"{', '.join(sorted(parts)) or 'none recorded'})", rule="partition")
-    part = parts[name]
-    if part.get("cpus_per_node") and spec.cores > int(part["cpus_per_node"]):
-        raise Invalid(f"partition {name} has {part['cpus_per_node']} cores per node; you asked for {spec.cores}",
-                      rule="cores")
-    if part.get("memory_mb") and spec.memory_mb > int(part["memory_mb"]):
-        raise Invalid(f"partition {name} has {part['memory_mb']} MB per node; you asked for {spec.memory_mb} MB",
-                      rule="memory_mb")
-    limit = _minutes_of(str(part.get("time_limit", ""))) or MAX_MINUTES
-    if spec.minutes > limit:
-        raise Invalid(f"partition {name} allows at most {limit} minutes; you asked for {spec.minutes}", rule="minutes")
-    if spec.gpus > _gpus_of(str(part.get("gres", ""))):
-        raise Invalid(f"partition {name} has {_gpus_of(str(part.get('gres', '')))} GPUs per node; you asked for "
-                      f"{spec.gpus}", rule="gpus")
-    return name
+    """The partition to use, checked by the cluster jobs' one resource check; else ``Invalid`` naming the field."""
+    wanted = {"partition": spec.partition, "cores": spec.cores, "memory_mb": spec.memory_mb,
+              "minutes": spec.minutes, "gpus": spec.gpus}
+    try:
+        return resources.check_resources(wanted, cluster.partitions or [], cluster.default_partition,
+                                          cluster.name).partition
+    except JobSpecError as exc:
+        raise Invalid(str(exc), rule=exc.field) from None
 
 
 def _confined(base: str, wanted: str | None) -> str:
