@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from .admin_cluster_form import ClusterForm
 from .admin_forms import NumberField, TextField, api_call, checks_html, merged
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .grid import Column, Table
 from .ui import css
 
@@ -228,7 +228,7 @@ class ClustersTab:
         offered = [p["name"] for p in cluster.get("partitions") or []]
         try:
             found = self.client.call("GET", f"{CLUSTERS}{cluster['id']}/partitions")
-        except ApiError as exc:  # shown next to the list, which keeps the stored partitions
+        except ServiceCallError as exc:  # shown next to the list, which keeps the stored partitions
             self.edit_form.show_partitions(offered, offered, f"cannot read them now: {exc.detail}", error=True)
             return
         names = [p["name"] for p in found]

@@ -237,11 +237,11 @@ def checks_html(report: dict) -> str:
 def api_call(report, fn, done: str | None = None):
     """``fn()``'s answer (``True`` for an empty success), or None after ``report`` showed the service's own
     error (409 in use, 422 with the broken rule, 503 unreachable...). Every Admin tab acts through it."""
-    from .api_client import ApiError
+    from .api_client import ServiceCallError
 
     try:
         result = fn()
-    except ApiError as exc:
+    except ServiceCallError as exc:
         report(exc.detail, True)
         return None
     if done:

@@ -11,8 +11,8 @@ Base URL, first match wins:
 3. the scheme and host of ``JUPYTERHUB_API_URL`` + ``/services/heroes/api/v1`` (the service behind the
    hub's proxy on the same host).
 
-Every non-2xx answer becomes :class:`ApiError` with the service's own ``detail`` (the apps show it as is);
-an unreachable service becomes ``ApiError(503, ...)`` that says so. The transport is any object with
+Every non-2xx answer becomes :class:`ServiceCallError` with the service's own ``detail`` (the apps show it as is);
+an unreachable service becomes ``ServiceCallError(503, ...)`` that says so. The transport is any object with
 ``requests.Session.request``'s signature, so unit tests run the widgets against a fake one.
 """
 from __future__ import annotations
@@ -28,8 +28,14 @@ DECISION = "/organization/decision"
 CHUNK = 1024 * 1024
 
 
-class ApiError(Exception):
-    """A failed call: ``status`` (HTTP status, 503 when the service cannot be reached) and ``detail``."""
+class ServiceCallError(Exception):
+    """A failed call to the HEROES service: ``status`` (HTTP status, 503 when the service cannot be reached) and
+    ``detail``.
+
+    Named for what the widgets see (a call that did not succeed), not ``ApiError``: that name belongs to the
+    service's own error (``heroes_service.errors.ApiError``, which a route raises to *answer* with a status);
+    this one is what a client *receives*. The SDK's counterpart is ``heroes_sdk.errors.HeroesError``.
+    """
 
     def __init__(self, status: int, detail: str):
         super().__init__(f"{detail} (HTTP {status})" if status else detail)
@@ -38,7 +44,7 @@ class ApiError(Exception):
 
 
 def default_base_url(env: dict | None = None) -> str:
-    """The API's base URL from the environment (see the module docstring); ApiError if nothing says."""
+    """The API's base URL from the environment (see the module docstring); ServiceCallError if nothing says."""
     env = os.environ if env is None else env
     explicit = env.get("HEROES_API_URL", "").strip()
     if explicit:
@@ -48,7 +54,7 @@ def default_base_url(env: dict | None = None) -> str:
         parts = urlsplit(hub_api)
         if parts.scheme and parts.netloc:
             return f"{parts.scheme}://{parts.netloc}{SERVICE_PATH}"
-    raise ApiError(0, "no HEROES API address: set HEROES_API_URL (or run inside a JupyterHub server)")
+    raise ServiceCallError(0, "no HEROES API address: set HEROES_API_URL (or run inside a JupyterHub server)")
 
 
 def _detail(response) -> str:
@@ -101,19 +107,19 @@ class ApiClient:
     # --- plumbing -------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params=None, json=None, data=None, headers=None,
                 stream: bool = False):
-        """The raw answer of one call; ApiError for non-2xx answers and unreachable services."""
+        """The raw answer of one call; ServiceCallError for non-2xx answers and unreachable services."""
         all_headers = {"Authorization": self.auth} if self.auth else {}
         all_headers.update(headers or {})
         try:
             response = self.session.request(method, self.base_url + path, params=params, json=json, data=data,
                                             headers=all_headers, timeout=self.timeout, stream=stream)
-        except ApiError:
+        except ServiceCallError:
             raise
         except Exception as exc:  # connection refused, DNS, timeout: the transport's own errors
-            raise ApiError(503, f"the HEROES service cannot be reached at {self.base_url} "
+            raise ServiceCallError(503, f"the HEROES service cannot be reached at {self.base_url} "
                                 f"({exc.__class__.__name__})") from None
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _detail(response))
+            raise ServiceCallError(response.status_code, _detail(response))
         return response
 
     def call(self, method: str, path: str, **kwargs):
@@ -217,7 +223,7 @@ class ApiClient:
                          params={"job_id": job_id, "step_id": step_id, "cluster": cluster})["samples"]
 
     def ingest_ear_files(self, files: dict[str, str], **params) -> dict:
-        """Ingest EAR/EAR-lite files ({name: text}) all-or-nothing; ApiError names file, line and column."""
+        """Ingest EAR/EAR-lite files ({name: text}) all-or-nothing; ServiceCallError names file, line and column."""
         body = {"files": [{"name": name, "content": text} for name, text in files.items()]}
         query = {k: v for k, v in params.items() if v}
         return self.call("POST", f"{ENERGY}/ingest_ear_files", params=query, json=body)

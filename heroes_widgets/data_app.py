@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .data_browser import Browser, InputPicker, human_size  # noqa: F401 (InputPicker: the apps' import)
 from .grid import Column, Table
 from .ui import AppShell, css as _css
@@ -82,7 +82,7 @@ class DataApp(AppShell):
         self.status = _css(widgets.HTML(""), "heroes-data-status")
         try:
             self.client = client or ApiClient()
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.client = None
             self.status.value = self._message(exc.detail, True)
             self.widget = widgets.VBox([widgets.HTML("<h3>HEROES data</h3>"), self.status])
@@ -153,7 +153,7 @@ class DataApp(AppShell):
         """``fn()``'s answer, or None after showing the service's error in the status line."""
         try:
             result = fn()
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return None
         if done:

@@ -12,7 +12,7 @@ from typing import Callable
 import ipywidgets as widgets
 import traitlets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .ui import css as _css, message as _msg
 
 #: where the workflow engine puts a run's files in the owner's bucket
@@ -59,7 +59,7 @@ class Browser:
     def load_buckets(self) -> None:
         try:
             self.buckets = self.client.buckets()
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(f"cannot list your buckets: {exc.detail}", True)
             return
         current = self.bucket.value
@@ -95,7 +95,7 @@ class Browser:
             return
         try:
             page = self.client.list_objects(bucket, self.prefix)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(f"cannot list {bucket}/{self.prefix}: {exc.detail}", True)
             return
         self.objects = {o["key"]: o for o in page["objects"]}
@@ -127,7 +127,7 @@ class Browser:
             self._run_cache_prefix = self.prefix
             try:
                 instances = self.client.call("GET", "/organization/workflow/instance", params={"limit": 2000})
-            except ApiError:
+            except ServiceCallError:
                 instances = []
             self._run_cache = {i["id"]: i for i in instances or []}
         return self._run_cache

@@ -26,7 +26,7 @@ import re
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .grid import Column, Table
 from .submit_app import ParamField, fetch_template, parse_number
 from .ui import css as _css, figure_widget as _figure_widget, message as _msg
@@ -250,7 +250,7 @@ class DecisionApp:
         self._quiet = False  # True while the app itself fills widgets (no decide per filled widget)
         try:
             self.client = client or ApiClient()
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.client = None
             self.report(exc.detail, True)
             self.widget = widgets.VBox([widgets.HTML("<h3>Where should it run?</h3>"), self.status])
@@ -327,7 +327,7 @@ class DecisionApp:
             policies = self.client.policies()
             listed = self.client.call("GET", "/organization/workflow/template")
             clusters = self.client.call("GET", "/organization/cluster/")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.policies = {p["name"]: p for p in policies.get("policies", [])}
@@ -409,7 +409,7 @@ class DecisionApp:
             return None
         try:
             answer = self.client.decide(**body)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(f"no decision: {exc.detail}", True)
             return None
         self.asked = body

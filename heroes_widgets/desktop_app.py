@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .ui import css, message
 
 API = "/organization/visualization"
@@ -105,7 +105,7 @@ class DesktopApp:
     def load_clusters(self) -> None:
         try:
             clusters = self.client.call("GET", "/organization/cluster/") or []
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"cannot list clusters: {exc.detail}", True)
             return
         self.cluster.options = [c["name"] for c in clusters]
@@ -119,7 +119,7 @@ class DesktopApp:
         self._say("submitting…")
         try:
             made = self.client.call("POST", f"{API}/session", json=body)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"not started: {exc.detail}", True)
             return None
         start = made.get("expected_start")
@@ -133,7 +133,7 @@ class DesktopApp:
     def open(self, session_id: str) -> None:
         try:
             grant = self.client.call("POST", f"{API}/session/{session_id}/ticket")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"cannot open {session_id[:8]}: {exc.detail}", True)
             return
         self._show(grant["view_url"], session_id)
@@ -141,7 +141,7 @@ class DesktopApp:
     def watch(self, share_id: str) -> None:
         try:
             grant = self.client.call("POST", f"{API}/share/{share_id}/ticket")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"cannot watch: {exc.detail}", True)
             return
         self._show(grant["view_url"], share_id)
@@ -155,7 +155,7 @@ class DesktopApp:
     def end(self, session_id: str) -> None:
         try:
             self.client.call("DELETE", f"{API}/session/{session_id}")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"cannot end {session_id[:8]}: {exc.detail}", True)
             return
         if self.opened == session_id:
@@ -167,7 +167,7 @@ class DesktopApp:
         try:
             got = self.client.call("POST", f"{API}/session/{session_id}/share",
                                    json={"viewer": viewer.strip(), "minutes": minutes})
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"not shared: {exc.detail}", True)
             return
         link = f"{os.environ.get('JUPYTERHUB_BASE_URL', '/')}hub/user-redirect/voila/render/desktop.ipynb?share={got['id']}"
@@ -178,7 +178,7 @@ class DesktopApp:
         try:
             desktops = self.client.call("GET", f"{API}/session") or []
             shared = self.client.call("GET", f"{API}/shared") or []
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self._say(f"cannot list desktops: {exc.detail}", True)
             return
         with self._lock:

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .grid import Column, Table
 from .ui import AppShell, css as _css, figure_widget as _figure_widget
 
@@ -118,7 +118,7 @@ class EnergyApp(AppShell):
         self.figures: dict = {}
         try:
             self.client = client or ApiClient()
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.client = None
             self.report(exc.detail, True)
             self.widget = widgets.VBox([widgets.HTML("<h3>HEROES energy</h3>"), self.status])
@@ -180,7 +180,7 @@ class EnergyApp(AppShell):
     def refresh(self) -> None:
         try:
             self.steps = self.client.energy_steps(**self.filters())
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.table.update(step_rows(self.steps))
@@ -220,7 +220,7 @@ class EnergyApp(AppShell):
         cluster, job_id, step_id = picked
         try:
             samples = self.client.energy_samples(job_id, step_id, cluster)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         if not samples:
@@ -239,7 +239,7 @@ class EnergyApp(AppShell):
         f = self.filters()
         try:
             groups = self.client.energy_summary(self.group_by.value, **f)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.totals.update(total_rows(groups))

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .grid import Column, Table
 from .nav import APPS, app_url
 from .ui import AppShell, css as _css
@@ -112,7 +112,7 @@ class MonitorApp(AppShell):
         """Read the list again; the open instance too, while it is not finished (or just changed state)."""
         try:
             self.instances = self.client.call("GET", "/organization/workflow/instance")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.table.update(instance_rows(self.instances), keep="id")
@@ -127,7 +127,7 @@ class MonitorApp(AppShell):
             return
         try:
             detail = self.client.call("GET", f"/organization/workflow/instance/{instance_id}")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         changed = (self.detail or {}).get("id") != detail["id"] or (self.detail or {}).get("state") != detail["state"]
@@ -169,7 +169,7 @@ class MonitorApp(AppShell):
         if key not in self._links:
             try:
                 self._links[key] = self.client.presigned_download(bucket, key)
-            except ApiError:
+            except ServiceCallError:
                 return None
         return self._links[key]
 
@@ -200,7 +200,7 @@ class MonitorApp(AppShell):
             response = self.client.request("GET", f"/organization/workflow/instance/{self.detail['id']}/log/"
                                                   f"{self.log_step.value}", params={"tail": 65536})
             self.log.value = response.text or f"(the log of {self.log_step.value} is empty so far)"
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.log.value = f"no log of {self.log_step.value} yet: {exc.detail}"
 
     def cancel(self) -> None:
@@ -209,6 +209,6 @@ class MonitorApp(AppShell):
         try:
             answer = self.client.call("DELETE", f"/organization/workflow/instance/{self.detail['id']}")
             self.report(f"cancel requested; scancel sent for {len(answer['scancelled'])} job(s)")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
         self.open(self.detail["id"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .ui import css
 
 
@@ -78,7 +78,7 @@ def who_am_i(client: ApiClient) -> dict | None:
     if not hasattr(client, "_heroes_me"):
         try:
             client._heroes_me = client.me()
-        except ApiError:
+        except ServiceCallError:
             client._heroes_me = None
     return client._heroes_me
 
@@ -121,6 +121,6 @@ def nav_bar(current: str, client: ApiClient | None = None, me: dict | None = Non
     if me is None:
         try:
             me = who_am_i(client or ApiClient())
-        except ApiError:  # no API address at all: the bar still links the apps every user has
+        except ServiceCallError:  # no API address at all: the bar still links the apps every user has
             me = None
     return css(widgets.HTML(nav_html(current, me)), "heroes-nav")

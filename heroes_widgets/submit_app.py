@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .data_browser import InputPicker
 from .nav import APPS, app_url
 from .ui import AppShell, css as _css, message as _msg
@@ -74,7 +74,7 @@ def fetch_template(app, template_id: str) -> dict | None:
         return None
     try:
         template = app.client.call("GET", f"/organization/workflow/template/{template_id}")
-    except ApiError as exc:
+    except ServiceCallError as exc:
         app.report(exc.detail, True)
         return None
     app.templates[template_id] = template
@@ -221,7 +221,7 @@ class SubmitApp(AppShell):
         try:
             listed = self.client.call("GET", "/organization/workflow/template")
             clusters = self.client.call("GET", "/organization/cluster/")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.cluster.options = [("auto (let the gateway choose)", "auto")] + [
@@ -256,7 +256,7 @@ class SubmitApp(AppShell):
         try:
             answer = self.client.decide(self.template.value, self.parameters(),
                                         clusters=None if cluster == "auto" else [cluster])
-        except ApiError:
+        except ServiceCallError:
             self._hide_advice()
             return
         target = answer.get("choice") if cluster == "auto" else cluster
@@ -298,7 +298,7 @@ class SubmitApp(AppShell):
         self.submit_button.disabled = True
         try:
             answer = self.client.call("POST", "/organization/workflow/submit", json=body)
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(f"refused: {exc.detail}", True)
             self.submit_button.disabled = False
             return None
@@ -343,7 +343,7 @@ class SubmitApp(AppShell):
                 if instance["state"] in FINAL:
                     return
                 time.sleep(self.poll_s if time.monotonic() - started < 60 else max(self.poll_s, 5.0))
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
         finally:
             submitted.set()

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import ipywidgets as widgets
 
-from .api_client import ApiClient, ApiError
+from .api_client import ApiClient, ServiceCallError
 from .nav import APPS, App, app_url, apps_for, nav_bar, server_prefix, who_am_i
 from .ui import AppShell, css
 
@@ -155,7 +155,7 @@ class WelcomeApp(AppShell):
         try:
             self.clusters = self.client.call("GET", "/organization/cluster/")
             self.templates = self.client.call("GET", "/organization/workflow/template")
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
         self.clusters_box.value = f"<ul>{clusters_html(self.clusters, self.readiness)}</ul>"
         self.templates_box.value = f"<ul>{templates_html(self.templates, self.submit_link)}</ul>"
@@ -177,7 +177,7 @@ class WelcomeApp(AppShell):
         else:
             try:
                 self.readiness = readiness_of(self.client.decide(self.templates[0]["id"]))
-            except ApiError as exc:
+            except ServiceCallError as exc:
                 self.readiness = {c["name"]: f"cannot check: {html.escape(exc.detail)}" for c in self.clusters}
         self.clusters_box.value = f"<ul>{clusters_html(self.clusters, self.readiness)}</ul>"
 
@@ -185,7 +185,7 @@ class WelcomeApp(AppShell):
     def refresh(self) -> None:
         try:
             instances = self.client.call("GET", "/organization/workflow/instance", params={"limit": RECENT})
-        except ApiError as exc:
+        except ServiceCallError as exc:
             self.report(exc.detail, True)
             return
         self.recent.value = f"<ul>{recent_html(instances, self.monitor_link)}</ul>"
@@ -195,7 +195,7 @@ class WelcomeApp(AppShell):
         user = (self.me or {}).get("username")
         try:
             groups = self.client.energy_summary("user", user=user, start=month_start())
-        except ApiError as exc:
+        except ServiceCallError as exc:
             return f"<i>energy not available: {html.escape(exc.detail)}</i>"
         total = sum(g.get("energy_kwh") or 0 for g in groups)
         steps = sum(g.get("steps") or 0 for g in groups)

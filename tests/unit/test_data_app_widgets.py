@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from heroes_widgets import api_client
-from heroes_widgets.api_client import ApiClient, ApiError
+from heroes_widgets.api_client import ApiClient, ServiceCallError
 from heroes_widgets.data_app import DataApp, InputPicker, csv_preview_rows, human_size
 
 BASE = "http://hub.example:8000/services/heroes/api/v1"
@@ -101,18 +101,18 @@ def test_base_url_from_environment():
     assert api_client.default_base_url({"HEROES_API_URL": "http://x/api/"}) == "http://x/api"
     assert (api_client.default_base_url({"JUPYTERHUB_API_URL": "http://127.0.0.1:8081/hub/api"})
             == "http://127.0.0.1:8081/services/heroes/api/v1")
-    with pytest.raises(ApiError, match="HEROES_API_URL"):
+    with pytest.raises(ServiceCallError, match="HEROES_API_URL"):
         api_client.default_base_url({})
 
 
 def test_client_sends_user_token_and_maps_errors(client, fake):
     client.buckets()
     assert fake.calls[-1][3]["Authorization"] == "token tok"
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServiceCallError) as err:
         client.call("GET", "/nope")
     assert err.value.status == 404 and err.value.detail == "Not Found"
     fake.down = True
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServiceCallError) as err:
         client.buckets()
     assert err.value.status == 503 and "cannot be reached" in err.value.detail
 
