@@ -19,7 +19,7 @@ from heroes_auth import HeroesKeycloakAuthenticator  # noqa: E402
 from heroes_layers import load_settings, split_list  # noqa: E402
 from heroes_spawner.local import HeroesLocalSpawner  # noqa: E402
 import heroes_spawner.api  # noqa: E402,F401 (strict POST /hub/api/batchspawner; must be imported before the hub starts)
-from heroes_spawner.slurm import HeroesSpawner  # noqa: E402
+from heroes_spawner.spawner import HeroesSpawner  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 s, site_extra = load_settings()

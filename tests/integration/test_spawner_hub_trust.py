@@ -58,7 +58,7 @@ def test_the_hub_side_code_loads_no_store_settings_or_credentials():
     probe = f"""
 import sys
 sys.path[:0] = [{str(ROOT / 'hub_config')!r}]
-import heroes_spawner.api, heroes_spawner.slurm, heroes_spawner.kernels_api, heroes_kernels.provisioner
+import heroes_spawner.api, heroes_spawner.spawner, heroes_spawner.kernels_api, heroes_kernels.provisioner
 import heroes_data
 loaded = sorted(m for m in sys.modules if m.startswith({FORBIDDEN!r}))
 print(",".join(loaded))

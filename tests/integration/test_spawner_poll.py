@@ -27,7 +27,7 @@ POLL_S = 15
 
 
 def new_spawner(stack):
-    from heroes_spawner.slurm import HeroesSpawner
+    from heroes_spawner.spawner import HeroesSpawner
 
     user = SimpleNamespace(name="bob", groups=[SimpleNamespace(name="acme")], url="/user/bob/")
     spawner = HeroesSpawner(user=user, service_api_url=service_api_url(stack), service_token=hub_service_token(stack))

@@ -89,7 +89,7 @@ def service(stack_settings, require, tmp_path_factory):
 
 
 def new_spawner(stack, service):
-    from heroes_spawner.slurm import HeroesSpawner
+    from heroes_spawner.spawner import HeroesSpawner
 
     user = SimpleNamespace(name="bob", groups=[], url="/user/bob/")
     spawner = HeroesSpawner(user=user, tunnel_to_node=True, service_api_url=service["url"],

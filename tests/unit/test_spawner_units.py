@@ -10,7 +10,7 @@ from batchspawner import JobStatus
 
 from heroes_spawner import form
 from heroes_spawner.api import valid_port
-from heroes_spawner.slurm import classify
+from heroes_spawner.spawner import classify
 
 PARTS = [{"name": "compute", "default": True, "available": True, "time_limit": "2:00:00", "nodes": 2,
           "cpus_per_node": 2, "memory_mb": 2048, "gres": ""},
@@ -65,7 +65,7 @@ def test_gateway_state_saved_before_the_switch_is_kept():
     """A server started by HeroesLocalSpawner (state {"pid": N}) keeps its pid under HeroesSpawner."""
     from types import SimpleNamespace
 
-    from heroes_spawner.slurm import HeroesSpawner
+    from heroes_spawner.spawner import HeroesSpawner
 
     spawner = HeroesSpawner(user=SimpleNamespace(name="bob", groups=[], url="/user/bob/"))
     spawner.load_state({"pid": 4242})
