@@ -30,6 +30,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..clusterjobs.script import render_script
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterError
 from .costs import Shape
@@ -38,7 +39,8 @@ log = logging.getLogger("heroes_service.decision")
 
 _START = re.compile(r"to start at (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})")
 _OFFSET = re.compile(r"^([+-])(\d{2})(\d{2})$")
-TEST_SCRIPT = "#!/bin/sh\ntrue\n"
+#: the planning-only job's script (never runs; sbatch wants one): from the one renderer like every batch script
+TEST_SCRIPT = render_script([], exec_argv=["true"], preamble=())
 OFFSET_TTL_S = 3600.0
 #: answers kept before old ones are pruned (one per cluster and job shape in use)
 MAX_ENTRIES = 10_000

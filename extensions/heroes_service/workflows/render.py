@@ -1,4 +1,6 @@
-"""One batch script and one sbatch argv per step. Every value is ``shlex.quote``d exactly once here.
+"""What a workflow step's batch job is: its sbatch options, environment, command argv and launcher words.
+The text of the script comes from the one renderer (``clusterjobs/script.py``), which quotes every value
+exactly once; this module only decides which values and which fixed lines of ours go where.
 
 Layout of an instance on the cluster, below the account's work dir::
 
@@ -15,10 +17,10 @@ The job name is ``heroes.<instance_id>.<step>``: only ``[a-z0-9._-]`` so ``squeu
 from __future__ import annotations
 
 import posixpath
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clusterjobs.script import BatchScript, Shell, shell_line
 from .templates import Step, Template, render_element, text_of
 
 CONTAINER_MOUNT = "/mnt"
@@ -117,18 +119,45 @@ def command_argv(ctx: Context, step: Step) -> list[str]:
     return [render_element(element, texts) for element in step.command]
 
 
-def launcher(ctx: Context, resources: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(words before the argv, raw shell words) — raw words are fixed text of ours, e.g. "$PWD"."""
+#: the instance dir as the container's working dir: fixed shell text of ours ("$PWD" is expanded on the node)
+BIND_PWD = Shell('"$PWD":' + CONTAINER_MOUNT)
+
+
+def launcher(ctx: Context, resources: dict[str, Any]) -> list[str]:
+    """The words before the step's argv: plain words are values (the renderer quotes them), ``Shell`` words
+    are ours (``"$PWD":/mnt``)."""
     words: list[str] = []
     if resources["tasks"] > 1 or resources["nodes"] > 1:
         words.append("srun")
     if ctx.runtime == "charliecloud":
-        return words + ["ch-run", "-b", '"$PWD":' + CONTAINER_MOUNT, "-c", CONTAINER_MOUNT,
-                        shlex.quote(ctx.image_path), "--"], []
+        return words + ["ch-run", "-b", BIND_PWD, "-c", CONTAINER_MOUNT, ctx.image_path, "--"]
     if ctx.runtime == "apptainer":
-        return words + ["apptainer", "exec", "--bind", '"$PWD":' + CONTAINER_MOUNT, "--pwd", CONTAINER_MOUNT,
-                        shlex.quote(ctx.image_path)], []
-    return words, []
+        return words + ["apptainer", "exec", "--bind", BIND_PWD, "--pwd", CONTAINER_MOUNT, ctx.image_path]
+    return words
+
+
+#: before the exports: what the script is, and unset variables are errors (no SLURM_JOB_ID -> no run)
+STEP_PREAMBLE = ("# HEROES workflow step, rendered by the gateway: every value below is shell-quoted.", "set -u")
+
+
+def jobid_path(step: str) -> str:
+    """Where the job writes its id at its start (relative to the instance dir; crash recovery reads it)."""
+    return f".heroes/{step}.jobid"
+
+
+def step_start(step: str) -> tuple[str, ...]:
+    """Fixed lines of ours before the command: the folders, the job id file, the start line of the log."""
+    return (Shell("mkdir -p .heroes outputs"),
+            shell_line("printf '%s\\n' \"$SLURM_JOB_ID\" > {}", jobid_path(step)),
+            shell_line("printf '[heroes] step %s job %s on %s at %s\\n' {} \"$SLURM_JOB_ID\" \"$(hostname)\" "
+                       "\"$(date -Is)\" >&2", step))
+
+
+def step_end(step: str) -> tuple[str, ...]:
+    """Fixed lines of ours after the command: its exit status in the log, and as the job's."""
+    return (Shell("rc=$?"),
+            shell_line("printf '[heroes] step %s exited %s at %s\\n' {} \"$rc\" \"$(date -Is)\" >&2", step),
+            Shell("exit $rc"))
 
 
 def render(ctx: Context, step: Step, dependency_job_ids: list[str]) -> tuple[str, list[str]]:
@@ -156,24 +185,11 @@ def render(ctx: Context, step: Step, dependency_job_ids: list[str]) -> tuple[str
         options.append(f"--gpus={resources['gpus']}")
     if dependency_job_ids:
         options.append("--dependency=afterok:" + ":".join(dependency_job_ids))
-    prefix, _ = launcher(ctx, resources)
     argv = command_argv(ctx, step)
     if step.energy and ctx.energy_command:
         argv = energy_wrapper(ctx.energy_command, step.name) + argv
-    lines = [
-        "#!/bin/bash",
-        "# HEROES workflow step, rendered by the gateway: every value below is shell-quoted.",
-        "set -u",
-    ]
-    lines += [f"export {key}={shlex.quote(value)}" for key, value in environment(ctx, step).items()]
-    lines += [
-        "mkdir -p .heroes outputs",
-        f"printf '%s\\n' \"$SLURM_JOB_ID\" > .heroes/{step.name}.jobid",
-        f"echo \"[heroes] step {step.name} job $SLURM_JOB_ID on $(hostname) at $(date -Is)\" >&2",
-        " ".join(prefix + [shlex.quote(a) for a in argv]),
-        "rc=$?",
-        f"echo \"[heroes] step {step.name} exited $rc at $(date -Is)\" >&2",
-        "exit $rc",
-        "",
-    ]
-    return "\n".join(lines), options
+    script = BatchScript(options=tuple(options), options_in_script=False, preamble=STEP_PREAMBLE,
+                         env=environment(ctx, step), body=step_start(step.name),
+                         launcher=tuple(launcher(ctx, resources)), argv=tuple(argv), exec_command=False,
+                         epilogue=step_end(step.name))
+    return script.text(), script.command_line_options()
