@@ -6,7 +6,9 @@ Usage::
 
 Writes ``DIR/heroes.<job>.<step>.<node>.csv`` (EAR's application CSV in the HEROES plugin layout plus
 ``EARLITE_ESTIMATED``) and ``DIR/heroes.<job>.<step>.<node>.samples.csv`` (one row per interval, written
-as it goes so a killed step still leaves its timeline). The wrapped command's exit status is ours;
+as it goes so a killed step still leaves its timeline). ``--progress FILE`` also keeps the totals so far
+(time, energy, the columns estimated) in a small JSON file replaced after every sample, for a long job
+(a remote desktop) whose energy is shown while it runs. The wrapped command's exit status is ours;
 SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 are forwarded to it, and a command killed by a signal
 makes the collector die of the same signal after the files are written.
 
@@ -33,7 +35,7 @@ from .estimate import TdpModel, cpu_power_w, tdp_for
 from .gpu import GpuSample, NvmlSampler, allowed_gpus
 from .procfs import FrequencySource, TreeIo, process_tree, read_cpu_info, read_cpu_times, utilization
 from .rapl import DEFAULT_POWERCAP_ROOT, Opener, RaplReader, read_text
-from .writer import format_app_row, write_app_csv, SampleWriter
+from .writer import format_app_row, write_app_csv, write_progress, SampleWriter
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -143,8 +145,10 @@ class Collector:
                  powercap_root: str = DEFAULT_POWERCAP_ROOT, rapl_opener: Opener = read_text,
                  nvml: Any | None = None, use_nvml: bool = True, environ: dict | None = None,
                  proc: str = "/proc", sys_cpu: str = "/sys/devices/system/cpu",
-                 clock: Callable[[], float] = time.time, log: Callable[[str], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, log: Callable[[str], None] | None = None,
+                 progress_path: str | None = None) -> None:
         self.out_dir = out_dir
+        self.progress_path = progress_path
         self.info = info
         self.interval = interval
         self.proc = proc
@@ -169,6 +173,8 @@ class Collector:
     def start(self) -> None:
         """Open the sources, take their baselines and write the sample file header."""
         os.makedirs(self.out_dir, exist_ok=True)
+        if self.progress_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.progress_path)), exist_ok=True)
         self.rapl.open()
         if not self.rapl.available:
             self.log(f"{self.rapl.reason}; CPU power is estimated from utilization and TDP "
@@ -244,7 +250,23 @@ class Collector:
             C.ESTIMATED_COLUMN: ",".join(estimated),
         }
         self.samples.write(row)
+        self.write_progress(dc_w)
         return row
+
+    def write_progress(self, power_w: float | None, final: bool = False) -> None:
+        """The totals so far into ``progress_path`` (if asked for). A failed write is logged and sampling
+        goes on: the files at exit are the record, this is only the running view."""
+        if not self.progress_path:
+            return
+        t = self.totals
+        try:
+            write_progress(self.progress_path, {
+                "job_id": self.info.job_id, "step_id": self.info.step_id, "node": self.info.node,
+                "time_s": round(t.time_s, 3), "energy_j": round(t.dc_j, 3),
+                "power_w": None if power_w is None else round(power_w, 2), "estimated": sorted(t.estimated),
+                "updated": round(self._last_t, 3), "final": final})
+        except OSError as exc:
+            self.log(f"progress file not written ({exc.strerror or exc})")
 
     def _accumulate(self, dt, util, freq, pck_w, dram_w, gpu_j, dc_w, gpu_samples, read_b, write_b, estimated):
         t = self.totals
@@ -279,6 +301,7 @@ class Collector:
         self.gpus.close()
         row = self.app_values(rusage)
         write_app_csv(self.app_path, [format_app_row(row)])
+        self.write_progress(None, final=True)
         return self.app_path
 
     def app_values(self, rusage: Any | None = None) -> dict[str, Any]:
@@ -453,6 +476,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--powercap-root", default=os.environ.get("HEROES_POWERCAP_ROOT", DEFAULT_POWERCAP_ROOT),
                         help="powercap sysfs root (tests point it at a synthetic tree)")
     parser.add_argument("--no-gpu", action="store_true", help="do not sample GPUs even if pynvml is present")
+    parser.add_argument("--progress", help="also keep the totals so far in this JSON file (replaced every sample)")
     args = parser.parse_args(argv[:split])
     command = argv[split + 1:]
     if not command:
@@ -486,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = step_info(command, ids, environ, os.getpid(), args.job_id, args.step_id, args.node)
     collector = Collector(args.out, info, interval=args.interval, powercap_root=args.powercap_root,
-                          use_nvml=not args.no_gpu, environ=environ)
+                          use_nvml=not args.no_gpu, environ=environ, progress_path=args.progress)
     return run(command, collector)
 
 

@@ -5,6 +5,7 @@ means "not measured" (never zero, never an estimate passed off as a measurement)
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any, Iterable
@@ -28,13 +29,22 @@ def format_app_row(values: dict[str, Any], layout: Iterable[str] | None = None) 
 def write_app_csv(path: str, rows: list[str], layout: Iterable[str] | None = None) -> None:
     """Write header + rows atomically (temp file + rename), so a reader never sees half a file."""
     names = tuple(layout) if layout is not None else C.earlite_app_columns()
+    _write_atomically(path, C.SEP.join(names) + "\n" + "".join(row + "\n" for row in rows))
+
+
+def write_progress(path: str, values: dict[str, Any]) -> None:
+    """The step's totals so far as one small JSON object, replaced atomically after every sample: a service
+    can show a long job's energy while it runs by reading a few hundred bytes, not the whole timeline."""
+    _write_atomically(path, json.dumps(values, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Temp file + rename, so a reader never sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(C.SEP.join(names) + "\n")
-            for row in rows:
-                handle.write(row + "\n")
+            handle.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
