@@ -8,6 +8,14 @@ our own: that needs a JavaScript build in the stack; this needs one JSON file in
 
 ``python -m heroes_widgets.launcher PORT APP`` runs the redirect (the proxy passes PORT);
 :func:`server_proxy_config` is what the embedded stack writes into the venv's Jupyter server config.
+
+The launcher's "Desktop" card is jupyter-remote-desktop-proxy's, configured, not forked: on the card's first
+click the server starts TigerVNC's ``vncserver`` in its own process tree (so in a cluster server's Slurm job,
+on its node) with the VNC port off and a Unix socket that jupyter-server-proxy creates in a private 0700
+folder (Xvnc makes the socket 0600), and proxies the noVNC page and its websocket with the server's own
+authentication (the hub's OAuth: only the server's owner). :func:`desktop_session_script` is the session
+it runs (``JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP``): the package's default wants Xfce and D-Bus, which the
+nodes do not have; ours is openbox and a terminal, the packages the Desktop app's nodes already carry.
 """
 from __future__ import annotations
 
@@ -32,6 +40,20 @@ def server_proxy_config(python: str) -> dict:
                                "rank": rank},
         }
     return {"ServerProxy": {"servers": servers}}
+
+
+#: the file name of the desktop session in the single-user venv's ``bin/``
+DESKTOP_SESSION = "heroes-desktop-session"
+
+
+def desktop_session_script() -> str:
+    """The X session of the launcher's Desktop: a terminal in the server's folder, openbox in front.
+    ``exec openbox``: vncserver ends the desktop when its session ends, so the window manager must stay."""
+    return ("#!/bin/sh\n"
+            "# the JupyterLab launcher's Desktop (written by the HEROES stack; heroes_widgets/launcher.py)\n"
+            "unset SESSION_MANAGER DBUS_SESSION_BUS_ADDRESS\n"
+            "xterm -geometry 100x30+40+40 -title \"Terminal on $(hostname)\" &\n"
+            "exec openbox\n")
 
 
 def redirect_page(location: str) -> bytes:

@@ -89,6 +89,9 @@ c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
 c.Spawner.environment = {
     "PATH": f"{user_bin}:/usr/local/bin:/usr/bin:/bin",
     "VIRTUAL_ENV": str(user_bin.parent),
+    # the launcher's Desktop (jupyter-remote-desktop-proxy): openbox + a terminal, the session the stack writes
+    # into the venv (heroes_widgets.launcher.DESKTOP_SESSION) instead of the package's Xfce default
+    "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP": str(user_bin / "heroes-desktop-session"),
 }
 if s.singleuser_pythonpath:
     c.Spawner.environment["PYTHONPATH"] = s.singleuser_pythonpath

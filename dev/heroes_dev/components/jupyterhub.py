@@ -50,6 +50,9 @@ SINGLEUSER_REQUIREMENTS = (
     "pandas==3.1.1",  # heroes_sdk reads outputs and decisions into DataFrames
     "ipydatagrid==1.4.0",  # every app's tables (heroes_widgets/grid.py): sort, filter, resize
     "jupyter-server-proxy==4.6.0",  # the JupyterLab launcher's cards for the apps (heroes_widgets/launcher.py)
+    # the launcher's "Desktop": TigerVNC on a 0600 Unix socket in the server's own job, noVNC through the
+    # server's authenticated proxy (needs jupyter-server-proxy >= 4.1.1, CVE-2024-28179; raw_socket_proxy)
+    "jupyter-remote-desktop-proxy==3.0.1",
 )
 SINGLEUSER_PYTHON = "/usr/bin/python3"
 CHP_PACKAGE = "configurable-http-proxy"
@@ -195,9 +198,12 @@ class JupyterHub(Component):
 
     def _configure_singleuser_env(self) -> None:
         """The venv's own Jupyter config (rewritten at every ensure): launcher cards for the gateway's apps
-        (heroes_widgets/launcher.py), and no "Render with Voila" preview button: Voila renders the
-        dashboards folder, not the S3 files JupyterLab shows, so its preview of those was a broken page."""
-        from heroes_widgets.launcher import server_proxy_config  # late: the widgets package is user-side
+        (heroes_widgets/launcher.py), the session the launcher's Desktop starts (openbox and a terminal, in
+        ``bin/``: the hub points JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP at it), and no "Render with Voila"
+        preview button: Voila renders the dashboards folder, not the S3 files JupyterLab shows, so its
+        preview of those was a broken page."""
+        from heroes_widgets.launcher import (  # late: the widgets package is user-side
+            DESKTOP_SESSION, desktop_session_script, server_proxy_config)
 
         etc = self.singleuser_env / "etc" / "jupyter"
         (etc / "labconfig").mkdir(parents=True, exist_ok=True)
@@ -210,6 +216,9 @@ class JupyterHub(Component):
             {"disabledExtensions": {"@voila-dashboards/jupyterlab-preview": True}}, indent=1) + "\n")
         for path in (server_config, page_config):
             path.chmod(0o644)
+        session = self.singleuser_env / "bin" / DESKTOP_SESSION
+        session.write_text(desktop_session_script())
+        session.chmod(0o755)
         (etc / "jupyter_server_config.d" / "heroes-apps.json").unlink(missing_ok=True)  # where it was first put
 
     def _env(self) -> dict[str, str]:
