@@ -23,7 +23,9 @@ import numpy as np
 
 from .features import sweep
 from .history import Trace, read_swf
-from .predictor import LAMBDAS, LimitCalibrator, LimitChooser, RuntimePredictor, log_request
+from .predictor import RuntimePredictor, log_request
+from .ratio_distribution import LAMBDAS
+from .time_limits import LimitCalibrator, LimitChooser
 
 
 @dataclass

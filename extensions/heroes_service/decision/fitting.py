@@ -16,7 +16,8 @@ from . import service_history as sh
 from .encoding import (Codes, StepModel, StepRuns, as_number, as_trace, energy_row, measured_by_cluster, memory_row,
                        step_runs)
 from .features import HistoryState, JobView, sweep
-from .predictor import LimitCalibrator, RuntimePredictor, candidate_matrix, candidate_spread, log_request
+from .predictor import RuntimePredictor, candidate_matrix, candidate_spread, log_request
+from .time_limits import LimitCalibrator
 from .trees import FlatForest
 
 log = logging.getLogger("heroes_service.decision")

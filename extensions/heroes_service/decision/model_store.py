@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .predictor import BIN_SAMPLES, N_CANDIDATES, RatioDistribution, RuntimePredictor
+from .predictor import N_CANDIDATES, RuntimePredictor
+from .ratio_distribution import BIN_SAMPLES, RatioDistribution
 from .trees import ModelStoreError, PortableEnsemble
 
 FORMAT = "heroes-runtime-predictor"

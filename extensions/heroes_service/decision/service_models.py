@@ -9,7 +9,7 @@ Three levels of knowledge, best first:
    from the runs' energy records.
 2. **The organization's whole history** (imported traces and every step): the shared
    :class:`~.predictor.RuntimePredictor` on :class:`~.features.HistoryState` features (user habits, same
-   request shape, queue/cluster medians), its limit from :class:`~.predictor.LimitCalibrator` calibrated on a
+   request shape, queue/cluster medians), its limit from :class:`~.time_limits.LimitCalibrator` calibrated on a
    chronological hold-out; a quantile gradient-boosting model of peak memory per node.
 3. Nothing: the template's requests (the caller reports ``template-defaults``).
 
