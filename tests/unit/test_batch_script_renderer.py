@@ -24,9 +24,6 @@ from heroes_service.workflows.render import Context, render
 from heroes_service.workflows.templates import parse_template, resolve_parameters
 
 EXTENSIONS = Path(__file__).resolve().parents[2] / "extensions"
-#: files that still write a script's text themselves. The desktop's script is moved onto the renderer in
-#: parallel (issue 15/16): drop this entry once visualization/script.py calls render_script.
-STILL_OWN = {"heroes_service/visualization/script.py"}
 HOSTILE = ["'; touch canary1 #", "$(touch canary2)", "`touch canary3`", "a\nb; touch canary4", "x\rtouch canary5",
            "\"double\" 'single' \\ $HOME ${PATH} * ? [a] ~ !x %s {} -- ../../etc/passwd", "", " lead and trail ",
            "{}", "{0}", "$'\\x41'"]
@@ -83,7 +80,7 @@ def test_no_other_module_writes_a_script_of_its_own():
     """A shebang or a hand-written ``export`` line outside the renderer would be a second renderer."""
     own = re.compile(r"#!/bin/|f[\"']export |[\"']#SBATCH ")
     found = {str(p.relative_to(EXTENSIONS)) for p in EXTENSIONS.rglob("*.py") if own.search(p.read_text())}
-    assert found - STILL_OWN == {"heroes_service/clusterjobs/script.py"}
+    assert found == {"heroes_service/clusterjobs/script.py"}
 
 
 def test_options_go_either_into_the_script_or_onto_sbatchs_argv():
