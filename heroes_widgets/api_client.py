@@ -222,12 +222,6 @@ class ApiClient:
         return self.call("GET", f"{ENERGY}/energy/samples",
                          params={"job_id": job_id, "step_id": step_id, "cluster": cluster})["samples"]
 
-    def ingest_ear_files(self, files: dict[str, str], **params) -> dict:
-        """Ingest EAR/EAR-lite files ({name: text}) all-or-nothing; ServiceCallError names file, line and column."""
-        body = {"files": [{"name": name, "content": text} for name, text in files.items()]}
-        query = {k: v for k, v in params.items() if v}
-        return self.call("POST", f"{ENERGY}/ingest_ear_files", params=query, json=body)
-
     # --- decision -------------------------------------------------------------------------------------
     def policies(self) -> dict:
         """The placement policies (``policies``: name, title, description, weights) and the ``default`` one."""

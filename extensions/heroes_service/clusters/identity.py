@@ -87,9 +87,6 @@ def forget_secrets() -> None:
         _CERTS.clear()
 
 
-reset_for_tests = forget_secrets
-
-
 # --- credentials -------------------------------------------------------------------------------------
 def load_private_key(text: str) -> paramiko.PKey:
     """Parse an OpenSSH/PEM private key (ed25519, ECDSA or RSA; unencrypted). Never echoes the key."""

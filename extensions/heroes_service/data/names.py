@@ -98,10 +98,6 @@ class BucketRef:
     owner: str  # identity part (derived user or organization name)
     extra: str = ""
 
-    @property
-    def is_default(self) -> bool:
-        return not self.extra
-
 
 class Naming:
     """Builds and parses bucket names for one deployment (``base`` separates deployments sharing a server)."""

@@ -28,7 +28,6 @@ from ..settings import ServiceSettings
 log = logging.getLogger("heroes_service.identity")
 T = TypeVar("T")
 ORG_ATTRIBUTE = "heroes.organization"
-ROLES = ("platform-admin", "org-admin", "user")
 
 
 def _keycloak_message(exc: Exception) -> str:
