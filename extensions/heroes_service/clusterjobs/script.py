@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 #: environment variable names we are willing to write into a script
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
