@@ -142,6 +142,13 @@ class ServiceSettings(BaseSettings):
     visualization_bridge: Literal["srun", "direct"] = Field(
         "srun", description="How the login node reaches a desktop's socket: srun --overlap into the job (no "
                             "route to nodes needed), or direct (login and nodes share /tmp: one-host sites).")
+    visualization_energy: bool = Field(
+        True, description="Run each desktop under the energy collector (heroes_energy, staged into its session "
+                          "folder; needs python3 on the nodes): its energy is the collector's while it runs and "
+                          "its energy record when it ends. Off: estimated from the cluster's power profile.")
+    visualization_energy_read_s: float = Field(
+        10.0, ge=1, description="Seconds between two reads of a running desktop's energy so far (one small file "
+                                "over SSH per desktop).")
 
     @property
     def issuer(self) -> str:

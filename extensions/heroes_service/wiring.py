@@ -5,8 +5,8 @@
   cluster bind again before they do.
 * ``build_workers``: the one reconciler (one thread per cluster with live work of any kind), cluster jobs
   (servers, kernels), desktops (``visualization.tracker``) and the workflow engine on top of it; energy
-  ingestion is handed to the engine here, so ``workflows`` does not import ``energy`` (which reads workflow
-  tables).
+  ingestion is handed to the engine and the desktops' tracker here, so ``workflows`` does not import ``energy``
+  (which reads workflow tables).
 * ``start_workers`` / ``stop_workers``: from the app's lifespan.
 """
 from __future__ import annotations
@@ -57,7 +57,10 @@ def build_workers(app) -> None:
     app.state.cluster_jobs = ClusterJobs(app.state.sessions, reconciler)
     # desktops ride the same squeue; the bridges count viewers for the tracker's idle cull
     app.state.desktop_viewers = Viewers()
-    reconciler.register(DesktopTracker(app.state.sessions, app.state.desktop_viewers, reconciler))
+    reconciler.register(DesktopTracker(
+        app.state.sessions, app.state.desktop_viewers, reconciler, energy_sink=ingest_for_owner,
+        energy_read_s=app.state.settings.visualization_energy_read_s,
+        energy_max_bytes=workflow_settings.energy_max_file_bytes))
     engine = WorkflowEngine(app.state.sessions, workflow_settings, lambda: Staging(data_service(app)),
                             app.state.settings.state_dir, reconciler)
     engine.energy_sink, engine.energy_max_files = ingest_for_owner, MAX_FILES

@@ -142,7 +142,7 @@ def create(request: Request, body: DesktopIn, principal: Principal = Depends(any
         session.expunge(cluster)
         session.expunge(row)
     try:
-        job_id, start_at, _note = sessions.submit(row, cluster, list_outputs)
+        job_id, start_at, _note = sessions.submit(row, cluster, list_outputs, settings.visualization_energy)
     except Exception:
         # refused or never sent: no job can exist, so the intent goes and nothing is half-written
         with request.app.state.sessions() as session:

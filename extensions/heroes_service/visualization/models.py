@@ -1,4 +1,4 @@
-"""Desktop sessions, their view-only share links and one-time connect tickets (migration 0009).
+"""Desktop sessions, their view-only share links and one-time connect tickets (migrations 0009, 0013).
 
 A session row is written (``SUBMITTING``, unique job name ``heroes.desktop.<id>``) before ``sbatch`` runs.
 Tickets and shares keep only a SHA-256 of their secret: a database dump gives nobody a way into a desktop.
@@ -83,6 +83,14 @@ class DesktopSession(Base):
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_viewer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # what the energy collector says (migration 0013): ``energy_source`` "" (nothing from it yet), "collector"
+    # (its totals so far) or "record" (the energy record ingested when the desktop ended); ``energy_estimated``
+    # lists the collector's columns that are estimates (no readable RAPL on the node), empty when all measured
+    energy_j: Mapped[float | None] = mapped_column(Float, nullable=True)
+    energy_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    energy_estimated: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    energy_source: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    energy_read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class DesktopShare(Base):

@@ -6,6 +6,7 @@ is confined to the caller's own work folder (or one of their instances), never a
 """
 from __future__ import annotations
 
+import io
 import logging
 import posixpath
 from dataclasses import dataclass
@@ -16,15 +17,17 @@ from sqlalchemy.orm import Session
 
 from ..clusterjobs import resources
 from ..clusterjobs.kinds import JobSpecError
+from ..clusterjobs.script import Resources, ScriptError
 from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once, scancel
 from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.identity import PER_USER, cluster_login
 from ..clusters.models import Cluster, cluster_by_id, cluster_by_name
 from ..decision import wait
-from ..decision.costs import Shape, job_cost
+from ..decision.costs import Shape
 from ..errors import Conflict, Invalid, NotFound, Unavailable
 from . import models as m
-from .script import LOG_FILE, desktop_script
+from .energy import usage_energy
+from .script import COLLECTOR_FILE, desktop_script
 
 log = logging.getLogger("heroes_service.visualization")
 
@@ -114,17 +117,16 @@ def plan(session: Session, principal, spec: DesktopSpec, settings) -> tuple[m.De
     return row, cluster, inst is not None
 
 
-def sbatch_options(row: m.DesktopSession) -> list[str]:
-    options = [f"--job-name={m.job_name(row.id)}", "--nodes=1", "--ntasks=1", f"--cpus-per-task={row.cores}",
-               f"--mem={row.memory_mb}M", f"--time={row.minutes}", f"--chdir={row.work_dir}",
-               f"--output={row.session_dir}/{LOG_FILE}"]
-    if row.partition:
-        options.append(f"--partition={row.partition}")
-    if row.gpus:
-        options.append(f"--gres=gpu:{row.gpus}")
-    if any("\n" in o for o in options):
-        raise Invalid("a job option contains a line break")
-    return options
+def script_of(row: m.DesktopSession, list_outputs: bool, energy: bool) -> str:
+    """The desktop's batch script from the one renderer (``Invalid`` when a value cannot be written safely)."""
+    resources = Resources(partition=row.partition, cores=row.cores, memory_mb=row.memory_mb, minutes=row.minutes,
+                          gpus=row.gpus)
+    try:
+        return desktop_script(row.session_dir, row.work_dir, m.job_name(row.id), resources, geometry=row.geometry,
+                              title=f"HEROES desktop {row.id[:8]} ({row.username})", list_outputs=list_outputs,
+                              energy=energy)
+    except (ScriptError, ValueError) as exc:
+        raise Invalid(f"cannot write the desktop's batch script: {exc}", rule="sbatch") from None
 
 
 def shape_of(row: m.DesktopSession) -> Shape:
@@ -132,8 +134,10 @@ def shape_of(row: m.DesktopSession) -> Shape:
                  time_s=row.minutes * 60.0, partition=row.partition)
 
 
-def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple[str | None, datetime | None, str]:
-    """Session folder, expected start, then the one submit path (``clusterjobs.submit``): ``sbatch_once``
+def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool,
+           energy: bool = True) -> tuple[str | None, datetime | None, str]:
+    """Session folder (with the energy collector staged in it when ``energy``), expected start, then the one
+    submit path (``clusterjobs.submit``): ``sbatch_once``
     after the intent was committed, and on a lost answer ``find_by_name`` (the job is adopted, never submitted
     twice). Returns (job id, expected start, the planner's note); job id None: Slurm may still have the job,
     the intent stays for the reconciler to adopt by name. Relative folders of ``row`` (a detached copy) are
@@ -145,18 +149,20 @@ def submit(row: m.DesktopSession, cluster: Cluster, list_outputs: bool) -> tuple
             home = conn.run(["pwd"], timeout=30).check().stdout.strip()
             row.work_dir = posixpath.join(home, row.work_dir)
             row.session_dir = posixpath.join(home, row.session_dir)
+        script = script_of(row, list_outputs, energy)
         conn.run(["mkdir", "-p", "-m", "0700", "--", row.session_dir], timeout=30).check()
+        if energy:
+            from ..workflows.cluster_files import collector_zipapp
+
+            conn.put_stream(io.BytesIO(collector_zipapp()), f"{row.session_dir}/{COLLECTOR_FILE}", mode=0o600)
         answer = wait.wait_cache().waits([(cluster.id, conn, shape_of(row))])[0]
-        script = desktop_script(row.session_dir, geometry=row.geometry, list_outputs=list_outputs,
-                                title=f"HEROES desktop {row.id[:8]} ({row.username})")
-        options = sbatch_options(row)
     except CommandFailed as exc:
         raise Invalid(f"could not prepare the desktop: {(exc.stderr or str(exc)).strip()[:300]}",
                       rule="sbatch") from None
-    except ClusterError as exc:
+    except (ClusterError, OSError) as exc:
         raise Unavailable(f"cluster {cluster.name!r} unreachable: {exc}") from None
     try:
-        job_id = sbatch_once(conn, script, options)
+        job_id = sbatch_once(conn, script)
     except CommandFailed as exc:
         raise Invalid(f"Slurm refused the desktop: {(exc.stderr or str(exc)).strip()[:300]}", rule="sbatch") from None
     except (ClusterUnreachable, CommandTimeout) as exc:
@@ -182,19 +188,13 @@ def end(row: m.DesktopSession, cluster: Cluster | None, reason: str) -> None:
 
 # --- describe -----------------------------------------------------------------------------------------------
 def usage(row: m.DesktopSession, cluster: Cluster | None, now: datetime | None = None) -> dict:
-    """Elapsed time, time left, core-hours, estimated energy and cost so far."""
+    """Elapsed time, time left, core-hours, energy (the collector's, see ``energy.usage_energy``) and cost so far."""
     now = now or m.utcnow()
     started, ended = m.aware(row.started_at), m.aware(row.ended_at)
     elapsed = max(0.0, ((ended or now) - started).total_seconds()) if started else 0.0
     left = max(0.0, row.minutes * 60 - elapsed) if started and row.state in m.LIVE else None
-    profile = (cluster.energy_profile if cluster is not None else None) or {}
-    watts = float(profile.get("idle_watts_per_node") or 0.0) + row.cores * float(profile.get("watts_per_core") or 0.0) \
-        + row.gpus * float(profile.get("watts_per_gpu") or 0.0)
-    energy_kwh = watts * elapsed / 3600.0 / 1000.0
-    cost = job_cost(cluster.price_model if cluster is not None else None, profile, shape_of(row), elapsed, energy_kwh)
     return {"elapsed_s": round(elapsed), "time_left_s": None if left is None else round(left),
-            "core_hours": round(row.cores * elapsed / 3600.0, 4), "energy_kwh": round(energy_kwh, 6),
-            "energy_estimated": True, "cost": cost.amount, "currency": cost.currency}
+            "core_hours": round(row.cores * elapsed / 3600.0, 4), **usage_energy(row, cluster, shape_of(row), elapsed)}
 
 
 def find_own(session: Session, principal, session_id: str) -> m.DesktopSession:
