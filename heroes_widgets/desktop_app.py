@@ -3,7 +3,8 @@
 Start a desktop (cluster, partition, cores, memory, minutes, GPUs), see it queue, open it when it is ready:
 the desktop shows in the page (noVNC, served by the HEROES service) with copy/paste both ways, the screen
 following the window, a quality/compression setting and full screen. Several desktops at once; each row
-shows its state, node, time left, core-hours and cost so far; "End" cancels its Slurm job. "Share" gives
+shows its state, node, time left, core-hours, energy (the energy collector's on the node, marked
+"measured"; "estimated" with the reason where it is not) and cost so far; "End" cancels its Slurm job. "Share" gives
 another member of your organization a view-only link that expires; desktops shared with you are listed
 with "Watch".
 
@@ -43,6 +44,20 @@ def _minutes(seconds) -> str:
     return f"{int(seconds) // 60} min {int(seconds) % 60:02d} s"
 
 
+def energy_text(usage: dict) -> str:
+    """The energy so far and where it comes from: the collector on the node (measured, or its own estimate
+    where the node has no readable RAPL counter), or the cluster's power profile before its first sample."""
+    kwh = f"{usage.get('energy_kwh', 0):.4f} kWh"
+    source = usage.get("energy_source") or "power profile"
+    if source == "power profile":
+        label = "estimated from the power profile: no collector output yet"
+    else:
+        label = "collector's record" if source == "energy record" else "collector"
+        label += "; CPU power estimated: no RAPL on the node" if usage.get("energy_estimated") else ", measured"
+    note = html.escape(usage.get("energy_note") or label, quote=True)
+    return f"<span class='heroes-desktop-energy' title='{note}'>{html.escape(kwh)} ({html.escape(label)})</span>"
+
+
 def describe(d: dict) -> str:
     """One desktop as a line of HTML (escaped: every value comes from the API)."""
     usage = d.get("usage") or {}
@@ -51,7 +66,7 @@ def describe(d: dict) -> str:
         (f" – {d['end_reason']}" if d.get("end_reason") else "") + (f" – {d['reason']}" if d.get("reason") else "")
     parts = [f"<b>{html.escape(d['id'][:8])}</b>", html.escape(d["cluster"]), html.escape(state),
              f"node {html.escape(d.get('node') or '–')}", f"time left {_minutes(usage.get('time_left_s'))}",
-             f"{usage.get('core_hours', 0):.3f} core-h", f"{usage.get('energy_kwh', 0):.4f} kWh (est.)",
+             f"{usage.get('core_hours', 0):.3f} core-h", energy_text(usage),
              f"cost {html.escape(cost)}"]
     if d.get("instance_id"):
         parts.append(f"run {html.escape(d['instance_id'][:8])}")

@@ -6,7 +6,10 @@ The path of a desktop's bytes, with no route from the gateway to compute nodes::
       --SSH exec channel, pooled paramiko connection--> login node: srun --jobid=<id> --overlap socat
       --Slurm's own I/O forwarding--> node: the desktop's Unix socket (0600, in a 0700 mktemp folder)
 
-* ``script.py``: the batch script (Xvnc on a private socket, X cookie, openbox, xterm) and the bridge argv;
+* ``script.py``: the batch script (the one renderer's; Xvnc on a private socket, X cookie, openbox, xterm,
+  under the energy collector) and the bridge argv;
+* ``energy.py``: the desktop's energy from its collector: totals so far while it runs, the ingested record at
+  its end, the power profile's estimate only before the first sample;
 * ``sessions.py``: validate against the cluster, ``sbatch --test-only``, submit (``clusterjobs.submit``: once,
   adopted by name on a lost answer), end, usage and cost;
 * ``tracker.py``: the shared reconciler's DesktopTracker (one squeue per cluster for every kind), the ready
