@@ -55,7 +55,7 @@ def energy_text(usage: dict) -> str:
         label = "collector's record" if source == "energy record" else "collector"
         label += "; CPU power estimated: no RAPL on the node" if usage.get("energy_estimated") else ", measured"
     note = html.escape(usage.get("energy_note") or label, quote=True)
-    return f"<span class='heroes-desktop-energy' title='{note}'>{html.escape(kwh)} ({html.escape(label)})</span>"
+    return f"<span class='heroes-desktop-energy' title='{note}'>{html.escape(kwh)} ({html.escape(label, quote=False)})</span>"
 
 
 def describe(d: dict) -> str:
