@@ -55,7 +55,8 @@ def energy_text(usage: dict) -> str:
         label = "collector's record" if source == "energy record" else "collector"
         label += "; CPU power estimated: no RAPL on the node" if usage.get("energy_estimated") else ", measured"
     note = html.escape(usage.get("energy_note") or label, quote=True)
-    return f"<span class='heroes-desktop-energy' title='{note}'>{html.escape(kwh)} ({html.escape(label, quote=False)})</span>"
+    text = f"{html.escape(kwh)} ({html.escape(label, quote=False)})"
+    return f"<span class='heroes-desktop-energy' title='{note}'>{text}</span>"
 
 
 def describe(d: dict) -> str:

@@ -158,7 +158,8 @@ def test_energy_so_far_while_it_runs_then_the_record_and_the_ledger_at_its_end(t
     with tracker.sessions() as session:
         [entry] = session.query(ClusterJob).filter_by(kind=DESKTOP, ref=sid).all()
         [record] = session.query(EnergyRecord).all()
-    assert record.energy_j == pytest.approx(260.0, rel=1e-3) and (record.username, record.organization) == ("bob", "acme")
+    assert record.energy_j == pytest.approx(260.0, rel=1e-3)
+    assert (record.username, record.organization) == ("bob", "acme")
     assert (record.cluster, record.job_id, record.instance_id) == ("alpha", 42, "")
     assert entry.energy_j == pytest.approx(260.0, rel=1e-3) and entry.alloc_tres == ACCOUNTED["alloc_tres"]
     row = get(tracker, sid)

@@ -87,8 +87,8 @@ cd "$HEROES_DESKTOP_DIR" || exit 1
 if [ "${HEROES_DESKTOP_LIST_OUTPUTS:-0}" = 1 ]; then
   # a second terminal with the instance's files listed (its outputs are right here, no copy)
   xterm -T "outputs: $PWD" -geometry 90x45+620+0 -e bash -c 'ls -la --color=never; if [ -d outputs ]; then
-    echo; echo "outputs/:"; ls -la --color=never outputs; fi; echo; echo "(this run'"'"'s folder; the shell stays open)";
-    exec bash -i' &
+    echo; echo "outputs/:"; ls -la --color=never outputs; fi; echo
+    echo "(this run'"'"'s folder; the shell stays open)"; exec bash -i' &
 fi
 HEROES_APPS
 openbox --startup "bash $runtime/apps" >/dev/null &
