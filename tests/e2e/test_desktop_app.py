@@ -4,7 +4,8 @@ bob starts a desktop on alpha from the app; the page embeds noVNC connected thro
 bridge (ticket in the subprotocol, SSH to alpha's login node, srun into the job, the 0600 Unix socket of a
 real TigerVNC server); the canvas shows the desktop; what he types in its terminal runs on the node as bob
 (a file appears in his cluster home, checked over SSH); "End" cancels the job (gone from squeue within one
-poll). alice watches a desktop bob shared with her, view only: she sees it, her typing never arrives.
+poll); while it runs its row shows the energy the collector on the node measured. alice watches a desktop
+bob shared with her, view only: she sees it, her typing never arrives.
 """
 from __future__ import annotations
 
@@ -111,6 +112,13 @@ def test_bob_starts_types_and_ends_a_desktop(page, hub, alpha, stack_settings):
     page.screenshot(path=str(SHOTS / "desktop-app.png"), full_page=True)
     src = frame_element.get_attribute("src")
     ticket = re.search(r"ticket=([0-9a-f]+)", src).group(1)
+
+    # the row's energy is the energy collector's on the node (it samples every 5 s, the service reads it every 10 s)
+    energy = page.locator(".heroes-desktop-row .heroes-desktop-energy").first
+    expect(energy).to_contain_text("(collector", timeout=60_000)
+    assert re.search(r"\d+\.\d{4} kWh \(collector(, measured|; CPU power estimated: no RAPL on the node)\)",
+                     energy.inner_text()), energy.inner_text()
+    page.screenshot(path=str(SHOTS / "desktop-app-energy.png"), full_page=True)
 
     proof = f"browser-proof-{secrets.token_hex(4)}"
     type_into(page, canvas, f"touch $HOME/{proof}")

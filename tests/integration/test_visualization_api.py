@@ -3,7 +3,10 @@ per-user certificates (bob's desktop runs as bob), a real TigerVNC server, the b
 """
 from __future__ import annotations
 
+import glob
+import json
 import logging
+import os
 import secrets
 import time
 
@@ -108,6 +111,69 @@ def test_desktop_lifecycle_input_and_isolation(desk, caplog):
     # the secrets never reached a log line
     assert one_time not in caplog.text and good not in caplog.text
     assert bob.headers["Authorization"].split()[-1] not in caplog.text
+
+
+def rapl_readable_by_users() -> bool:
+    """Whether a job could read a RAPL counter on this host's nodes (root-only since Linux 5.10)."""
+    return any(os.stat(path).st_mode & 0o004 for path in glob.glob("/sys/class/powercap/*/energy_uj"))
+
+
+def wait_usage(api, session_id: str, check, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = api.get(f"/organization/visualization/session/{session_id}").json()
+        if check(got["usage"]):
+            return got
+        assert time.monotonic() < deadline, f"the desktop's usage never got there: {got['usage']}"
+        time.sleep(1)
+
+
+def test_a_desktops_energy_comes_from_its_collector_while_it_runs_and_after(desk):
+    """The desktop runs under the energy collector (staged into its session folder): its energy so far is the
+    collector's while it runs (the power profile's estimate only before the first sample, and it says so);
+    after delete the collector's EAR CSV is the session's energy record and its ledger row's energy."""
+    bob, carol, stack = desk["apis"]["bob"], desk["apis"]["carol"], desk["stack"]
+    made = start_desktop(bob)
+    sid, job_id = made["id"], made["job_id"]
+    assert made["usage"]["energy_source"] == "power profile" and made["usage"]["energy_estimated"] is True
+    assert "no output from the energy collector yet" in made["usage"]["energy_note"]
+    got = wait_desktop(bob, sid)
+    session_dir = f"{got['work_dir']}/.heroes-desktops/{sid}"
+    assert remote_exists(stack, "bob", f"{session_dir}/heroes_energy.pyz")
+
+    first = wait_usage(bob, sid, lambda u: u["energy_source"] == "collector")["usage"]
+    assert first["energy_j"] > 0 and first["energy_measured_s"] > 0
+    if rapl_readable_by_users():
+        assert first["energy_estimated"] is False
+        assert first["energy_note"].startswith("measured by the energy collector")
+    else:  # the collector's own estimate (CPU power from utilisation) is marked as such, never shown as measured
+        assert first["energy_estimated"] is True and "no readable RAPL" in first["energy_note"], first
+    # while it runs the numbers grow with the collector's samples, and the node holds the file they come from
+    later = wait_usage(bob, sid, lambda u: (u["energy_measured_s"] or 0) > first["energy_measured_s"])["usage"]
+    assert later["energy_j"] > first["energy_j"] and later["energy_source"] == "collector"
+    on_node = json.loads(remote_read(stack, "bob", f"{session_dir}/energy/progress.json"))
+    assert on_node["job_id"] == job_id and on_node["final"] is False
+    assert on_node["energy_j"] >= later["energy_j"]
+
+    r = bob.delete(f"/organization/visualization/session/{sid}")
+    assert r.status_code == 200 and r.json()["state"] == "CANCELLED"
+    entry = wait_ledger_row(desk["app"], sid, timeout=150)
+    # the collector wrote its EAR CSV when Slurm's SIGTERM reached it; that file is the session's record
+    csv = remote_read(stack, "bob", f"{session_dir}/energy/heroes.{job_id}.0.{got['node']}.csv").splitlines()
+    values = dict(zip(csv[0].split(";"), csv[1].split(";")))
+    from_file = float(values["DC_NODE_POWER_W"]) * float(values["TIME_SEC"])
+    assert entry.energy_j == pytest.approx(from_file, rel=1e-6) and entry.energy_j > later["energy_j"]
+    [record] = bob.get("/organization/decision/energy/steps", params={"cluster": CLUSTER, "job_id": job_id}) \
+        .json()["steps"]
+    assert record["energy_j"] == pytest.approx(entry.energy_j, rel=1e-6) and record["username"] == "bob"
+    assert record["estimated"] is (not rapl_readable_by_users())
+    samples = bob.get("/organization/decision/energy/samples", params={
+        "cluster": CLUSTER, "job_id": job_id, "step_id": 0}).json()["samples"]
+    assert len(samples) >= 2
+    ended = bob.get(f"/organization/visualization/session/{sid}").json()["usage"]
+    assert ended["energy_source"] == "energy record"
+    assert ended["energy_j"] == pytest.approx(entry.energy_j, abs=1e-3)
+    assert carol.get("/organization/decision/energy/steps", params={"job_id": job_id}).json()["steps"] == []
 
 
 def test_view_only_link(desk):

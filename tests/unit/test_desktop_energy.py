@@ -125,7 +125,8 @@ def test_without_collector_output_the_energy_is_the_profiles_estimate_and_says_s
     assert got["energy_kwh"] == pytest.approx(0.12) and "no output from the energy collector yet" in got["energy_note"]
     row.energy_j, row.energy_time_s, row.energy_source, row.energy_estimated = 7.2e6, 3600.0, "collector", ""
     got = energy.usage_energy(row, Cluster(), Shape(cpus_per_task=2), 3600)
-    assert (got["energy_source"], got["energy_estimated"], got["energy_kwh"]) == ("collector", False, 2.0)
+    assert (got["energy_source"], got["energy_estimated"], got["energy_kwh"], got["energy_j"]) == \
+        ("collector", False, 2.0, 7.2e6)
     assert got["energy_note"] == "measured by the energy collector on alpha-n1" and got["energy_measured_s"] == 3600
     row.energy_estimated = "DC_NODE_POWER_W,PCK_POWER_W"
     got = energy.usage_energy(row, Cluster(), Shape(cpus_per_task=2), 3600)

@@ -83,9 +83,10 @@ class DesktopOut(BaseModel):
     expected_start: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
-    usage: dict = Field(description="elapsed_s, time_left_s, core_hours, energy_kwh with energy_source (collector: "
-                                    "its totals so far; energy record: ingested at the end; power profile: no "
-                                    "collector output yet), energy_estimated and energy_note, cost, currency.")
+    usage: dict = Field(description="elapsed_s, time_left_s, core_hours, energy_kwh (and energy_j) with "
+                                    "energy_source (collector: its totals so far; energy record: ingested at the "
+                                    "end; power profile: no collector output yet), energy_estimated and "
+                                    "energy_note, cost, currency.")
     connect_path: str = Field(description="The desktop page; add '#session=<id>&ticket=<ticket>' from POST .../ticket.")
     websocket_path: str
 

@@ -143,6 +143,6 @@ def usage_energy(row: m.DesktopSession, cluster, shape: Shape, elapsed_s: float)
                 if row.state in m.LIVE else "estimated from the cluster's power profile: the energy collector "
                                             "left no record")
     cost = job_cost(cluster.price_model if cluster is not None else None, profile, shape, elapsed_s, kwh)
-    return {"energy_kwh": round(kwh, 6), "energy_estimated": estimated, "energy_source": source,
-            "energy_note": note, "energy_measured_s": row.energy_time_s if row.energy_source else None,
+    return {"energy_kwh": round(kwh, 6), "energy_j": round(kwh * 3.6e6, 3), "energy_estimated": estimated,
+            "energy_source": source, "energy_note": note, "energy_measured_s": row.energy_time_s if row.energy_source else None,
             "cost": cost.amount, "currency": cost.currency}
