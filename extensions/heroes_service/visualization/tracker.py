@@ -228,7 +228,10 @@ class DesktopTracker:
         try:
             conn = owner_connector(cluster, row.cluster_login, owner_principal(row))
             files = fetch_energy_files(conn, energy.energy_folder(row), self.energy_max_bytes)
-        except (ClusterError, OSError, ValueError) as exc:
+        except ValueError as exc:  # more than is fetched back: waiting does not make it smaller
+            log.warning("desktop %s: the collector's files were not ingested: %s", row.id, exc)
+            return True
+        except (ClusterError, OSError) as exc:
             log.warning("desktop %s: the collector's files could not be fetched: %s", row.id, exc)
             return not patient
         if files and not energy.has_final_record(files) and patient:
