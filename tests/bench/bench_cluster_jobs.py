@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -41,6 +42,7 @@ from heroes_dev.components import keycloak as kc  # noqa: E402
 from heroes_dev.components.jupyterhub import admin_token  # noqa: E402
 from heroes_dev.components.login import host_key_fingerprint, known_hosts_line, ssh_port, user_key_path  # noqa: E402
 from heroes_dev.components.slurm import slurm_conf_path  # noqa: E402
+from heroes_service.workflows.config import STAGED_COLLECTOR_COMMAND  # noqa: E402
 from cluster_testing import free_port, isolated_secrets  # noqa: E402
 from service_support import hub_api  # noqa: E402
 from spawner_support import hub_service_token  # noqa: E402
@@ -111,7 +113,9 @@ def submit_latency(stack, rounds: int) -> None:
         env = dict(os.environ, HEROES_STATE_DIR=str(stack.state), HEROES_SERVICE_PORT=str(free_port()),
                    HEROES_SERVICE_DATABASE_URL=f"sqlite:///{tmp / 'heroes.db'}",
                    HEROES_SERVICE_KEYCLOAK_URL=kc.base_url(stack), HEROES_SERVICE_HUB_API_URL=hub_api(stack),
-                   HEROES_SERVICE_HUB_API_TOKEN=admin_token(stack))
+                   HEROES_SERVICE_HUB_API_TOKEN=admin_token(stack),
+                   # the energy hook the embedded stack sets (on by default): every step runs under the collector
+                   HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND=json.dumps(list(STAGED_COLLECTOR_COMMAND)))
         service = Service(env, str(tmp / "service.log"))
         service.start()
         ssh = OpenSsh(stack)

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -253,12 +254,16 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
         raise Conflict("you belong to no organization, so no cluster or template is yours to run",
                        rule="organization-member")
     submission = Submission(**body.model_dump(exclude={"wait"}))
-    instance_id = await asyncio.to_thread(record_submission, request.app.state.sessions, wf.staging, principal,
-                                          submission)
-    future = wf.start_drive(instance_id)
-    if body.wait and future is not None:
+    record = partial(record_submission, request.app.state.sessions, wf.staging, principal, submission)
+    # the instance, its first states and its first step's intent in one commit; with wait, the driver's
+    # thread reads the answer right after the last job id (no further hop)
+    answer = partial(_read_instance, request, principal) if body.wait else None
+    instance_id, future = await asyncio.to_thread(wf.submit_recorded, record, answer)
+    if body.wait:
         try:
-            await asyncio.wait_for(asyncio.wrap_future(future), timeout=wf.settings.submit_wait_s)
+            out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=wf.settings.submit_wait_s)
+            if out is not None:
+                return out
         except asyncio.TimeoutError:
             pass  # still staging/submitting: the answer shows where it is
     return await asyncio.to_thread(_read_instance, request, principal, instance_id)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from ..clusters.connector import ClusterConnector
+from ..clusters.connector import ClusterConnector, build_command
 from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, connector_as
-from ..clusters.slurm import SlurmClient
+from ..clusters.errors import CommandFailed
+from ..clusters.slurm import SlurmClient, parse_job_id
 from ..errors import Unavailable
 
 log = logging.getLogger("heroes_service.clusterjobs")
@@ -37,10 +38,19 @@ def owner_connector(cluster, login: str, acting_for: str | None = None, *, user_
 
 
 def sbatch_once(conn: ClusterConnector, script: str, options: list[str] | tuple[str, ...] = (),
-                timeout: float = 60) -> str:
+                timeout: float = 60, *, prepared_by: list[str] | tuple[str, ...] = ()) -> str:
     """``sbatch --parsable [options]`` with the script on stdin; the job id. Call only after the intent is
-    committed: a drop mid-command raises and leaves the intent for ``find_by_name``."""
-    return SlurmClient(conn, timeout=timeout).submit(script, options)
+    committed: a drop mid-command raises and leaves the intent for ``find_by_name``.
+
+    ``prepared_by``: an argv of ours that ends by running the argv after it (``exec "$@"``, e.g. making the
+    job's folders first, ``workflows.cluster_files.prepare_argv``), so the folders and the submission cost one
+    SSH command, not two. Its own refusal (a non-zero exit before sbatch ran) raises ``CommandFailed`` with
+    its exit status, like sbatch's."""
+    sbatch = ["sbatch", "--parsable", *options]
+    result = conn.run([*prepared_by, *sbatch], stdin=script, timeout=timeout)
+    if result.rc != 0:  # named by the sbatch part: the fixed preparation text tells a reader nothing
+        raise CommandFailed(build_command(sbatch), result.rc, result.stderr or result.stdout)
+    return parse_job_id(result.stdout)
 
 
 def find_by_name(conn: ClusterConnector, name: str, *, extra_ids: set[str] | None = None) -> str | None:

@@ -1,16 +1,37 @@
-"""Files of an instance on the cluster, over SFTP (no shell): folders, log tails, the energy collector's output.
+"""Files of an instance on the cluster: its folders and energy collector (one SSH command, usually the step's
+own ``sbatch``), log tails and the collector's output (SFTP, no shell).
 
-Pure I/O helpers of the workflow engine, each a single SFTP conversation; nothing here knows the database.
+Pure I/O helpers of the workflow engine; nothing here knows the database.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
+import threading
 import zipfile
 from functools import lru_cache
 from pathlib import Path
 
 from ..clusters.connector import ClusterConnector
+
+#: Fixed shell text of ours (no value is ever part of it; values arrive as its positional parameters, which
+#: the connector quotes): make the instance folders (0750 through the umask of a subshell, so the job keeps
+#: the account's own umask), hard-link (else copy) the account's collector into the instance - containers
+#: see only the instance dir - then run the rest of the argv (``sbatch ...``). Exits 97 when the account's
+#: collector is gone (the caller uploads it again: ``sbatch`` has not run), 96 when a folder cannot be made.
+PREPARE_TEXT = (
+    'c=$1 t=$2 d=$3; shift 3; '
+    '(umask 027 && mkdir -p -- "$d" "$d/outputs" "$d/logs" "$d/.heroes") || exit 96; '
+    'if [ -n "$c" ]; then '
+    '[ -f "$c" ] || { echo "heroes: the energy collector $c is missing" >&2; exit 97; }; '
+    'ln -f -- "$c" "$t" 2>/dev/null || cp -f -- "$c" "$t" || exit 96; fi; '
+    'if [ "$#" -gt 0 ]; then exec "$@"; fi'
+)
+COLLECTOR_MISSING = 97
+
+_known_collectors: set[tuple[str, str, str]] = set()   # (cluster id, login, path) uploaded by this process
+_collector_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -20,11 +41,12 @@ def collector_zipapp() -> bytes:
     import heroes_energy
 
     package = Path(heroes_energy.__file__).parent
+    members = {"__main__.py": b"import sys\nfrom heroes_energy.collect import main\nsys.exit(main())\n"}
+    members.update({f"heroes_energy/{source.name}": source.read_bytes() for source in sorted(package.glob("*.py"))})
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("__main__.py", "import sys\nfrom heroes_energy.collect import main\nsys.exit(main())\n")
-        for source in sorted(package.glob("*.py")):
-            archive.write(source, f"heroes_energy/{source.name}")
+        for name, data in members.items():  # fixed dates: the same sources give the same bytes (and name)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -55,24 +77,40 @@ def fetch_energy_files(conn: ClusterConnector, folder: str, max_bytes: int, max_
     return files
 
 
+def prepare_argv(workdir: str, collector: str = "", collector_target: str = "") -> list[str]:
+    """The argv that makes the instance folders (and links the collector from ``collector``, the account's
+    copy, to ``collector_target``) before running whatever argv is appended to it."""
+    return ["sh", "-c", PREPARE_TEXT, "sh", collector, collector_target if collector else "", workdir]
+
+
 def mkdirs(conn: ClusterConnector, folders: list[str]) -> None:
-    """``mkdir -p`` over SFTP (no shell): each missing component is created in order."""
-    with conn.sftp() as sftp:
-        made: set[str] = set()
-        for folder in folders:
-            parts = folder.split("/")
-            for i in range(1, len(parts) + 1):
-                path = "/".join(parts[:i])
-                if not path or path in made:
-                    continue
-                try:
-                    sftp.stat(path)
-                except FileNotFoundError:
-                    try:
-                        sftp.mkdir(path, 0o750)
-                    except OSError:
-                        sftp.stat(path)  # created concurrently by another instance: fine
-                made.add(path)
+    """``mkdir -p`` of ``folders`` (each 0750) in one command."""
+    if folders:
+        conn.run(["mkdir", "-p", "-m", "0750", "--", *folders], timeout=60).check()
+
+
+@lru_cache(maxsize=1)
+def collector_name() -> str:
+    """The account's copy of the collector, content-addressed (a new heroes_energy gets a new name), relative
+    to the account's home."""
+    return f".heroes/collector-{hashlib.sha256(collector_zipapp()).hexdigest()[:16]}.pyz"
+
+
+def account_collector(conn: ClusterConnector, cluster_id: str, *, again: bool = False) -> str:
+    """The path of the account's collector, uploaded once per account by this process (``again``: the
+    command using it found it gone, so forget and upload it again)."""
+    path = collector_name()
+    key = (cluster_id, conn.login, path)
+    with _collector_lock:
+        if again:
+            _known_collectors.discard(key)
+        elif key in _known_collectors:
+            return path
+    conn.run(["mkdir", "-p", "-m", "0700", "--", ".heroes"], timeout=60).check()
+    conn.put_stream(io.BytesIO(collector_zipapp()), path)   # written aside, renamed into place: never half a file
+    with _collector_lock:
+        _known_collectors.add(key)
+    return path
 
 
 def read_tail(conn: ClusterConnector, path: str, size: int) -> str:

@@ -5,22 +5,32 @@ or the SSH channel drops, between that commit and the job id's commit, the next 
 NAME (``clusterjobs.submit.find_by_name``: ``squeue --name``, ``sacct --name``, then the job's own
 ``.heroes/<step>.jobid`` file) and adopts it; only when none of the three knows it is the step submitted again.
 Submission itself is the one path of every cluster job (``clusterjobs.submit.sbatch_once``).
+
+Why the driver is a loop of transactions: each commit is a round trip to the database, and each SSH command
+one to the cluster, so the driver writes what it learnt (a job id) and what it will do next (the next
+state, the next step's intent) in ONE commit, then does one cluster command. An instance with nothing to
+upload (no input files, no template files) costs two commits and one SSH command per step: the first sbatch
+runs behind a fixed preparation text that makes the instance folders and links the energy collector
+(``cluster_files.prepare_argv``); every later or repeated sbatch runs behind it too, so a step submitted
+again after a crash finds its folders whatever happened before.
 """
 from __future__ import annotations
 
 import io
 import logging
 import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-
-from sqlalchemy import select
+from functools import partial
+from typing import Callable
 
 from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
-from .cluster_files import collector_zipapp, mkdirs
+from .cluster_files import COLLECTOR_MISSING, account_collector, mkdirs, prepare_argv
 from .render import COLLECTOR_PATH, Context, render
 from .staging import StagingCancelled, api_error_text, earlier_transfers, record_transfer
 from .templates import Template, staged_path
@@ -36,7 +46,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, (ClusterUnreachable, CommandTimeout)):
         return True
@@ -45,23 +54,128 @@ def _transient(exc: Exception) -> bool:
     return False
 
 
+@dataclass
+class _Run:
+    """What one drive of an instance knows between its transactions (plain values, no ORM object)."""
+
+    cluster: Cluster
+    ctx: Context
+    template: Template
+    conn: ClusterConnector
+    uploads: bool                  # input or template files to put in place before any sbatch
+    needs_collector: bool          # a step runs under the staged energy collector
+    staged: bool = False
+    collector: str | None = None   # the account's copy, once known (uploaded at most once per account)
+    cleared: set[str] = field(default_factory=set)   # SUBMITTING steps Slurm does not know: submit again
+
+    def prepare(self, *, again: bool = False) -> list[str]:
+        """The preparation argv (folders, collector) for this instance; uploads the collector when needed."""
+        if self.needs_collector and (self.collector is None or again):
+            self.collector = account_collector(self.conn, self.cluster.id, again=again)
+        return prepare_argv(self.ctx.workdir, self.collector or "", f"{self.ctx.workdir}/{COLLECTOR_PATH}")
+
+    def prepared(self, command: Callable[[list[str]], object]):
+        """``command(preparation argv)``; when the account's collector was gone, upload it and run once more
+        (the preparation stopped before running anything after it)."""
+        try:
+            return command(self.prepare())
+        except CommandFailed as exc:
+            if exc.rc != COLLECTOR_MISSING or not self.needs_collector:
+                raise
+        log.info("the collector of %s on %s was gone: uploaded again", self.conn.login, self.conn.cluster)
+        return command(self.prepare(again=True))
+
+
+@dataclass
+class _Stage:
+    pass
+
+
+@dataclass
+class _Adopt:
+    step: str
+    job_name: str
+
+
+@dataclass
+class _Submit:
+    step: str
+    script: str
+    options: list[str]
+
 
 class DriverMixin:
-    """The driver half of ``WorkflowEngine`` (needs ``sessions``, ``pool``, ``staging``, ownership, ``context``)."""
+    """The driver half of ``WorkflowEngine`` (needs ``sessions``, ``pool``, ``staging``, ownership, ``context``,
+    ``_drives`` and ``_drive_lock``)."""
 
     # --- the driver ----------------------------------------------------------------------------------
-    def start_drive(self, instance_id: str):
-        """Drive ``instance_id`` on the pool; returns the future (None when a thread already owns it)."""
-        if self.owned(instance_id):
-            return None
-        return self.pool.submit(self.drive, instance_id)
+    def start_drive(self, instance_id: str) -> Future | None:
+        """Drive ``instance_id`` on the pool; the future of the drive already under way when there is one (a
+        caller waiting for the submission waits for the thread working on it, whoever started it); None
+        when another kind of work (finishing) owns it."""
+        with self._drive_lock:
+            running = self._drives.get(instance_id)
+            if running is not None and not running.done():
+                return running
+            if self.owned(instance_id):
+                return None
+            return self._track_drive(instance_id, self.pool.submit(self.drive, instance_id))
 
-    def drive(self, instance_id: str) -> None:
-        """Stage inputs and submit every step not yet submitted. Idempotent; safe to call after a crash."""
-        if not self._claim(instance_id):
+    def submit_recorded(self, record: Callable[[Callable], str],
+                        then: Callable[[str], object] | None = None) -> tuple[str, Future]:
+        """Record a submission and plan its first cluster command in ONE commit, then drive it on the pool.
+
+        ``record(plan)`` validates and adds the instance (``submission.record_submission``) and calls
+        ``plan(session, instance)`` just before its commit: the instance is this driver's from before anyone
+        can see it (the reconciler's tracker never drives it meanwhile), and its first states and first
+        step's intent go into the same commit as the instance itself. The future's result is ``then(id)``
+        (the caller's answer, read on the same thread) or None."""
+        planned: dict = {}
+
+        def plan(session, inst: m.WorkflowInstance) -> None:
+            self._claim(inst.id)   # a new id: always ours
+            planned.update(id=inst.id, run=None, action=None)
+            try:
+                planned["run"] = run = self._load(session, inst)
+                planned["action"] = self._next_action(session, inst, run) if run is not None else None
+            except Exception:  # noqa: BLE001 - the drive plans again and records the failure on the instance
+                log.exception("workflow %s: planning at submission failed", inst.id)
+                planned.update(run=None, action=None)
+
+        try:
+            instance_id = record(plan)
+        except BaseException:
+            if "id" in planned:
+                self._release(planned["id"])
+            raise
+        run, action = planned["run"], planned["action"]
+
+        def work():
+            self.drive(instance_id, run=run, action=action, claimed=True)
+            return then(instance_id) if then is not None else None
+
+        with self._drive_lock:
+            return instance_id, self._track_drive(instance_id, self.pool.submit(work))
+
+    def _track_drive(self, instance_id: str, future: Future) -> Future:
+        """Keep ``future`` as the drive under way of ``instance_id`` until it ends (call with the lock)."""
+        self._drives[instance_id] = future
+        future.add_done_callback(partial(self._drive_done, instance_id))
+        return future
+
+    def _drive_done(self, instance_id: str, future: Future) -> None:
+        with self._drive_lock:
+            if self._drives.get(instance_id) is future:
+                del self._drives[instance_id]
+
+    def drive(self, instance_id: str, *, run: _Run | None = None, action=None, claimed: bool = False) -> None:
+        """Stage inputs and submit every step not yet submitted. Idempotent; safe to call after a crash.
+        ``claimed``: the caller owns the instance already (``submit_recorded``), with ``run`` and the
+        ``action`` it committed."""
+        if not claimed and not self._claim(instance_id):
             return
         try:
-            self._drive(instance_id)
+            self._drive(instance_id, run, action)
             self._failures.pop(instance_id, None)
             self._retry_at.pop(instance_id, None)
         except StagingCancelled:
@@ -94,29 +208,94 @@ class DriverMixin:
                 self._fail_instance(session, inst, f"{inst.state.lower()} failed: {detail}", cancel_jobs=True)
             session.commit()
 
-    def _drive(self, instance_id: str) -> None:
+    def _drive(self, instance_id: str, run: _Run | None = None, action=None) -> None:
+        """The committed ``action`` (else the first one a transaction records), then one transaction (record
+        what the cluster command gave, decide and record the next action) per cluster command, until nothing
+        is left to do."""
+        if action is None:
+            run, action = self._transaction(instance_id, run, None)
+        while action is not None:
+            done = self._act(instance_id, run, action)
+            run, action = self._transaction(instance_id, run, done)
+
+    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | None):
+        """One commit: ``done`` (step, job id, detail) of the last cluster command, and the next action."""
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
-            if inst is None or inst.state not in m.DRIVER_STATES:
-                return
-            cluster = cluster_by_id(session, None, inst.cluster_id)
-            if cluster is None:
-                self._fail_instance(session, inst, "the cluster was deleted")
-                session.commit()
-                return
-            session.expunge(cluster)
-            ctx, template = self.context(session, inst, cluster)
-            if inst.cancel_requested:
-                self._finish_cancel(session, inst)
-                session.commit()
-                return
-            state, login, owner, user_id = inst.state, inst.cluster_login, owner_principal(inst), inst.user_id
-        conn = owner_connector(cluster, login, owner, user_id=user_id)
-        if state in (m.NEW, m.STAGING_IN):
-            self._set_state(instance_id, m.STAGING_IN, "staging inputs")
-            self._stage_in(instance_id, conn, ctx, template)
-        self._set_state(instance_id, m.SUBMITTING, "submitting steps")
-        self._submit_steps(instance_id, conn, cluster, ctx, template)
+            if inst is None:
+                return run, None
+            if done is not None:
+                step = next(s for s in inst.steps if s.name == done[0])
+                step.job_id = done[1]
+                m.set_step_state(session, step, "PENDING", done[2])
+            action = None
+            if inst.state in m.DRIVER_STATES:
+                if run is None:
+                    run = self._load(session, inst)
+                if run is not None:
+                    action = self._next_action(session, inst, run)
+            session.commit()
+        return run, action
+
+    def _load(self, session, inst: m.WorkflowInstance) -> _Run | None:
+        cluster = cluster_by_id(session, None, inst.cluster_id)
+        if cluster is None:
+            self._fail_instance(session, inst, "the cluster was deleted")
+            return None
+        session.expunge(cluster)
+        ctx, template = self.context(session, inst, cluster)
+        conn = owner_connector(cluster, inst.cluster_login, owner_principal(inst), user_id=inst.user_id)
+        uploads = bool(template.files) or any(p.type == "file" and p.name in ctx.values for p in template.parameters)
+        needs_collector = any(step.energy for step in template.steps) and \
+            any("{collector}" in e for e in ctx.energy_command)
+        return _Run(cluster=cluster, ctx=ctx, template=template, conn=conn, uploads=uploads,
+                    needs_collector=needs_collector)
+
+    def _next_action(self, session, inst: m.WorkflowInstance, run: _Run):
+        """Record the next state or intent on ``inst`` (the caller commits) and say what to do on the cluster."""
+        if inst.cancel_requested:
+            self._finish_cancel(session, inst)
+            return None
+        if inst.state in (m.NEW, m.STAGING_IN):
+            m.set_instance_state(session, inst, m.STAGING_IN, "staging inputs")
+            if run.uploads and not run.staged:
+                return _Stage()
+            m.set_instance_state(session, inst, m.SUBMITTING, "submitting steps" if run.uploads else
+                                 "submitting steps (nothing to upload: the first sbatch's command makes the folders)")
+        rows = {s.name: s for s in inst.steps}
+        spec = next((s for s in run.template.ordered_steps() if not rows[s.name].job_id), None)
+        if spec is None:
+            m.set_instance_state(session, inst, m.QUEUED, "every step submitted")
+            return None
+        step = rows[spec.name]
+        if step.state == m.STEP_SUBMITTING and step.name not in run.cleared:
+            # an earlier attempt recorded the intent: the job may exist. Never submit blindly.
+            return _Adopt(step.name, step.job_name)
+        deps = [rows[d].job_id for d in spec.depends_on]
+        if any(not d for d in deps):
+            raise RuntimeError(f"step {spec.name}: a dependency has no job id")
+        script, options = render(run.ctx, spec, deps)
+        step.script, step.options = script, options
+        step.submitted_at = utcnow()
+        m.set_step_state(session, step, m.STEP_SUBMITTING, "intent recorded; sbatch next")
+        return _Submit(step.name, script, options)
+
+    def _act(self, instance_id: str, run: _Run, action) -> tuple[str, str, str] | None:
+        """The one cluster conversation of ``action``; (step, job id, detail) when it gave a job id."""
+        if isinstance(action, _Stage):
+            self._stage_in(instance_id, run)
+            run.staged = True
+            return None
+        if isinstance(action, _Adopt):
+            found = find_job(run.conn, action.job_name, run.ctx.workdir, action.step)
+            if found:
+                return action.step, found, f"job {found} found by name {action.job_name}; not resubmitted"
+            run.cleared.add(action.step)
+            return None
+        # a drop mid-command raises: the step stays SUBMITTING for adoption by name
+        job_id = run.prepared(lambda prepare: sbatch_once(run.conn, action.script, action.options,
+                                                          prepared_by=prepare))
+        return action.step, job_id, f"sbatch -> job {job_id}"
 
     def _set_state(self, instance_id: str, state: str, detail: str) -> None:
         with self.sessions() as session:
@@ -129,16 +308,16 @@ class DriverMixin:
             inst = session.get(m.WorkflowInstance, instance_id)
             return inst is None or inst.cancel_requested
 
-    def _stage_in(self, instance_id: str, conn: ClusterConnector, ctx: Context, template: Template) -> None:
-        """The instance dir, the template's files and every input file (idempotent: rewritten whole)."""
-        folders = [ctx.workdir, f"{ctx.workdir}/outputs", f"{ctx.workdir}/logs", f"{ctx.workdir}/.heroes"]
-        for param in template.parameters:
-            if param.type == "file" and param.name in ctx.values:
-                folders.append(f"{ctx.workdir}/inputs/{param.name}")
-        mkdirs(conn, folders)
+    def _stage_in(self, instance_id: str, run: _Run) -> None:
+        """The instance dir (one command, with the collector), the template's files and every input file
+        (idempotent: rewritten whole)."""
+        ctx, template, conn = run.ctx, run.template, run.conn
+        run.prepared(lambda prepare: conn.run(prepare, timeout=60).check())
+        inputs = [p.name for p in template.parameters if p.type == "file" and p.name in ctx.values]
+        if inputs:
+            mkdirs(conn, [f"{ctx.workdir}/inputs", *(f"{ctx.workdir}/inputs/{name}" for name in inputs)])
         for name, text in template.files.items():
             conn.put_stream(io.BytesIO(text.encode()), f"{ctx.workdir}/{name}")
-        self._stage_collector(conn, ctx, template)
         for param in template.parameters:
             if param.type != "file" or param.name not in ctx.values:
                 continue
@@ -147,65 +326,14 @@ class DriverMixin:
             ref = ctx.values[param.name]
             remote = f"{ctx.workdir}/{staged_path(param.name, ref['key'])}"
             staged = self.staging.stage_in_measured(conn, ref, remote, earlier_transfers(self.sessions, instance_id))
-            size = staged.size
             with self.sessions() as session:
                 inst = session.get(m.WorkflowInstance, instance_id)
                 if inst is not None:   # the measured S3 -> cluster throughput, for the decision's staging time
                     record_transfer(session, organization=inst.organization, cluster_id=inst.cluster_id,
                                     instance_id=instance_id, ref=ref, staged=staged, remote_path=remote)
                 session.add(m.WorkflowEvent(instance_id=instance_id, from_state=m.STAGING_IN, to_state=m.STAGING_IN,
-                                            detail=f"staged input {param.name} ({size} bytes)"))
+                                            detail=f"staged input {param.name} ({staged.size} bytes)"))
                 session.commit()
-
-    def _stage_collector(self, conn: ClusterConnector, ctx: Context, template: Template) -> None:
-        """Put the EAR-lite collector (a zipapp of the stdlib-only heroes_energy) into the instance dir when
-        the energy hook runs it from there and a step asks for energy: no install on the cluster needed."""
-        if any(step.energy for step in template.steps) and any("{collector}" in e for e in ctx.energy_command):
-            conn.put_stream(io.BytesIO(collector_zipapp()), f"{ctx.workdir}/{COLLECTOR_PATH}")
-
-    def _submit_steps(self, instance_id: str, conn: ClusterConnector, cluster: Cluster, ctx: Context,
-                      template: Template) -> None:
-        for spec in template.ordered_steps():
-            with self.sessions() as session:
-                inst = session.get(m.WorkflowInstance, instance_id)
-                rows = {s.name: s for s in inst.steps}
-                step = rows[spec.name]
-                if step.job_id:
-                    continue
-                if inst.cancel_requested:
-                    self._finish_cancel(session, inst)
-                    session.commit()
-                    return
-                if step.state == m.STEP_SUBMITTING:
-                    # an earlier attempt recorded the intent: the job may exist. Never submit blindly.
-                    found = find_job(conn, step.job_name, ctx.workdir, step.name)
-                    if found:
-                        step.job_id = found
-                        m.set_step_state(session, step, "PENDING", f"job {found} found by name "
-                                                                   f"{step.job_name}; not resubmitted")
-                        session.commit()
-                        continue
-                deps = [rows[d].job_id for d in spec.depends_on]
-                if any(not d for d in deps):
-                    raise RuntimeError(f"step {spec.name}: a dependency has no job id")
-                script, options = render(ctx, spec, deps)
-                step.script, step.options = script, options
-                step.submitted_at = utcnow()
-                m.set_step_state(session, step, m.STEP_SUBMITTING, "intent recorded; sbatch next")
-                session.commit()
-            job_id = sbatch_once(conn, script, options)  # a drop mid-command raises: the step stays SUBMITTING
-            with self.sessions() as session:
-                step = session.scalars(select(m.WorkflowStep).where(m.WorkflowStep.instance_id == instance_id,
-                                                                    m.WorkflowStep.name == spec.name)).one()
-                step.job_id = job_id
-                m.set_step_state(session, step, "PENDING", f"sbatch -> job {job_id}")
-                session.commit()
-        with self.sessions() as session:
-            inst = session.get(m.WorkflowInstance, instance_id)
-            if inst.state == m.SUBMITTING:
-                m.set_instance_state(session, inst, m.QUEUED, "every step submitted")
-                session.commit()
-
 
 
 def find_job(conn: ClusterConnector, name: str, workdir: str, step: str) -> str | None:

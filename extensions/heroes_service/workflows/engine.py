@@ -49,6 +49,8 @@ class WorkflowEngine(DriverMixin, CancelMixin, FinishMixin):
         self.pool = ThreadPoolExecutor(max_workers=settings.drivers, thread_name_prefix="wf-driver")
         self._owned: set[str] = set()
         self._lock = threading.Lock()
+        self._drives: dict = {}                 # instance id -> the future of its drive under way
+        self._drive_lock = threading.Lock()
         self._retry_at: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self.reconciler = reconciler or Reconciler(sessions, interval_s=settings.interval_s)

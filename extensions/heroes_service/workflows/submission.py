@@ -7,7 +7,7 @@ the template, parameter, cluster, placement and right-sizing rules all live here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,8 +104,9 @@ def _accepted_options(session: Session, principal: Principal, body: Submission, 
 
 
 def record_submission(sessions: sessionmaker[Session], staging: Staging, principal: Principal,
-                      body: Submission) -> str:
-    """Validate everything, then commit the instance and its steps (state NEW): the intent."""
+                      body: Submission, plan: Callable[[Session, m.WorkflowInstance], None] | None = None) -> str:
+    """Validate everything, then commit the instance and its steps (state NEW): the intent. ``plan(session,
+    instance)`` adds to the same commit (the driver's first states and intent: ``driver.submit_recorded``)."""
     with sessions() as session:
         if body.template_id:
             row = own_template(session, principal, body.template_id)
@@ -156,6 +157,8 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
                                         detail=f"placement ({decision['policy']}): {decision['reason']}"[:4000]))
         for detail in accepted_events:
             session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW, detail=detail[:4000]))
+        if plan is not None:
+            plan(session, inst)
         session.commit()
         return inst.id
 
