@@ -6,10 +6,13 @@
    --parsable`` of the same kind of script over an ALREADY-OPEN SSH connection of bob's - the service's own
    connector (pooled, the same per-user certificate), and for reference a plain paramiko client with bob's
    key (one connection for the whole run). Kinds: a workflow step (POST /organization/workflow/submit, wait=true, as
-   bob), a cluster JupyterLab server and a remote kernel (POST /heroes/hub/cluster-jobs/, with the hub's
-   service token, acting for bob). Goal: ratio <= 1.5 for each. Its own service process (uvicorn, fresh SQLite,
-   own user CA, the reconciler running as in production). The jobs it submits are cancelled at once (the
-   servers' and kernels' through the API, as the hub would).
+   bob, with the energy hook the embedded stack sets, so the step runs under the staged collector), a cluster
+   JupyterLab server and a remote kernel (POST /heroes/hub/cluster-jobs/, with the hub's service token, acting
+   for bob). Goal: ratio <= 1.5 for each. Printed: the ratio of the medians, and the median of each sample's
+   ratio to the floor run right after it (steadier on a shared, noisy machine), with an authenticated GET's
+   round trip for reference (what any API call costs before it does anything). Its own service process
+   (uvicorn, fresh SQLite, own user CA, the reconciler running as in production). The jobs it submits are
+   cancelled at once (the servers' and kernels' through the API, as the hub would).
 2. A cluster JupyterLab server's time from spawn to ready against the job's own start, through the RUNNING
    hub and service (POST /hub/api/users/bob/server): spawn -> sbatch, the queue wait, the job's start ->
    Jupyter listening on the node (Jupyter's own start), Jupyter listening -> the hub says ready (the
@@ -160,25 +163,33 @@ def submit_latency(stack, rounds: int) -> None:
                 run()
             job_ids.append(timed_sbatch(conn, "#!/bin/sh\ntrue\n", floor_options)[1])
             times: dict[str, list[float]] = {name: [] for name in kinds}
+            paired: dict[str, list[float]] = {name: [] for name in kinds}
             floor: list[float] = []
             raw: list[float] = []
+            http: list[float] = []
             for _ in range(rounds):  # interleaved: every kind and the floors see the same controller load
                 for name, run in kinds.items():
                     times[name].append(run())
                     elapsed, job_id = timed_sbatch(conn, "#!/bin/sh\ntrue\n", floor_options)
                     floor.append(elapsed)
+                    paired[name].append(times[name][-1] / elapsed)   # against the floor right after it
                     job_ids.append(job_id)
                     elapsed, job_id = ssh.sbatch("#!/bin/sh\ntrue\n", floor_options)
                     raw.append(elapsed)
                     job_ids.append(job_id)
+                start = time.perf_counter()
+                assert bob.get(service.url("/organization/auth/me"), timeout=30).status_code == 200
+                http.append(time.perf_counter() - start)
             floor_med = statistics.median(floor)
             print(f"sbatch --parsable over an open SSH connection (the service's connector): median "
-                  f"{floor_med * 1000:.0f} ms ({len(floor)} runs); plain paramiko client: "
-                  f"{statistics.median(raw) * 1000:.0f} ms")
+                  f"{floor_med * 1000:.1f} ms ({len(floor)} runs); plain paramiko client: "
+                  f"{statistics.median(raw) * 1000:.0f} ms; for reference, an authenticated GET of the service "
+                  f"(/organization/auth/me): {statistics.median(http) * 1000:.1f} ms")
             for name, values in times.items():
                 med = statistics.median(values)
-                print(f"API -> job id, {name}: median {med * 1000:.0f} ms of {rounds}; ratio to the floor "
-                      f"{med / floor_med:.2f} (goal <= 1.5)")
+                print(f"API -> job id, {name}: median {med * 1000:.1f} ms of {rounds}; ratio to the floor "
+                      f"{med / floor_med:.2f} (goal <= 1.5; median of the ratios to the floor run right after "
+                      f"each: {statistics.median(paired[name]):.2f})")
             alice.delete(service.url(f"/organization/admin/cluster/{cluster_id}"), timeout=60)
         finally:
             ssh.client.close()

@@ -297,12 +297,6 @@ class DriverMixin:
                                                           prepared_by=prepare))
         return action.step, job_id, f"sbatch -> job {job_id}"
 
-    def _set_state(self, instance_id: str, state: str, detail: str) -> None:
-        with self.sessions() as session:
-            inst = session.get(m.WorkflowInstance, instance_id)
-            if m.set_instance_state(session, inst, state, detail):
-                session.commit()
-
     def _cancelled(self, instance_id: str) -> bool:
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
