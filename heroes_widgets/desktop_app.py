@@ -47,7 +47,8 @@ def _minutes(seconds) -> str:
 def energy_text(usage: dict) -> str:
     """The energy so far and where it comes from: the collector on the node (measured, or its own estimate
     where the node has no readable RAPL counter), or the cluster's power profile before its first sample."""
-    kwh = f"{usage.get('energy_kwh', 0):.4f} kWh"
+    value = float(usage.get("energy_kwh") or 0.0)
+    kwh = f"{value:.3f} kWh" if value >= 1 else f"{value * 1000:.2f} Wh"  # a short desktop draws a few Wh
     source = usage.get("energy_source") or "power profile"
     if source == "power profile":
         label = "estimated from the power profile: no collector output yet"

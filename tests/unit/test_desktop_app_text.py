@@ -16,8 +16,9 @@ def test_energy_is_marked_by_its_source():
                                                                  energy_estimated=False))
     before = energy_text(usage(energy_source="power profile", energy_estimated=True,
                                energy_note="estimated from the cluster's power profile: no output yet"))
-    assert "0.0012 kWh (estimated from the power profile: no collector output yet)" in before
+    assert "1.20 Wh (estimated from the power profile: no collector output yet)" in before
     assert "title='estimated from the cluster&#x27;s power profile: no output yet'" in before
+    assert "2.500 kWh (collector, measured)" in energy_text(usage(energy_source="collector", energy_kwh=2.5))
 
 
 def test_the_line_escapes_what_the_api_says():
