@@ -47,13 +47,13 @@ DESKTOP_SESSION = "heroes-desktop-session"
 
 
 def desktop_session_script() -> str:
-    """The X session of the launcher's Desktop: a terminal in the server's folder, openbox in front.
-    ``exec openbox``: vncserver ends the desktop when its session ends, so the window manager must stay."""
+    """The X session of the launcher's Desktop: openbox, and a terminal once openbox
+    is up (``--startup``: it then manages and focuses the terminal; started beside it, the terminal raced
+    the window manager's start). ``exec openbox``: vncserver ends the desktop when its session ends."""
     return ("#!/bin/sh\n"
             "# the JupyterLab launcher's Desktop (written by the HEROES stack; heroes_widgets/launcher.py)\n"
             "unset SESSION_MANAGER DBUS_SESSION_BUS_ADDRESS\n"
-            "xterm -geometry 100x30+40+40 -title \"Terminal on $(hostname)\" &\n"
-            "exec openbox\n")
+            "exec openbox --startup 'xterm -geometry 100x30+40+40'\n")
 
 
 def redirect_page(location: str) -> bytes:
