@@ -92,6 +92,27 @@ def open_connector(stack):
     return connector_as(cluster, "bob", mode=PER_USER, acting_for="bob@acme")
 
 
+class StepScript:
+    """The bench step's own batch script and sbatch options, for a second floor: what sbatch itself takes for
+    that job (a larger script, --chdir, --output) without anything of the gateway's."""
+
+    def __init__(self, conn):
+        from heroes_service.workflows.render import Context, render
+        from heroes_service.workflows.templates import parse_template, resolve_parameters
+
+        self.conn, template = conn, parse_template(BENCH)
+        workdir = f"heroes-work/bob/bench-floor-{uuid.uuid4().hex[:8]}"
+        assert conn.run(["mkdir", "-p", f"{workdir}/logs", f"{workdir}/.heroes"], timeout=60).ok
+        ctx = Context(instance_id=uuid.uuid4().hex, template_id="bench", template=template,
+                      values=resolve_parameters(template, {}), workdir=workdir, user_id="", username="bob",
+                      organization="acme", organization_id="", runtime="none", image_path="",
+                      energy_command=tuple(STAGED_COLLECTOR_COMMAND))
+        self.script, self.options = render(ctx, template.steps[0], [])
+
+    def sbatch(self) -> tuple[float, str]:
+        return timed_sbatch(self.conn, self.script, self.options)
+
+
 def timed_sbatch(conn, script: str, options: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
     result = conn.run(["sbatch", "--parsable", *options], stdin=script, timeout=60)
@@ -140,6 +161,7 @@ def submit_latency(stack, rounds: int) -> None:
                 elapsed = time.perf_counter() - start
                 assert r.status_code == 201 and r.json()["steps"][0]["job_id"], r.text
                 job_ids.append(r.json()["steps"][0]["job_id"])
+                bob.delete(service.url(f"/organization/workflow/instance/{r.json()['id']}"), timeout=60)
                 return elapsed
 
             def cluster_job(kind: str, params: dict) -> float:
@@ -162,6 +184,8 @@ def submit_latency(stack, rounds: int) -> None:
             for run in kinds.values():  # warm: first certificate, pooled connection, token and principal caches
                 run()
             job_ids.append(timed_sbatch(conn, "#!/bin/sh\ntrue\n", floor_options)[1])
+            step_script = StepScript(conn)
+            own: list[float] = []
             times: dict[str, list[float]] = {name: [] for name in kinds}
             paired: dict[str, list[float]] = {name: [] for name in kinds}
             floor: list[float] = []
@@ -177,6 +201,10 @@ def submit_latency(stack, rounds: int) -> None:
                     elapsed, job_id = ssh.sbatch("#!/bin/sh\ntrue\n", floor_options)
                     raw.append(elapsed)
                     job_ids.append(job_id)
+                    if name == "workflow step":
+                        elapsed, job_id = step_script.sbatch()
+                        own.append(elapsed)
+                        job_ids.append(job_id)
                 start = time.perf_counter()
                 assert bob.get(service.url("/organization/auth/me"), timeout=30).status_code == 200
                 http.append(time.perf_counter() - start)
@@ -185,6 +213,9 @@ def submit_latency(stack, rounds: int) -> None:
                   f"{floor_med * 1000:.1f} ms ({len(floor)} runs); plain paramiko client: "
                   f"{statistics.median(raw) * 1000:.0f} ms; for reference, an authenticated GET of the service "
                   f"(/organization/auth/me): {statistics.median(http) * 1000:.1f} ms")
+            print(f"the bench step's own script and options (rendered by workflows/render.py, energy hook on), "
+                  f"sbatch'd over the same connection into a folder made beforehand: median "
+                  f"{statistics.median(own) * 1000:.1f} ms (what Slurm takes for that job itself)")
             for name, values in times.items():
                 med = statistics.median(values)
                 print(f"API -> job id, {name}: median {med * 1000:.1f} ms of {rounds}; ratio to the floor "

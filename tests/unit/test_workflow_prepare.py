@@ -25,7 +25,7 @@ printf '%s\\n' "$@" > "$HOME/sbatch.args"
 cat > "$HOME/sbatch.stdin"
 echo "4242;alpha"
 """
-HOSTILE = "heroes-work/bob/workflows/w x'$(touch pwned)';touch pwned2"
+HOSTILE = "heroes-work/bob/workflows/w x'$(touch pwned)';touch pwned2 *"
 
 
 class LocalConnector:
@@ -73,13 +73,25 @@ def test_one_command_makes_the_folders_links_the_collector_and_submits(conn):
     job_id = sbatch_once(conn, "#!/bin/sh\ntrue\n", options, prepared_by=prepare_argv(HOSTILE, collector, target))
     assert job_id == "4242" and len(conn.commands) == 2   # mkdir of ~/.heroes once, then ONE command
     home = conn.home
-    for sub in ("", "/outputs", "/logs", "/.heroes"):
-        assert oct((home / f"{HOSTILE}{sub}").stat().st_mode & 0o777) == "0o750", sub
+    for folder in ("heroes-work", "heroes-work/bob", "heroes-work/bob/workflows", *(f"{HOSTILE}{sub}" for sub in
+                                                                                 ("", "/outputs", "/logs", "/.heroes"))):
+        assert oct((home / folder).stat().st_mode & 0o777) == "0o750", folder
     assert (home / target).stat().st_ino == (home / collector).stat().st_ino   # a hard link, not a copy
     assert (home / "sbatch.args").read_text().splitlines() == ["--parsable", *options]
     assert (home / "sbatch.stdin").read_text() == "#!/bin/sh\ntrue\n"
     assert not [p for p in home.rglob("pwned*")], "a value became shell text"
     assert cluster_files.PREPARE_TEXT in conn.commands[1] and HOSTILE not in cluster_files.PREPARE_TEXT
+
+
+def test_folders_are_never_globbed(conn):
+    (conn.home / "g/wZ").mkdir(parents=True)   # what g/w* would match if the shell globbed it
+    sbatch_once(conn, "#!/bin/sh\ntrue\n", [], prepared_by=prepare_argv("g/w*"))
+    assert (conn.home / "g/w*/logs").is_dir() and not (conn.home / "g/wZ/logs").exists()
+
+
+def test_a_work_dir_with_a_line_break_is_refused():
+    with pytest.raises(ValueError):
+        prepare_argv("heroes-work/bob/workflows/a\nb")
 
 
 def test_the_collector_is_uploaded_once_per_account(conn):

@@ -256,8 +256,8 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
     submission = Submission(**body.model_dump(exclude={"wait"}))
     record = partial(record_submission, request.app.state.sessions, wf.staging, principal, submission)
     # the instance, its first states and its first step's intent in one commit; with wait, the driver's
-    # thread reads the answer right after the last job id (no further hop)
-    answer = partial(_read_instance, request, principal) if body.wait else None
+    # thread makes the answer in the transaction of the last job id (no further hop, no second read)
+    answer = partial(_answer, principal) if body.wait else None
     instance_id, future = await asyncio.to_thread(wf.submit_recorded, record, answer)
     if body.wait:
         try:
@@ -271,7 +271,11 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
 
 def _read_instance(request: Request, principal: Principal, instance_id: str) -> InstanceOut:
     with request.app.state.sessions() as session:
-        return _instance_out(session, visible_instance(session, principal, instance_id))
+        return _answer(principal, session, instance_id)
+
+
+def _answer(principal: Principal, session: Session, instance_id: str) -> InstanceOut:
+    return _instance_out(session, visible_instance(session, principal, instance_id))
 
 
 @router.get("/organization/workflow/instance", response_model=list[InstanceSummary],

@@ -16,13 +16,15 @@ from pathlib import Path
 from ..clusters.connector import ClusterConnector
 
 #: Fixed shell text of ours (no value is ever part of it; values arrive as its positional parameters, which
-#: the connector quotes): make the instance folders (0750 through the umask of a subshell, so the job keeps
-#: the account's own umask), hard-link (else copy) the account's collector into the instance - containers
-#: see only the instance dir - then run the rest of the argv (``sbatch ...``). Exits 97 when the account's
-#: collector is gone (the caller uploads it again: ``sbatch`` has not run), 96 when a folder cannot be made.
+#: the connector quotes): make the instance folders - every component missing, 0750 - hard-link (else copy)
+#: the account's collector into the instance (containers see only the instance dir), then run the rest of
+#: the argv (``sbatch ...``). The folders come as ONE parameter, one per line, split by the shell's field
+#: splitting on newlines only with globbing off (no subshell, no process but mkdir). Exits 97 when the
+#: account's collector is gone (the caller uploads it again: ``sbatch`` has not run), 96 when a folder
+#: cannot be made.
 PREPARE_TEXT = (
-    'c=$1 t=$2 d=$3; shift 3; '
-    '(umask 027 && mkdir -p -- "$d" "$d/outputs" "$d/logs" "$d/.heroes") || exit 96; '
+    'c=$1 t=$2 dirs=$3; shift 3; '
+    "IFS='\n'; set -f; mkdir -p -m 0750 -- $dirs || exit 96; set +f; unset IFS; "
     'if [ -n "$c" ]; then '
     '[ -f "$c" ] || { echo "heroes: the energy collector $c is missing" >&2; exit 97; }; '
     'ln -f -- "$c" "$t" 2>/dev/null || cp -f -- "$c" "$t" || exit 96; fi; '
@@ -77,10 +79,20 @@ def fetch_energy_files(conn: ClusterConnector, folder: str, max_bytes: int, max_
     return files
 
 
+def instance_folders(workdir: str) -> list[str]:
+    """Every path component of the instance dir (so each one ``mkdir`` makes is 0750), then its folders."""
+    parts = workdir.rstrip("/").split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1) if parts[i - 1] not in ("", ".")]
+    return prefixes + [f"{workdir}/outputs", f"{workdir}/logs", f"{workdir}/.heroes"]
+
+
 def prepare_argv(workdir: str, collector: str = "", collector_target: str = "") -> list[str]:
     """The argv that makes the instance folders (and links the collector from ``collector``, the account's
     copy, to ``collector_target``) before running whatever argv is appended to it."""
-    return ["sh", "-c", PREPARE_TEXT, "sh", collector, collector_target if collector else "", workdir]
+    folders = instance_folders(workdir)
+    if any("\n" in folder for folder in folders):
+        raise ValueError(f"a work dir with a line break cannot be prepared: {workdir!r}")
+    return ["sh", "-c", PREPARE_TEXT, "sh", collector, collector_target if collector else "", "\n".join(folders)]
 
 
 def mkdirs(conn: ClusterConnector, folders: list[str]) -> None:

@@ -122,14 +122,15 @@ class DriverMixin:
             return self._track_drive(instance_id, self.pool.submit(self.drive, instance_id))
 
     def submit_recorded(self, record: Callable[[Callable], str],
-                        then: Callable[[str], object] | None = None) -> tuple[str, Future]:
+                        then: Callable[[object, str], object] | None = None) -> tuple[str, Future]:
         """Record a submission and plan its first cluster command in ONE commit, then drive it on the pool.
 
         ``record(plan)`` validates and adds the instance (``submission.record_submission``) and calls
         ``plan(session, instance)`` just before its commit: the instance is this driver's from before anyone
         can see it (the reconciler's tracker never drives it meanwhile), and its first states and first
-        step's intent go into the same commit as the instance itself. The future's result is ``then(id)``
-        (the caller's answer, read on the same thread) or None."""
+        step's intent go into the same commit as the instance itself. The future's result is ``then(session,
+        id)``, the caller's answer, made in the drive's last transaction (the rows are loaded there already)
+        or after it, or None without ``then``."""
         planned: dict = {}
 
         def plan(session, inst: m.WorkflowInstance) -> None:
@@ -151,8 +152,11 @@ class DriverMixin:
         run, action = planned["run"], planned["action"]
 
         def work():
-            self.drive(instance_id, run=run, action=action, claimed=True)
-            return then(instance_id) if then is not None else None
+            reply = self.drive(instance_id, run=run, action=action, claimed=True, answer=then)
+            if reply is None and then is not None:   # the drive failed or stopped early: read what it left
+                with self.sessions() as session:
+                    reply = then(session, instance_id)
+            return reply
 
         with self._drive_lock:
             return instance_id, self._track_drive(instance_id, self.pool.submit(work))
@@ -168,16 +172,18 @@ class DriverMixin:
             if self._drives.get(instance_id) is future:
                 del self._drives[instance_id]
 
-    def drive(self, instance_id: str, *, run: _Run | None = None, action=None, claimed: bool = False) -> None:
+    def drive(self, instance_id: str, *, run: _Run | None = None, action=None, claimed: bool = False,
+              answer: Callable[[object, str], object] | None = None):
         """Stage inputs and submit every step not yet submitted. Idempotent; safe to call after a crash.
         ``claimed``: the caller owns the instance already (``submit_recorded``), with ``run`` and the
-        ``action`` it committed."""
+        ``action`` it committed. Returns ``answer(session, id)`` made in the last transaction (else None)."""
         if not claimed and not self._claim(instance_id):
-            return
+            return None
         try:
-            self._drive(instance_id, run, action)
+            reply = self._drive(instance_id, run, action, answer)
             self._failures.pop(instance_id, None)
             self._retry_at.pop(instance_id, None)
+            return reply
         except StagingCancelled:
             with self.sessions() as session:
                 inst = session.get(m.WorkflowInstance, instance_id)
@@ -187,6 +193,7 @@ class DriverMixin:
             self._driver_failed(instance_id, exc)
         finally:
             self._release(instance_id)
+        return None
 
     def _driver_failed(self, instance_id: str, exc: Exception) -> None:
         transient = _transient(exc)
@@ -208,22 +215,26 @@ class DriverMixin:
                 self._fail_instance(session, inst, f"{inst.state.lower()} failed: {detail}", cancel_jobs=True)
             session.commit()
 
-    def _drive(self, instance_id: str, run: _Run | None = None, action=None) -> None:
+    def _drive(self, instance_id: str, run: _Run | None = None, action=None, answer=None):
         """The committed ``action`` (else the first one a transaction records), then one transaction (record
         what the cluster command gave, decide and record the next action) per cluster command, until nothing
-        is left to do."""
+        is left to do. Returns the last transaction's ``answer``."""
+        reply = None
         if action is None:
-            run, action = self._transaction(instance_id, run, None)
+            run, action, reply = self._transaction(instance_id, run, None, answer)
         while action is not None:
             done = self._act(instance_id, run, action)
-            run, action = self._transaction(instance_id, run, done)
+            run, action, reply = self._transaction(instance_id, run, done, answer)
+        return reply
 
-    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | None):
-        """One commit: ``done`` (step, job id, detail) of the last cluster command, and the next action."""
+    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | None, answer=None):
+        """One commit: ``done`` (step, job id, detail) of the last cluster command, and the next action; when
+        none is left, ``answer(session, id)`` too (before the commit: what it shows is what is committed, and
+        a failed commit raises instead)."""
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
             if inst is None:
-                return run, None
+                return run, None, None
             if done is not None:
                 step = next(s for s in inst.steps if s.name == done[0])
                 step.job_id = done[1]
@@ -234,8 +245,18 @@ class DriverMixin:
                     run = self._load(session, inst)
                 if run is not None:
                     action = self._next_action(session, inst, run)
+            reply = self._answer(answer, session, instance_id) if action is None and answer is not None else None
             session.commit()
-        return run, action
+        return run, action, reply
+
+    @staticmethod
+    def _answer(answer, session, instance_id: str):
+        """The caller's answer, never at the cost of the commit it rides with (None: it is read afterwards)."""
+        try:
+            return answer(session, instance_id)
+        except Exception:  # noqa: BLE001 - the job ids must be committed whatever the answer does
+            log.exception("workflow %s: the answer failed in the driver's transaction", instance_id)
+            return None
 
     def _load(self, session, inst: m.WorkflowInstance) -> _Run | None:
         cluster = cluster_by_id(session, None, inst.cluster_id)
