@@ -1,19 +1,33 @@
 """Benchmark (not a test) of remote desktops against the running stack (the hub's own service, alpha).
 
-    .venv/bin/python tests/bench/bench_desktop.py [--rounds 3] [--frames 40] [--cluster alpha]
+    .venv/bin/python tests/bench/bench_desktop.py [--rounds 3] [--pairs 5] [--seconds 6] [--fps 30]
+                                                  [--cluster alpha] [--skip-start]
 
 Measures, in the same run:
 
-1. **Start -> first frame.** Gateway: ``POST /organization/visualization/session`` as bob, poll until ready,
+1. **Start -> first frame.** Gateway: ``POST /organization/visualization/session`` as ``--user`` (alice), poll until ready,
    ticket, websocket through the hub's proxy and the bridge (SSH to alpha's login node, srun into the job,
    the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script submitted directly
-   with ``sbatch`` over bob's own SSH login, until its ``ready`` file exists (what Slurm and Xvnc take
+   with ``sbatch`` over the same user's own SSH login, until its ``ready`` file exists (what Slurm and Xvnc take
    without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
-2. **Frame throughput**, through the gateway's bridge vs a direct connection to the same VNC socket on the
-   node (root may open it; the embedded nodes share this machine), in the same session (ratio goal >= 0.8):
-   a) as noVNC works: ZRLE encoding (compressed), continuous updates and fences, for ``--seconds`` while the
-      desktop's terminal scrolls ``yes`` output; updates per second and kB/s;
-   b) the pipe's ceiling: ``--frames`` full, non-incremental raw 1280x800x32 frames (4 MB each).
+2. **Frames a viewer gets**, through the gateway's bridge vs a direct connection to the same VNC socket on
+   the node (root may open it; the embedded nodes share this machine), ratio goal >= 0.8. The desktop runs
+   a deterministic workload: an xterm of 160x50 whose whole text changes ``--fps`` times a second (a fixed,
+   seeded sequence of screens, so every run draws the same frames and the workload needs almost no CPU).
+   The viewer speaks as noVNC does (Tight encoding at noVNC's default quality 6 / compression 2,
+   continuous updates, fences answered) and counts framebuffer updates and bytes per second. Bridge and
+   direct alternate ``--pairs`` times (the first of each pair alternates too), so a change of load on the
+   shared machine hits both sides; each pair's ratio, the median and the spread are printed.
+3. **Round trip** (Fence to the server and back, no updates in the way): the latency the bridge adds to
+   every key press and pointer move.
+4. **The pipe's ceiling** (secondary): raw, non-incremental full frames (1280x800x32, 4 MB each), pairs
+   alternated the same way, MB/s.
+
+Why the old measure swung (0.5-4.7x between runs): its workload was ``yes`` scrolling a terminal, which
+changes the screen as fast as the CPU lets xterm draw, so the bridge's own CPU (sshd, srun, slurmstepd,
+the service) slowed the workload it was measuring, and a busy 2-core machine changed the desktop's frame
+rate from one run to the next; bridge and direct were also measured once each, one after the other.
+A paced workload and alternating pairs remove both. The load average is printed with the results.
 
 Every desktop it made is deleted (scancel) at the end.
 """
@@ -22,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import socket
 import statistics
 import struct
@@ -38,30 +53,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "extensions"))
 from heroes_dev.components.jupyterhub import hub_url  # noqa: E402
 from heroes_dev.components.login import ssh_port, user_key_path  # noqa: E402
 from heroes_dev.settings import StackSettings  # noqa: E402
+from heroes_service.clusterjobs.script import Resources  # noqa: E402
 from heroes_service.visualization.script import desktop_script  # noqa: E402
 
 PREFIX = "/services/heroes/api/v1"
 VIS = "/organization/visualization"
+TIGHT, COPYRECT, RAW, LAST_RECT, DESKTOP_SIZE = 7, 1, 0, -224, -223
+#: what noVNC asks for by default (Tight, quality 6, compression 2, fences, continuous updates)
+NOVNC_ENCODINGS = (TIGHT, COPYRECT, RAW, -32 + 6, -256 + 2, DESKTOP_SIZE, LAST_RECT, -312, -313)
+
+#: the desktop's workload: a fixed sequence of 60 seeded screens of text, drawn ``fps`` times a second
+WORKLOAD = """
+import random, sys, time
+fps = float(sys.argv[1]); rnd = random.Random(16); chars = "abcdefghijklmnopqrstuvwxyz0123456789 .:-"
+screens = ["\\x1b[H" + "\\r\\n".join("".join(rnd.choice(chars) for _ in range(159)) for _ in range(49))
+           for _ in range(60)]
+out = sys.stdout; out.write("\\x1b[?25l"); start = time.monotonic(); k = 0
+while True:
+    out.write(screens[k % 60]); out.flush(); k += 1
+    time.sleep(max(0.0, start + k / fps - time.monotonic()))
+"""
 
 
 class Stream:
-    """Bytes in, bytes out over a websocket or a socket, with exact reads."""
+    """Bytes in, bytes out over a websocket or a socket, with exact reads; counts what it received."""
 
     def __init__(self, send, recv):
-        self.send, self._recv, self.buf = send, recv, bytearray()
+        self.send, self._recv, self.buf, self.received = send, recv, bytearray(), 0
 
     def read(self, n: int) -> bytes:
         while len(self.buf) < n:
-            self.buf += self._recv()
+            data = self._recv()
+            if not data:
+                raise ConnectionError("the VNC connection closed (was the desktop ended under the benchmark?)")
+            self.received += len(data)
+            self.buf += data
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
+
+    def u8(self) -> int:
+        return self.read(1)[0]
 
 
 def handshake(s: Stream) -> tuple[int, int, int]:
     s.read(12)
     s.send(b"RFB 003.008\n")
-    s.read(s.read(1)[0])
+    s.read(s.u8())
     s.send(b"\x01")
     s.read(4)
     s.send(b"\x01")
@@ -73,7 +111,7 @@ def handshake(s: Stream) -> tuple[int, int, int]:
 
 def full_frame(s: Stream, width: int, height: int, bpp: int) -> int:
     s.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
-    while (kind := s.read(1)[0]) != 0:
+    while (kind := s.u8()) != 0:
         if kind == 3:
             s.read(3)
             s.read(struct.unpack(">I", s.read(4))[0])
@@ -83,6 +121,136 @@ def full_frame(s: Stream, width: int, height: int, bpp: int) -> int:
         _x, _y, w, h, _enc = struct.unpack(">HHHHi", s.read(12))
         total += len(s.read(w * h * bpp // 8))
     return total
+
+
+def _compact_length(s: Stream) -> int:
+    """Tight's 1-3 byte length (7 bits a byte, high bit: another byte follows)."""
+    length, shift = 0, 0
+    for _ in range(3):
+        byte = s.u8()
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return length
+
+
+def skip_tight(s: Stream, w: int, h: int) -> None:
+    """Read past one Tight rectangle (24-bit true colour: a pixel is 3 bytes on the wire)."""
+    control = s.u8()
+    kind = control >> 4
+    if kind == 8:  # fill
+        s.read(3)
+        return
+    if kind == 9:  # JPEG
+        s.read(_compact_length(s))
+        return
+    if kind & 0x8:
+        raise SystemExit(f"unexpected Tight compression {kind}")
+    size = w * h * 3
+    if control & 0x40:  # an explicit filter
+        filter_id = s.u8()
+        if filter_id == 1:  # palette
+            colours = s.u8() + 1
+            s.read(colours * 3)
+            size = (w + 7) // 8 * h if colours == 2 else w * h
+    if size < 12:
+        s.read(size)
+    else:
+        s.read(_compact_length(s))
+
+
+def _server_message(s: Stream, kind: int, width: int, height: int) -> None:
+    """Everything but a framebuffer update: switch continuous updates on, answer fences, skip the rest."""
+    if kind == 150:  # EndOfContinuousUpdates: the server supports them; on for the whole screen, as noVNC
+        s.send(struct.pack(">BBHHHH", 150, 1, 0, 0, width, height))
+    elif kind == 248:  # Fence: answer a request with its flags (request bit cleared), as a viewer must
+        s.read(3)
+        flags = struct.unpack(">I", s.read(4))[0]
+        payload = s.read(s.u8())
+        if flags & (1 << 31):
+            s.send(struct.pack(">BxxxIB", 248, flags & 0x7, len(payload)) + payload)
+    elif kind == 3:
+        s.read(3)
+        s.read(struct.unpack(">I", s.read(4))[0])
+    elif kind != 2:  # 2 is a bell
+        raise SystemExit(f"unexpected server message {kind}")
+
+
+def _update(s: Stream) -> None:
+    """The rest of one FramebufferUpdate (its type byte already read)."""
+    s.read(1)
+    for _ in range(struct.unpack(">H", s.read(2))[0]):
+        _x, _y, w, h, enc = struct.unpack(">HHHHi", s.read(12))
+        if enc == LAST_RECT:
+            return
+        if enc == TIGHT:
+            skip_tight(s, w, h)
+        elif enc == COPYRECT:
+            s.read(4)
+        elif enc == RAW:
+            s.read(w * h * 4)
+        elif enc != DESKTOP_SIZE:
+            raise SystemExit(f"unexpected encoding {enc}")
+
+
+def viewer_rate(stream: Stream, seconds: float, warmup: float = 1.0) -> tuple[float, float]:
+    """(framebuffer updates per second, kB/s) seen by a noVNC-like viewer over ``seconds`` after a warm-up
+    (the first full screen and the server's congestion control settling are not counted)."""
+    width, height, _bpp = handshake(stream)
+    stream.send(struct.pack(">BxH", 2, len(NOVNC_ENCODINGS)) + struct.pack(f">{len(NOVNC_ENCODINGS)}i",
+                                                                          *NOVNC_ENCODINGS))
+    stream.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+    start = time.monotonic()
+    t0, updates, bytes0 = None, 0, 0
+    while True:
+        now = time.monotonic()
+        if t0 is None and now - start >= warmup:
+            t0, updates, bytes0 = now, 0, stream.received - len(stream.buf)
+        if t0 is not None and now - t0 >= seconds:
+            break
+        kind = stream.u8()
+        if kind == 0:
+            _update(stream)
+            updates += 1
+        else:
+            _server_message(stream, kind, width, height)
+    elapsed = time.monotonic() - t0
+    return updates / elapsed, (stream.received - len(stream.buf) - bytes0) / elapsed / 1e3
+
+
+def round_trip_ms(stream: Stream, count: int = 30) -> float:
+    """Median time for a Fence to go to the VNC server and back (what a key press waits for before the
+    server has it, and its echo comes back): the path's latency, with no screen updates in the way."""
+    width, height, _bpp = handshake(stream)
+    stream.send(struct.pack(">BxHi", 2, 1, -312))  # fences only: no updates are asked for
+    times = []
+    for i in range(count):
+        payload = struct.pack(">I", i)
+        t0 = time.monotonic()
+        stream.send(struct.pack(">BxxxIB", 248, 1 << 31, len(payload)) + payload)
+        while True:
+            kind = stream.u8()
+            if kind != 248:
+                _server_message(stream, kind, width, height)
+                continue
+            stream.read(3)
+            flags = struct.unpack(">I", stream.read(4))[0]
+            got = stream.read(stream.u8())
+            if not flags & (1 << 31) and got == payload:
+                break
+            if flags & (1 << 31):  # the server's own request: answer it
+                stream.send(struct.pack(">BxxxIB", 248, flags & 0x7, len(got)) + got)
+        times.append(time.monotonic() - t0)
+    return statistics.median(times) * 1e3
+
+
+def raw_ceiling(stream: Stream, frames: int) -> float:
+    width, height, bpp = handshake(stream)
+    full_frame(stream, width, height, bpp)  # warm
+    t0 = time.monotonic()
+    total = sum(full_frame(stream, width, height, bpp) for _ in range(frames))
+    return total / (time.monotonic() - t0) / 1e6
 
 
 def ws_stream(base: str, path: str, ticket: str):
@@ -102,11 +270,14 @@ def wait_ready(api: httpx.Client, sid: str, timeout: float = 180) -> dict:
         time.sleep(0.05)
 
 
-def gateway_start(api: httpx.Client, base: str, cluster: str) -> tuple[float, dict]:
+def gateway_start(api: httpx.Client, base: str, cluster: str, made: list[str]) -> tuple[float, dict]:
+    """Start -> first frame through the gateway; the desktop's id goes in ``made`` at once (deleted at the
+    end even when it never becomes ready)."""
     t0 = time.monotonic()
-    made = api.post(f"{VIS}/session", json={"cluster": cluster, "memory_mb": 256, "minutes": 15})
-    made.raise_for_status()
-    sid = made.json()["id"]
+    created = api.post(f"{VIS}/session", json={"cluster": cluster, "memory_mb": 256, "minutes": 15})
+    created.raise_for_status()
+    sid = created.json()["id"]
+    made.append(sid)
     desk = wait_ready(api, sid)
     ticket = api.post(f"{VIS}/session/{sid}/ticket").json()["ticket"]
     ws, stream = ws_stream(base, f"{PREFIX}{VIS}/ws/{sid}", ticket)
@@ -115,112 +286,176 @@ def gateway_start(api: httpx.Client, base: str, cluster: str) -> tuple[float, di
     return time.monotonic() - t0, desk
 
 
-def slurm_start(ssh: paramiko.SSHClient) -> float:
-    """The same desktop script, submitted by bob himself, until its ready file exists."""
-    folder = f"/home/bob/.bench-desktop-{secrets.token_hex(4)}"
+def slurm_start(ssh: paramiko.SSHClient, timeout: float = 180) -> float:
+    """The same desktop script, submitted by the user himself, until its ready file exists (cancelled after)."""
+    home = ssh.exec_command("echo $HOME")[1].read().decode().strip()
+    folder = f"{home}/.bench-desktop-{secrets.token_hex(4)}"
     ssh.exec_command(f"mkdir -m 0700 {folder}")[1].read()
-    script = desktop_script(folder)
+    # the gateway's script, #SBATCH lines included (without the energy collector, which the gateway stages)
+    script = desktop_script(folder, folder, "bench.desktop", Resources(memory_mb=256, minutes=15), energy=False)
     t0 = time.monotonic()
-    stdin, out, _err = ssh.exec_command(f"sbatch --parsable --job-name=bench.desktop --mem=256M --time=15 "
-                                        f"--chdir={folder} --output={folder}/desktop.log")
+    stdin, out, _err = ssh.exec_command("sbatch --parsable")
     stdin.write(script)
     stdin.channel.shutdown_write()
     job_id = out.read().decode().strip().split(";")[0]
-    while ssh.exec_command(f"test -e {folder}/ready && echo y")[1].read().strip() != b"y":
-        time.sleep(0.05)
-    elapsed = time.monotonic() - t0
-    ssh.exec_command(f"scancel {job_id}; sleep 1; rm -rf {folder}")[1].read()
-    return elapsed
+    try:
+        while ssh.exec_command(f"test -e {folder}/ready && echo y")[1].read().strip() != b"y":
+            if time.monotonic() - t0 > timeout:
+                raise SystemExit(f"the directly submitted desktop (job {job_id}) was not ready in {timeout:.0f} s")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+    finally:
+        ssh.exec_command(f"scancel {shlex.quote(job_id)}; sleep 1; rm -rf {folder}")[1].read()
 
 
-def zrle_rate(stream: Stream, seconds: float) -> tuple[float, float]:
-    """(updates per second, kB/s) of a viewer that works like noVNC: ZRLE, continuous updates (the server pushes
-    changes without waiting for a request) and fences answered, so the path's latency does not pace it."""
-    width, height, _bpp = handshake(stream)
-    stream.send(struct.pack(">BxH", 2, 3) + struct.pack(">iii", 16, -313, -312))  # ZRLE, ContinuousUpdates, Fence
-    stream.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
-    updates = total = 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        kind = stream.read(1)[0]
-        if kind == 150:  # EndOfContinuousUpdates: the server supports them; switch them on for the screen
-            stream.send(struct.pack(">BBHHHH", 150, 1, 0, 0, width, height))
+def start_workload(ssh: paramiko.SSHClient, desk: dict, fps: float) -> dict[str, str]:
+    """Run the paced workload in an xterm on the desktop (a step of the desktop's own job, as its user)."""
+    # the socket is not in the API (nobody but the bridge needs it): the user reads the session folder (in the
+    # desktop's working folder when it is not a run's)
+    ready = ssh.exec_command(f"cat {desk['work_dir']}/.heroes-desktops/{desk['id']}/ready")[1].read().decode()
+    info = dict(line.split("=", 1) for line in ready.split())
+    runtime = info["socket"].rsplit("/", 1)[0]
+    argv = ["srun", f"--jobid={desk['job_id']}", "--overlap", "--nodes=1", "--ntasks=1", "--mem=0", "--quiet",
+            "env", f"DISPLAY=:{info['display']}", f"XAUTHORITY={runtime}/Xauthority",
+            "xterm", "-geometry", "160x50+0+0", "-e", "python3", "-c", WORKLOAD, str(fps)]
+    ssh.exec_command(" ".join(map(shlex.quote, argv)) + " >/dev/null 2>&1 &")[1].channel.recv_exit_status()
+    return info
+
+
+def gateway_pids(stack: StackSettings) -> list[int]:
+    """The gateway's processes a bridged viewer's bytes cross: the hub's service and the hub's proxy (found by
+    the ports the stack gave them, so another service started by a test on this machine is not counted)."""
+    wanted = (f"--port\0{stack.ports.heroes_service}\0".encode(), f"--port\0{stack.ports.hub}\0".encode())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
             continue
-        if kind == 248:  # Fence: answer a request (its flag cleared), as a viewer must
-            stream.read(3)
-            flags = struct.unpack(">I", stream.read(4))[0]
-            payload = stream.read(stream.read(1)[0])
-            if flags & (1 << 31):
-                stream.send(struct.pack(">BxxxIB", 248, flags & 0x7, len(payload)) + payload)
+        if (b"heroes_service.app:app" in cmdline or b"configurable-http-proxy" in cmdline) and any(
+                port in cmdline for port in wanted):
+            pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
             continue
-        if kind == 3:
-            stream.read(3)
-            stream.read(struct.unpack(">I", stream.read(4))[0])
-            continue
-        if kind != 0:
-            continue  # bell
-        stream.read(1)
-        for _ in range(struct.unpack(">H", stream.read(2))[0]):
-            _x, _y, _w, _h, enc = struct.unpack(">HHHHi", stream.read(12))
-            if enc == 16:
-                total += len(stream.read(struct.unpack(">I", stream.read(4))[0]))
-        updates += 1
-    elapsed = time.monotonic() - t0
-    return updates / elapsed, total / elapsed / 1e3
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def type_line(stream: Stream, text: str) -> None:
-    handshake(stream)
-    stream.send(struct.pack(">BBHH", 5, 1, 200, 150) + struct.pack(">BBHH", 5, 0, 200, 150))  # focus the terminal
-    for char in text:
-        keysym = 0xFF0D if char == "\n" else ord(char)
-        stream.send(struct.pack(">BBxxI", 4, 1, keysym) + struct.pack(">BBxxI", 4, 0, keysym))
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f}, min {min(values):.2f}, max {max(values):.2f}"
 
 
-def throughput(stream: Stream, frames: int) -> float:
-    width, height, bpp = handshake(stream)
-    full_frame(stream, width, height, bpp)  # warm
-    t0 = time.monotonic()
-    total = sum(full_frame(stream, width, height, bpp) for _ in range(frames))
-    return total / (time.monotonic() - t0) / 1e6
+def alternate(pairs: int, openers: dict, measure, pids: list[int]) -> tuple[list[dict], dict]:
+    """``pairs`` rounds of bridge and direct, the one measured first alternating between rounds; also the
+    gateway's CPU (cores) during each side's measurements: while the viewer goes direct, the gateway only
+    does its background work (reconciler, other users), so the difference is what bridging costs."""
+    rounds, cpu, wall = [], {"bridge": 0.0, "direct": 0.0}, {"bridge": 0.0, "direct": 0.0}
+    for i in range(pairs):
+        order = ("bridge", "direct") if i % 2 == 0 else ("direct", "bridge")
+        got = {}
+        for name in order:
+            handle, stream = openers[name]()
+            cpu0, t0 = cpu_seconds(pids), time.monotonic()
+            with handle:
+                got[name] = measure(stream)
+            cpu[name] += cpu_seconds(pids) - cpu0
+            wall[name] += time.monotonic() - t0
+        rounds.append(got)
+    return rounds, {name: cpu[name] / wall[name] for name in cpu}
+
+
+def cpu_line(cores: dict) -> str:
+    return (f"gateway CPU (service + proxy) {cores['bridge']:.2f} cores while bridging, {cores['direct']:.2f} "
+            f"while the viewer went direct (background)")
+
+
+def bench_viewer(openers: dict, args) -> None:
+    load0 = os.getloadavg()[0]
+    rounds, cores = alternate(args.pairs, openers, lambda s: viewer_rate(s, args.seconds),
+                                   args.gateway_pids)
+    fps_ratios, byte_ratios = [], []
+    print(f"frames a viewer gets (Tight q6/c2 as noVNC, continuous updates; workload {args.fps:g} screens/s; "
+          f"{args.seconds:g} s each, pairs alternated):")
+    for i, got in enumerate(rounds, 1):
+        (bf, bk), (df, dk) = got["bridge"], got["direct"]
+        fps_ratios.append(bf / df)
+        byte_ratios.append(bk / dk)
+        print(f"  pair {i}: bridge {bf:5.1f} updates/s {bk:7.0f} kB/s | direct {df:5.1f} updates/s {dk:7.0f} kB/s"
+              f" | ratio {bf / df:.2f} updates, {bk / dk:.2f} bytes")
+    print(f"  updates/s ratio bridge/direct: {spread(fps_ratios)} (goal >= 0.8); medians' ratio "
+          f"{statistics.median(r['bridge'][0] for r in rounds) / statistics.median(r['direct'][0] for r in rounds):.2f}")
+    print(f"  bytes/s ratio bridge/direct:   {spread(byte_ratios)}")
+    print(f"  {cpu_line(cores)}; load average 1 min: {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
+
+
+def bench_latency(openers: dict, args) -> None:
+    rounds, _cpu = alternate(args.pairs, openers, round_trip_ms, args.gateway_pids)
+    bridge, direct = [r["bridge"] for r in rounds], [r["direct"] for r in rounds]
+    print(f"round trip to the VNC server (Fence, median of 30 per connection): bridge {spread(bridge)} ms, "
+          f"direct {spread(direct)} ms")
+
+
+def bench_ceiling(openers: dict, args) -> None:
+    rounds, cores = alternate(max(1, args.pairs // 2), openers, lambda s: raw_ceiling(s, args.frames),
+                                   args.gateway_pids)
+    line = ", ".join(f"{r['bridge']:.1f}/{r['direct']:.1f}" for r in rounds)
+    ratios = [r["bridge"] / r["direct"] for r in rounds]
+    print(f"pipe ceiling ({args.frames} raw 4 MB frames, MB/s bridge/direct per pair: {line}): "
+          f"ratio {spread(ratios)}; {cpu_line(cores)}")
+
+
+def bench_start(api: httpx.Client, base: str, ssh: paramiko.SSHClient, args, made: list[str]) -> None:
+    direct_s, gateway_s = [], []
+    for _ in range(args.rounds):
+        direct_s.append(slurm_start(ssh))
+        elapsed, desk = gateway_start(api, base, args.cluster, made)
+        gateway_s.append(elapsed)
+        api.delete(f"{VIS}/session/{desk['id']}")
+    d, g = statistics.median(direct_s), statistics.median(gateway_s)
+    print(f"start -> first frame: gateway median {g:.2f} s, Slurm alone (sbatch -> ready) {d:.2f} s, "
+          f"overhead {g - d:+.2f} s (goal <= 3 s), ratio {g / d:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--cluster", default="alpha", help="enrolled for acme in the hub's service (beta when "
-                                                            "other sessions' jobs fill alpha)")
+    parser.add_argument("--rounds", type=int, default=3, help="desktops started for start -> first frame")
+    parser.add_argument("--pairs", type=int, default=5, help="bridge/direct pairs for the frame rates")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of one frame-rate measurement")
+    parser.add_argument("--fps", type=float, default=30.0, help="screens per second the workload draws")
+    parser.add_argument("--frames", type=int, default=10, help="raw full frames per ceiling measurement")
+    parser.add_argument("--skip-start", action="store_true", help="only the throughput parts")
+    parser.add_argument("--cluster", default="alpha", help="enrolled in the hub's service (beta when other "
+                                                            "sessions' jobs fill alpha)")
+    parser.add_argument("--user", default="alice", help="demo user (password <user>-pass) with a cluster login; "
+                                                        "not bob: the desktop browser test ends all of bob's "
+                                                        "desktops when it finishes, the benchmark's among them")
     args = parser.parse_args()
     stack = StackSettings()
+    args.gateway_pids = gateway_pids(stack)
     base = hub_url(stack).rstrip("/")
-    login = httpx.post(f"{base}{PREFIX}/organization/auth/login", json={"username": "bob", "password": "bob-pass"})
+    login = httpx.post(f"{base}{PREFIX}/organization/auth/login", json={"username": args.user, "password": f"{args.user}-pass"})
     login.raise_for_status()
     api = httpx.Client(base_url=base + PREFIX, timeout=120,
                        headers={"Authorization": f"Bearer {login.json()['access_token']}"})
     ssh = paramiko.SSHClient()
     ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - the benchmark's own loopback sshd
-    ssh.connect(stack.host, port=ssh_port(stack, args.cluster), username="bob", key_filename=str(user_key_path(stack, "bob")),
-                look_for_keys=False, allow_agent=False)
+    ssh.connect(stack.host, port=ssh_port(stack, args.cluster), username=args.user,
+                key_filename=str(user_key_path(stack, args.user)), look_for_keys=False, allow_agent=False)
     made: list[str] = []
     try:
-        direct_s, gateway_s = [], []
-        for _ in range(args.rounds):
-            direct_s.append(slurm_start(ssh))
-            elapsed, desk = gateway_start(api, base, args.cluster)
-            gateway_s.append(elapsed)
-            made.append(desk["id"])
-            api.delete(f"{VIS}/session/{desk['id']}")
-        d, g = statistics.median(direct_s), statistics.median(gateway_s)
-        print(f"start -> first frame: gateway median {g:.2f} s, Slurm alone (sbatch -> ready) {d:.2f} s, "
-              f"overhead {g - d:+.2f} s (goal <= 3 s), ratio {g / d:.2f}")
-
-        _elapsed, desk = gateway_start(api, base, args.cluster)
-        made.append(desk["id"])
-        # the socket path is not in the API (nobody but the bridge needs it): read it as bob
-        ready = ssh.exec_command(f"cat {desk['work_dir']}/.heroes-desktops/{desk['id']}/ready")[1].read().decode()
-        socket_path = dict(line.split("=", 1) for line in ready.split())["socket"]
+        if not args.skip_start:
+            bench_start(api, base, ssh, args, made)
+        _elapsed, desk = gateway_start(api, base, args.cluster, made)
+        socket_path = start_workload(ssh, desk, args.fps)["socket"]
+        time.sleep(2)  # the workload's xterm maps
 
         def bridge() -> tuple:
             ticket = api.post(f"{VIS}/session/{desk['id']}/ticket").json()["ticket"]
@@ -231,32 +466,18 @@ def main() -> None:
             sock.connect(socket_path)
             return sock, Stream(sock.sendall, lambda: sock.recv(1 << 20))
 
-        ws, stream = bridge()
-        with ws:
-            type_line(stream, "yes HEROES desktop benchmark\n")  # the terminal scrolls from now on
-            time.sleep(1)  # let the keys through before the socket closes
-        scrolling = ssh.exec_command("pgrep -u bob -x yes >/dev/null && echo yes || echo no")[1].read().decode().strip()
-        print(f"(terminal scrolling: {scrolling})")
-        results = {}
-        for name, opener in (("bridge", bridge), ("direct", direct)):
-            handle, stream = opener()
-            with handle:
-                results[name] = zrle_rate(stream, args.seconds)
-        (bf, bm), (df, dm) = results["bridge"], results["direct"]
-        print(f"viewer throughput (ZRLE, scrolling terminal, {args.seconds:.0f} s each): bridge {bf:.1f} updates/s "
-              f"{bm:.1f} kB/s, direct socket {df:.1f} updates/s {dm:.1f} kB/s, ratio {bf / df:.2f} (goal >= 0.8)")
-        for name, opener in (("bridge", bridge), ("direct", direct)):
-            handle, stream = opener()
-            with handle:
-                results[name] = throughput(stream, args.frames)
-        print(f"pipe ceiling ({args.frames} raw full frames): bridge {results['bridge']:.1f} MB/s, direct socket "
-              f"{results['direct']:.1f} MB/s, ratio {results['bridge'] / results['direct']:.2f}")
+        openers = {"bridge": bridge, "direct": direct}
+        bench_viewer(openers, args)
+        bench_latency(openers, args)
+        bench_ceiling(openers, args)
     finally:
         for sid in made:
-            api.delete(f"{VIS}/session/{sid}")
+            gone = api.delete(f"{VIS}/session/{sid}")
+            if gone.status_code not in (200, 204, 404):
+                print(f"could not delete desktop {sid}: {gone.status_code} (the idle cull will end it)")
         ssh.close()
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.stdout.reconfigure(line_buffering=True)  # each result as soon as it is measured, also into a file
     main()
