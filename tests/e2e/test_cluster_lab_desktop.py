@@ -7,7 +7,8 @@ in that terminal runs in the job (it writes the job's id into his cluster home, 
 through: the desktop's page and its websocket answer nobody without his login and refuse carol's (HTTP and
 websocket); his own cookies open the websocket to a real VNC greeting, so the refusals are the
 authentication's, not a broken path. Over SSH as bob, on the node through ``srun`` into the server's job:
-the VNC server runs in that job, listens on no TCP port, and its Unix socket is mode 0600 in a 0700 folder.
+the VNC server runs in that job, listens on no TCP port, and its Unix socket is mode 0600 in a 0700 folder;
+carol, on the same node, opens neither bob's X display nor his VNC socket.
 """
 from __future__ import annotations
 
@@ -150,8 +151,8 @@ def websocket_status(url: str, origin: str, cookies: str = "", headers: dict | N
         return refused.response.status_code, b""
 
 
-def on_the_node(stack, command: str) -> str:
-    """``command`` run as bob over SSH to the login node (host key pinned to the stack's), output text."""
+def on_the_node(stack, command: str, user: str = "bob") -> str:
+    """``command`` run as ``user`` over SSH to the login node (host key pinned to the stack's), output text."""
     expected = host_key_fingerprint(stack, CLUSTER)
     transport = paramiko.Transport((stack.host, ssh_port(stack, CLUSTER)))
     try:
@@ -159,7 +160,7 @@ def on_the_node(stack, command: str) -> str:
         seen = "SHA256:" + base64.b64encode(
             hashlib.sha256(transport.get_remote_server_key().asbytes()).digest()).decode().rstrip("=")
         assert seen == expected, f"login node host key {seen}, pinned {expected}"
-        transport.auth_publickey("bob", paramiko.PKey.from_path(str(user_key_path(stack, "bob"))))
+        transport.auth_publickey(user, paramiko.PKey.from_path(str(user_key_path(stack, user))))
         channel = transport.open_session(timeout=30)
         channel.exec_command(command)
         out = channel.makefile("r").read().decode()
@@ -177,9 +178,16 @@ test -n "$pid" || { echo "no Xtigervnc with a jupyter-server-proxy socket" >&2; 
 command -v ss >/dev/null || { echo "no ss on the node" >&2; exit 4; }
 sock=$(tr '\0' '\n' < /proc/$pid/cmdline | sed -n '/^-rfbunixpath$/{n;p;}')
 echo "job=$(tr '\0' '\n' < /proc/$pid/environ | sed -n 's/^SLURM_JOB_ID=//p')"
+echo "display=$(tr '\0' '\n' < /proc/$pid/cmdline | sed -n '2p')"
+echo "path=$sock"
 echo "socket=$(stat -c '%a %U %F' "$sock")"
 echo "folder=$(stat -c '%a %U' "$(dirname "$sock")")"
 echo "tcp=$(ss -H -ltnp | grep -c "pid=$pid," || true)"
+"""
+#: as another user of the node (carol): can she open bob's X display or connect to his VNC socket?
+NEIGHBOUR_CHECK = r"""
+xwininfo -root -display "$1" >/dev/null 2>&1 && echo "x=open" || echo "x=refused"
+socat -u OPEN:/dev/null "UNIX-CONNECT:$2" 2>/dev/null && echo "vnc=open" || echo "vnc=refused"
 """
 
 
@@ -207,7 +215,14 @@ def test_bob_opens_a_desktop_in_his_cluster_jupyterlab(page, hub, cluster_lab, b
     facts = dict(line.split("=", 1) for line in on_the_node(
         cluster_lab, f"srun --jobid={shlex.quote(str(state['job_id']))} --overlap --ntasks=1 "
                      f"sh -c {shlex.quote(SOCKET_CHECK)}").split("\n") if "=" in line)
+    display, path = facts.pop("display"), facts.pop("path")
     assert facts == {"job": str(state["job_id"]), "socket": "600 bob socket", "folder": "700 bob", "tcp": "0"}, facts
+    # another user on the node reaches neither the X display (its cookie is bob's) nor the VNC socket
+    assert re.fullmatch(r":\d+", display), display
+    # (the embedded login node is the nodes' machine; bob himself gets through, so the refusals are not a typo)
+    probe = f"sh -c {shlex.quote(NEIGHBOUR_CHECK)} sh {shlex.quote(display)} {shlex.quote(path)}"
+    assert on_the_node(cluster_lab, probe).split() == ["x=open", "vnc=open"]
+    assert on_the_node(cluster_lab, probe, user="carol").split() == ["x=refused", "vnc=refused"]
 
     # only bob: his cookies open the websocket to the VNC server's greeting, carol's and none are refused
     base = f"{hub.url}/user/bob/{SERVER}"
