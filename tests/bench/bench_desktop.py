@@ -7,9 +7,9 @@ Measures, in the same run:
 
 1. **Start -> first frame.** Gateway: ``POST /organization/visualization/session`` as ``--user`` (alice),
    poll until ready, ticket, websocket through the hub's proxy and the bridge (SSH to alpha's login node,
-   srun into the job, the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script submitted directly
-   with ``sbatch`` over the same user's own SSH login, until its ``ready`` file exists (what Slurm and Xvnc take
-   without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
+   srun into the job, the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script
+   submitted directly with ``sbatch`` over the same user's own SSH login, until its ``ready`` file exists
+   (what Slurm and Xvnc take without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
 2. **Frames a viewer gets**, through the gateway's bridge vs a direct connection to the same VNC socket on
    the node (root may open it; the embedded nodes share this machine), ratio goal >= 0.8. The desktop runs
    a deterministic workload: an xterm of 160x50 whose whole text changes ``--fps`` times a second (a fixed,
