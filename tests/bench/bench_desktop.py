@@ -9,7 +9,8 @@ Measures, in the same run:
    poll until ready, ticket, websocket through the hub's proxy and the bridge (SSH to alpha's login node,
    srun into the job, the 0600 socket), RFB handshake, first full frame. Slurm alone: the same batch script
    submitted directly with ``sbatch`` over the same user's own SSH login, until its ``ready`` file exists
-   (what Slurm and Xvnc take without the gateway). Prints both medians, the overhead and the ratio (goal: overhead <= 3 s).
+   (what Slurm and Xvnc take without the gateway). Prints both medians, the overhead and the ratio (goal:
+   overhead <= 3 s).
 2. **Frames a viewer gets**, through the gateway's bridge vs a direct connection to the same VNC socket on
    the node (root may open it; the embedded nodes share this machine), ratio goal >= 0.8. The desktop runs
    a deterministic workload: an xterm of 160x50 whose whole text changes ``--fps`` times a second (a fixed,
@@ -32,7 +33,9 @@ starves Xvnc or the bridge's processes for a moment, one pair swings (the load a
 CPU are printed with the results; read the median).
 
 What limits the bridge is Slurm's I/O forwarding (srun <-> slurmstepd), not the gateway: raw frames over
-SSH + srun + socat move as fast as through the whole bridge, SSH + socat without srun about 3x faster.
+SSH + srun + socat move as fast as through the whole bridge, SSH + socat without srun about 3x faster;
+srun hands a task's output on in 1024-byte messages (strace of Slurm 22.05's srun: 1837 of its ~1950
+writes of a 2 MB stream are 1024 bytes), so every MB costs ~1000 message round trips in srun and slurmstepd.
 
 Every desktop it made is deleted (scancel) at the end.
 """
