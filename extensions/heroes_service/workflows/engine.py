@@ -5,7 +5,7 @@
 * ``tracking.py`` - the engine's tracker in the one reconciler per cluster (``clusterjobs.reconciler``:
   one ``squeue`` per cycle for workflow steps, servers, kernels and desktops alike);
 * ``finishing.py`` - staging out, peak memory, energy ingestion;
-* ``cluster_files.py`` - SFTP helpers.
+* ``cluster_files.py`` - the instance's folders and energy collector (one command), SFTP helpers.
 
 State lives in the database only; threads hold nothing that a restart would lose. All cluster and S3 I/O is
 blocking and runs in threads (the driver pool, the reconciler's threads); the asyncio loop only starts and
