@@ -55,7 +55,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.identity = Identity(settings)
     app.state.hub = Hub(settings)
     app.state.authenticator = Authenticator(settings, app.state.identity, app.state.sessions)
-    app.dependency_overrides[get_settings] = lambda: settings
+    # no app.dependency_overrides here: while any override exists, FastAPI 0.165 rebuilds every dependency of
+    # every request from its signature (inspect.signature per Depends; seen with py-spy in the submit benchmark,
+    # 0.14 ms for the cluster-jobs submit's two on an idle host); the app's settings are on app.state.settings
     errors.install(app)
     wiring.build_workers(app)
 

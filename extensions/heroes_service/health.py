@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 
 from . import __version__
-from .settings import ServiceSettings, get_settings
 
 router = APIRouter(tags=["health"])
 _STARTED = time.time()
 
 
 @router.get("/health")
-def health(settings: ServiceSettings = Depends(get_settings)) -> dict:
+def health(request: Request) -> dict:
     """Answer ``{"status": "ok"}`` while the process serves requests; the stack's health check polls it."""
+    settings = request.app.state.settings
     return {
         "status": "ok",
         "service": settings.service_name,
