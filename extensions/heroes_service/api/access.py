@@ -261,8 +261,11 @@ class AccessMiddleware:
             authenticator = self.fastapi_app.state.authenticator
             try:
                 if level == HUB_SERVICE:  # the hub's own token, never a person's (api/server_keys.py)
-                    caller = await anyio.to_thread.run_sync(authenticator.hub_service_caller,
-                                                            headers.get("authorization"))
+                    cached = getattr(authenticator, "cached_hub_service_caller", None)  # a hit costs no thread
+                    caller = cached(headers.get("authorization")) if cached else None
+                    if caller is None:
+                        caller = await anyio.to_thread.run_sync(authenticator.hub_service_caller,
+                                                                headers.get("authorization"))
                     scope.setdefault("state", {})["hub_service"] = caller
                     await self.app(scope, receive, send)
                     return

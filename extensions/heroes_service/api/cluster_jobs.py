@@ -91,7 +91,9 @@ class ClusterOut(BaseModel):
     estimate: str = ""
 
 
-def jobs(request: Request) -> ClusterJobs:
+async def jobs(request: Request) -> ClusterJobs:
+    """The app's ``ClusterJobs``; async because it does no I/O, so it costs no thread-pool round trip
+    (~0.2 ms each, more on a loaded host) on every hub call."""
     bind_clusters(request.app)
     return request.app.state.cluster_jobs
 

@@ -178,6 +178,22 @@ class Authenticator:
         self.authenticate(authorization)  # 401 for a bad credential, else the caller is a user
         raise Forbidden(f"only the hub's service {wanted!r} may call this route")
 
+    def cached_hub_service_caller(self, authorization: str | None) -> str | None:
+        """``hub_service_caller``'s answer when the token's owner is cached (no I/O: the access middleware
+        calls it on the event loop and only hands a miss to a worker thread); None on a miss.
+
+        The same cache and TTL (``auth_cache_s``) as the threaded path: a token the hub revoked keeps working
+        here no longer than there."""
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "token" or not credential.strip():
+            return None
+        name = self.tokens.get(("service", credential.strip()))
+        if name is None:
+            return None
+        if name == self.settings.server_keys_service:
+            return name
+        raise Forbidden(f"only the hub's service {self.settings.server_keys_service!r} may call this route")
+
     def _hub_service_name(self, token: str) -> str:
         """The hub service a token belongs to ("" for a user's token)."""
         model = self._hub_whoami(token)
