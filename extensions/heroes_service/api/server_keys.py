@@ -8,6 +8,7 @@ admin keys: the service is the only component that does.
 """
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,11 +38,13 @@ class ServerKeys(BaseModel):
     region: str
 
 
-def hub_only(request: Request) -> str:
-    """The hub's service name (the middleware resolved it); checked again so the route never runs without."""
+async def hub_only(request: Request) -> str:
+    """The hub's service name (the middleware resolved it); checked again so the route never runs without.
+    Async: the usual case reads ``request.state`` and costs no thread-pool round trip per hub call."""
     caller = getattr(request.state, "hub_service", None)
     if caller is None:
-        caller = request.app.state.authenticator.hub_service_caller(request.headers.get("authorization"))
+        caller = await anyio.to_thread.run_sync(request.app.state.authenticator.hub_service_caller,
+                                                request.headers.get("authorization"))
     return caller
 
 
