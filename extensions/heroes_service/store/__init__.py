@@ -3,6 +3,15 @@
 SQLite (WAL, foreign keys on) is the default, under ``<state_dir>/data/heroes-service/heroes.db``;
 PostgreSQL URLs (``postgresql+psycopg://`` or ``postgresql+psycopg2://``) work the same way.
 
+Durability of the "intent committed before sbatch" rule (decided with the submit benchmark, issue 15): with
+SQLite, WAL + ``synchronous=NORMAL`` keeps every commit through any crash or kill of the service process (the
+WAL is in the OS's page cache before sbatch runs); only a power loss or kernel crash of the service host can
+drop the last commits, and then an intent could vanish after its sbatch ran: an orphan job nobody tracks
+(never a duplicate: without an intent nothing is retried). That is accepted for the single-host SQLite
+setup; ``synchronous=FULL`` would add an fsync to each of the submit path's commits. PostgreSQL, the
+production store, keeps its default ``synchronous_commit=on`` (WAL flushed to disk before COMMIT returns), so
+there the rule holds through a power loss too: do not turn it off for this database.
+
 Other capabilities add their models to their own modules (importing ``Base`` from here) and their
 migrations to ``store/migrations/versions/`` chained after this package's revisions; the service applies
 every head at start, so parallel branches are fine.
