@@ -2,10 +2,24 @@
 that user's own server, and clicking a row of a grid."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 from playwright.sync_api import expect
 
 PREFIX = "/services/heroes/api/v1"
+
+# desktops (the Desktop app and the cluster JupyterLab Desktop card)
+DESKTOP_SHOTS = Path(os.environ.get("HEROES_SCREENSHOTS", "/tmp/heroes-desktop-shots"))
+#: alpha by default; HEROES_DESKTOP_TEST_CLUSTER=beta when other sessions' jobs fill alpha's two small nodes
+DESKTOP_CLUSTER = os.environ.get("HEROES_DESKTOP_TEST_CLUSTER", "alpha")
+#: distinct colours among sampled canvas pixels (a blank or black canvas has one)
+COUNT_COLOURS = """(canvas) => {
+  const ctx = canvas.getContext('2d'); const {width, height} = canvas;
+  const data = ctx.getImageData(0, 0, width, height).data; const seen = new Set();
+  for (let i = 0; i < data.length; i += 4 * 101) seen.add(data[i] << 16 | data[i + 1] << 8 | data[i + 2]);
+  return seen.size; }"""
 
 
 def bearer(hub, username: str, password: str) -> dict:

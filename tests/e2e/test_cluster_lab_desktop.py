@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 import shlex
@@ -34,19 +33,12 @@ from heroes_dev.components.login import host_key_fingerprint, ssh_port, user_key
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from spawner_support import ensure_enrolled, server_token, wait_until  # noqa: E402
 
+from app_support import COUNT_COLOURS, DESKTOP_CLUSTER as CLUSTER, DESKTOP_SHOTS as SHOTS  # noqa: E402
+
 pytestmark = pytest.mark.e2e
-SHOTS = Path(os.environ.get("HEROES_SCREENSHOTS", "/tmp/heroes-desktop-shots"))
-#: alpha by default; HEROES_DESKTOP_TEST_CLUSTER=beta when other sessions' jobs fill alpha's two small nodes
-CLUSTER = os.environ.get("HEROES_DESKTOP_TEST_CLUSTER", "alpha")
 SERVER = "desk-lab"
 #: how a websocket without the server owner's login is refused: a redirect to the hub's login, or forbidden
 REFUSED = (302, 401, 403)
-#: distinct colours among sampled canvas pixels (a blank or black canvas has one)
-COUNT_COLOURS = """(canvas) => {
-  const ctx = canvas.getContext('2d'); const {width, height} = canvas;
-  const data = ctx.getImageData(0, 0, width, height).data; const seen = new Set();
-  for (let i = 0; i < data.length; i += 4 * 101) seen.add(data[i] << 16 | data[i + 1] << 8 | data[i + 2]);
-  return seen.size; }"""
 
 
 @pytest.fixture

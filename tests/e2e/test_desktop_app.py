@@ -24,18 +24,9 @@ from playwright.sync_api import expect
 from heroes_dev.components.login import host_key_fingerprint, ssh_port, user_key_path
 from heroes_dev.components.slurm import slurm_conf_path
 
-from app_support import PREFIX, bearer, open_app
+from app_support import COUNT_COLOURS, DESKTOP_CLUSTER as CLUSTER, DESKTOP_SHOTS as SHOTS, PREFIX, bearer, open_app
 
 pytestmark = pytest.mark.e2e
-SHOTS = Path(os.environ.get("HEROES_SCREENSHOTS", "/tmp/heroes-desktop-shots"))
-#: alpha by default; HEROES_DESKTOP_TEST_CLUSTER=beta when other sessions' jobs fill alpha's two small nodes
-CLUSTER = os.environ.get("HEROES_DESKTOP_TEST_CLUSTER", "alpha")
-#: distinct colours among sampled canvas pixels (a blank or black canvas has one)
-COUNT_COLOURS = """(canvas) => {
-  const ctx = canvas.getContext('2d'); const {width, height} = canvas;
-  const data = ctx.getImageData(0, 0, width, height).data; const seen = new Set();
-  for (let i = 0; i < data.length; i += 4 * 101) seen.add(data[i] << 16 | data[i + 1] << 8 | data[i + 2]);
-  return seen.size; }"""
 
 
 @pytest.fixture
