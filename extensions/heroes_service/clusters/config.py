@@ -61,6 +61,10 @@ class ClustersSettings(BaseSettings):
     channels_per_connection: int = Field(
         16, ge=1, description="Concurrent channels (commands, SFTP sessions) on one connection.")
     idle_close_s: float = Field(600.0, gt=0, description="Pooled connections unused this long are closed.")
+    warm_exec_idle_s: float = Field(
+        60.0, ge=0, description="A command run often and fed on its input (sbatch's submitter) is kept started "
+                                "ahead of need, one per connection that is up anyway, and closed unused after "
+                                "this many seconds (0: always started on demand).")
     max_output_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="stdout/stderr beyond this are dropped (result marked truncated).")
     embedded_login_nodes_dir: Path = Field(

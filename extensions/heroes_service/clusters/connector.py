@@ -72,6 +72,44 @@ def build_command(argv: list[str] | tuple[str, ...]) -> str:
     return " ".join(shlex.quote(item) for item in argv)
 
 
+def read_output(channel: paramiko.Channel, command: str, deadline: float, timeout: float, limit: int,
+                until: Callable[[bytes], bool] | None = None) -> tuple[bytes, bytes, bool]:
+    """A command's standard output and error as they come, until its output ends - or, with ``until``, as soon
+    as ``until(output so far)`` holds (a caller that needs only a first line). Bytes past ``limit`` of each
+    are dropped (the third value says so); ``CommandTimeout`` at ``deadline``."""
+    out, err = bytearray(), bytearray()
+    truncated = False
+    fd = channel.fileno()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CommandTimeout(command, timeout)
+        got = False
+        while channel.recv_ready():
+            chunk = channel.recv(CHUNK)
+            got = True
+            if len(out) < limit:
+                out += chunk
+            else:
+                truncated = True
+        while channel.recv_stderr_ready():
+            chunk = channel.recv_stderr(CHUNK)
+            got = True
+            if len(err) < limit:
+                err += chunk
+            else:
+                truncated = True
+        if until is not None and until(bytes(out)):
+            break
+        if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if channel.closed:
+            break
+        if not got:
+            select.select([fd], [], [], min(remaining, 1.0))
+    return bytes(out), bytes(err), truncated
+
+
 # --- the connector -----------------------------------------------------------------------------------
 class RemoteFile(io.RawIOBase):
     """A readable remote file (``get_stream``); closing it frees its SFTP channel and pool slot."""
@@ -154,6 +192,39 @@ class ClusterConnector:
         channel.exec_command(command)
         return channel
 
+    def open_started(self, argv: list[str], written: bytes = b"", *, timeout: float = 20,
+                     connect: bool = True) -> paramiko.Channel:
+        """``open_exec`` with ``written`` already sent to the command's input, served from a spare started
+        ahead of need when one is ready (``warm.Spares``; the next one starts once this channel closes). For a fixed
+        command that does nothing until the rest of its input arrives; the caller closes the channel.
+        ``connect=False``: only on a connection that is up already (``ClusterUnreachable`` at once otherwise),
+        for callers that must not wait for a login node (inside a transaction, before answering a request)."""
+        command = build_command(argv)
+        spares = self._pool.spares
+        channel = spares.take(command, written)
+        if channel is None:
+            channel = self._fresh_started(argv, command, written, timeout, connect)
+        spares.refill_after(command, written, channel)
+        return channel
+
+    def _fresh_started(self, argv: list[str], command: str, written: bytes, timeout: float,
+                       connect: bool) -> paramiko.Channel:
+        try:
+            channel = self._pool.exec_if_connected(command) if not connect else None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ClusterUnreachable(f"cluster {self.cluster!r}: cannot open a channel: {exc}") from exc
+        if channel is None and not connect:
+            raise ClusterUnreachable(f"cluster {self.cluster!r}: no connection is up (not connecting here)")
+        if channel is None:
+            channel = self.open_exec(argv, timeout=timeout)
+        if written:
+            try:
+                channel.sendall(written)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                channel.close()
+                raise ClusterUnreachable(f"cluster {self.cluster!r}: cannot write to {argv[0]}: {exc}") from exc
+        return channel
+
     @contextmanager
     def _channel(self, deadline: float) -> Iterator[paramiko.Channel]:
         """A fresh session channel; a failure to OPEN it (stale transport) reconnects once."""
@@ -184,40 +255,13 @@ class ClusterConnector:
     def _collect(self, channel: paramiko.Channel, command: str, stdin: str | None, deadline: float,
                  timeout: float) -> CommandResult:
         limit = self._pool.settings.max_output_bytes
-        out, err = bytearray(), bytearray()
-        truncated = False
         writer = None
         if stdin is None:
             channel.shutdown_write()
         else:
             writer = threading.Thread(target=_feed_stdin, args=(channel, stdin.encode()), daemon=True)
             writer.start()
-        fd = channel.fileno()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CommandTimeout(command, timeout)
-            got = False
-            while channel.recv_ready():
-                chunk = channel.recv(CHUNK)
-                got = True
-                if len(out) < limit:
-                    out += chunk
-                else:
-                    truncated = True
-            while channel.recv_stderr_ready():
-                chunk = channel.recv_stderr(CHUNK)
-                got = True
-                if len(err) < limit:
-                    err += chunk
-                else:
-                    truncated = True
-            if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
-                break
-            if channel.closed:
-                break
-            if not got:
-                select.select([fd], [], [], min(remaining, 1.0))
+        out, err, truncated = read_output(channel, command, deadline, timeout, limit)
         if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             raise CommandTimeout(command, timeout)
         if writer is not None:

@@ -27,6 +27,7 @@ import paramiko
 
 from .config import ClustersSettings, get_clusters_settings
 from .errors import AuthenticationFailed, ClusterUnreachable, HostKeyMismatch
+from .warm import Spares
 
 log = logging.getLogger("heroes_service.clusters")
 
@@ -127,6 +128,7 @@ class ConnectionPool:
         self._retry_at = 0.0
         self._last_error: str = ""
         self.connects = 0  # total successful connections (tests and benchmarks read it)
+        self.spares = Spares(self.exec_if_connected, settings.warm_exec_idle_s)
 
     # -- acquiring a transport
     @contextmanager
@@ -284,8 +286,29 @@ class ConnectionPool:
                  self.credential.login, self.credential.kind)
         return _Conn(transport, expires_at)
 
+    def exec_if_connected(self, command: str) -> paramiko.Channel | None:
+        """A channel running ``command`` on a connection that is up already; None when none is (spares, and
+        callers that must not wait for a connection, never connect)."""
+        with self._cv:
+            self._prune()
+            now_wall = time.time()
+            ready = [c for c in self._conns if c.inflight < self.settings.channels_per_connection and c.usable(now_wall)]
+            if not ready:
+                return None
+            conn = min(ready, key=lambda c: c.inflight)
+            conn.inflight += 1
+        try:
+            channel = conn.transport.open_session(timeout=self.settings.connect_timeout_s)
+        finally:
+            self._release(conn)
+        channel.exec_command(command)
+        return channel
+
     def close(self) -> None:
-        """Close every connection (commands in flight fail); the pool reconnects lazily when used again."""
+        """Close every connection (commands in flight fail) and spare; the pool reconnects lazily when used
+        again (its spares come back with the next call that takes one)."""
+        spares, self.spares = self.spares, Spares(self.exec_if_connected, self.settings.warm_exec_idle_s)
+        spares.close()
         with self._cv:
             for conn in list(self._conns):
                 self._drop(conn)
