@@ -5,8 +5,11 @@ kernel, a desktop session - goes through this package:
 
 * **one renderer** (``script.py``): ``#SBATCH`` options and quoted ``export`` lines are written only here;
 * **one submit path** (``submit.py``, ``sbatch_once``): the intent (state SUBMITTING + a job name unique to
-  the job, ``heroes.<kind>.<id>``) is committed BEFORE ``sbatch``; a job whose sbatch may have run is looked
-  up by that name and adopted, never submitted twice;
+  the job, ``heroes.<kind>.<id>``) is committed BEFORE ``sbatch`` reads the script; a job whose sbatch may have
+  run is looked up by that name and adopted, never submitted twice. Every sbatch goes through the submitter
+  (``submitter.py``): sbatch is started on the login node first - usually taken ready from a spare
+  (``clusters/warm.py``) - and gets its script only after the intent's commit, so the login node's start of
+  sbatch overlaps the service's own work;
 * **one reconciler per cluster** (``reconciler.py``): ONE ``squeue`` per cycle for every live job of every
   kind on that cluster (as the gateway's service account, a Slurm operator), plus at most one ``sacct``
   for the jobs that left the queue; each kind's tracker gets its rows;

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout
+from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.identity import connector_for, service_connector
 from ..clusters.models import Cluster, cluster_by_id, clusters_of
 from ..errors import Invalid, NotFound, Unavailable
@@ -27,6 +27,7 @@ from .models import FINAL, LEDGER_ONLY, LIVE, PENDING, REFUSED, SUBMITTING, Clus
 from .reconciler import Reconciler
 from .resources import check_resources
 from .submit import find_by_name, owner_connector, owner_principal, sbatch_once, scancel
+from .submitter import start_submission
 from .tunnels import Forward
 
 log = logging.getLogger("heroes_service.clusterjobs")
@@ -84,12 +85,49 @@ class ClusterJobs:
         engine = self.sessions.kw["bind"]
         with engine.connect() as connection:
             cluster = self._cluster(connection, principal, cluster_name)
+        conn = connector_for(cluster, principal)
+        started = self._start_sbatch(conn)   # the login node starts sbatch while the intent is written
+        try:
+            row_id, ctx, rendered, values = self._intent(kind, clean, cluster, conn, principal, resources, ref,
+                                                         prediction)
+            with engine.begin() as connection:  # the intent, committed before sbatch (Core: no unit of work)
+                connection.execute(_INSERT_JOB, values)
+        except BaseException:
+            if started is not None:
+                started.abandon()   # no script was sent: sbatch reads an empty input and submits nothing
+            raise
+        row = ClusterJob(**values)  # the answer's copy, never attached to a session
+        try:
+            self._prepare_files(conn, rendered)
+            if started is not None:
+                found = started.submit(rendered.script, timeout=self.settings.command_timeout_s)
+            else:
+                found = sbatch_once(conn, rendered.script, timeout=self.settings.command_timeout_s)
+        except CommandFailed as exc:
+            self._set(row_id, state=REFUSED, detail=f"sbatch refused the job: {(exc.stderr or '')[:500]}",
+                      ended_at=utcnow())
+            raise Invalid(f"Slurm refused the job: {(exc.stderr or str(exc)).strip()[:300]}") from None
+        except (ClusterUnreachable, CommandTimeout) as exc:
+            found = self._adopt_after_drop(conn, ctx.job_name)
+            if found is None:  # the reconciler adopts it by name if it exists after all, else it becomes LOST
+                raise Unavailable(f"cluster {cluster.name} did not answer sbatch ({exc}); the job is recorded and "
+                                  f"will be found by its name if Slurm took it") from None
+        finally:
+            if started is not None:
+                started.abandon()
+        row = self._record(row, job_id=found, state=PENDING, submitted_at=utcnow(), detail=f"sbatch -> job {found}")
+        self.reconciler.wake(cluster.id)
+        log.info("%s job %s of %s on %s: Slurm job %s", kind.name, row_id, principal.username, cluster.name, found)
+        return row
+
+    def _intent(self, kind, clean: dict, cluster: Cluster, conn, principal, resources: dict, ref: str,
+                prediction: dict | None):
+        """The job's checked resources, its script and the intent row's values (nothing written yet)."""
         try:
             checked = check_resources(resources or {}, list(cluster.partitions or []), cluster.default_partition,
                                       cluster.name)
         except JobSpecError as exc:
             raise Invalid(str(exc)) from None
-        conn = connector_for(cluster, principal)
         row_id = new_id()
         ctx = JobContext(id=row_id, kind=kind.name, job_name=job_name(kind.name, row_id), username=principal.username,
                          organization=cluster.organization, cluster=cluster.name, cluster_login=conn.login,
@@ -103,25 +141,19 @@ class ClusterJobs:
             username=principal.username, cluster_login=conn.login, ref=ref[:255], job_name=ctx.job_name,
             state=SUBMITTING, resources=checked.__dict__.copy(), params=kind.public_params(clean),
             prediction=prediction, detail="intent recorded; sbatch next"))
-        with engine.begin() as connection:  # the intent, committed before sbatch (Core: no unit of work)
-            connection.execute(_INSERT_JOB, values)
-        row = ClusterJob(**values)  # the answer's copy, never attached to a session
+        return row_id, ctx, rendered, values
+
+    @staticmethod
+    def _start_sbatch(conn):
+        """sbatch started on the login node, waiting for its script (every option is in the script's
+        ``#SBATCH`` lines); None when no connection is up (this never connects: a login node that is down is
+        waited for once, by ``sbatch_once`` after the intent, which reports the failure as it always has)."""
         try:
-            self._prepare_files(conn, rendered)
-            found = sbatch_once(conn, rendered.script, timeout=self.settings.command_timeout_s)
-        except CommandFailed as exc:
-            self._set(row_id, state=REFUSED, detail=f"sbatch refused the job: {(exc.stderr or '')[:500]}",
-                      ended_at=utcnow())
-            raise Invalid(f"Slurm refused the job: {(exc.stderr or str(exc)).strip()[:300]}") from None
-        except (ClusterUnreachable, CommandTimeout) as exc:
-            found = self._adopt_after_drop(conn, ctx.job_name)
-            if found is None:  # the reconciler adopts it by name if it exists after all, else it becomes LOST
-                raise Unavailable(f"cluster {cluster.name} did not answer sbatch ({exc}); the job is recorded and "
-                                  f"will be found by its name if Slurm took it") from None
-        row = self._record(row, job_id=found, state=PENDING, submitted_at=utcnow(), detail=f"sbatch -> job {found}")
-        self.reconciler.wake(cluster.id)
-        log.info("%s job %s of %s on %s: Slurm job %s", kind.name, row_id, principal.username, cluster.name, found)
-        return row
+            started = start_submission(conn, options_in_script=True, connect=False)
+            return started
+        except ClusterError as exc:
+            log.info("sbatch could not be started early on %s (%s): submitting after the intent", conn.cluster, exc)
+            return None
 
     def _prepare_files(self, conn, rendered) -> None:
         """The kind's folders (made once per account and cached: an SFTP session costs as much as the sbatch)

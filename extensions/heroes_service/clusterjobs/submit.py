@@ -15,6 +15,7 @@ from ..clusters.identity import PER_USER, SERVICE_ACCOUNT, connector_as
 from ..clusters.errors import CommandFailed
 from ..clusters.slurm import SlurmClient, parse_job_id
 from ..errors import Unavailable
+from .submitter import start_submission
 
 log = logging.getLogger("heroes_service.clusterjobs")
 
@@ -42,10 +43,19 @@ def sbatch_once(conn: ClusterConnector, script: str, options: list[str] | tuple[
     """``sbatch --parsable [options]`` with the script on stdin; the job id. Call only after the intent is
     committed: a drop mid-command raises and leaves the intent for ``find_by_name``.
 
+    It goes through the submitter (``submitter.py``), taking a spare that has sbatch running already when one
+    is ready. Callers that can start the submitter before their intent's commit do so themselves
+    (``ClusterJobs.submit``, the workflow driver) and call this only when that start failed.
+
     ``prepared_by``: an argv of ours that ends by running the argv after it (``exec "$@"``, e.g. making the
     job's folders first, ``workflows.cluster_files.prepare_argv``), so the folders and the submission cost one
     SSH command, not two. Its own refusal (a non-zero exit before sbatch ran) raises ``CommandFailed`` with
     its exit status, like sbatch's."""
+    if not prepared_by:
+        started = start_submission(conn, options_in_script=not options)
+        if options:
+            started.options(list(options))
+        return started.submit(script, timeout)
     sbatch = ["sbatch", "--parsable", *options]
     result = conn.run([*prepared_by, *sbatch], stdin=script, timeout=timeout)
     if result.rc != 0:  # named by the sbatch part: the fixed preparation text tells a reader nothing
