@@ -108,6 +108,13 @@ def collector_name() -> str:
     return f".heroes/collector-{hashlib.sha256(collector_zipapp()).hexdigest()[:16]}.pyz"
 
 
+def known_collector(conn: ClusterConnector, cluster_id: str) -> str | None:
+    """The account's collector when this process uploaded it already (no I/O), else None."""
+    path = collector_name()
+    with _collector_lock:
+        return path if (cluster_id, conn.login, path) in _known_collectors else None
+
+
 def account_collector(conn: ClusterConnector, cluster_id: str, *, again: bool = False) -> str:
     """The path of the account's collector, uploaded once per account by this process (``again``: the
     command using it found it gone, so forget and upload it again)."""

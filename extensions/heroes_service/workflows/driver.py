@@ -4,15 +4,19 @@ Before each ``sbatch`` the step is committed as SUBMITTING with its job name (th
 or the SSH channel drops, between that commit and the job id's commit, the next driver run looks the job up BY
 NAME (``clusterjobs.submit.find_by_name``: ``squeue --name``, ``sacct --name``, then the job's own
 ``.heroes/<step>.jobid`` file) and adopts it; only when none of the three knows it is the step submitted again.
-Submission itself is the one path of every cluster job (``clusterjobs.submit.sbatch_once``).
+Submission itself is the one path of every cluster job (``clusterjobs.submitter``, ``clusterjobs.submit``).
 
 Why the driver is a loop of transactions: each commit is a round trip to the database, and each SSH command
 one to the cluster, so the driver writes what it learnt (a job id) and what it will do next (the next
 state, the next step's intent) in ONE commit, then does one cluster command. An instance with nothing to
-upload (no input files, no template files) costs two commits and one SSH command per step: the first sbatch
-runs behind a fixed preparation text that makes the instance folders and links the energy collector
-(``cluster_files.prepare_argv``); every later or repeated sbatch runs behind it too, so a step submitted
-again after a crash finds its folders whatever happened before.
+upload (no input files, no template files) costs two commits and one SSH command per step, and the login
+node works while the service does: at submission the submitter is started (``clusterjobs.submitter``, mostly
+a spare already waiting) as soon as the instance's folder is known, and makes the folders and links the
+energy collector while the instance is recorded; each step's options follow with its intent, so sbatch is
+up before its script is sent after the commit; the next transaction reads the instance while sbatch
+submits, then takes the job id. Every step's submitter makes the folders again, so a step submitted again
+after a crash finds them whatever happened before; the sequential way (``cluster_files.prepare_argv`` in
+front of ``sbatch_once``) is left for when the submitter cannot be started early.
 """
 from __future__ import annotations
 
@@ -26,11 +30,13 @@ from functools import partial
 from typing import Callable
 
 from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
+from ..clusterjobs.submitter import StartedSubmission, start_submission
 from ..clusters.connector import ClusterConnector
-from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout
+from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
-from .cluster_files import COLLECTOR_MISSING, account_collector, mkdirs, prepare_argv
+from .cluster_files import (COLLECTOR_MISSING, account_collector, instance_folders, known_collector, mkdirs,
+                            prepare_argv)
 from .render import COLLECTOR_PATH, Context, render
 from .staging import StagingCancelled, api_error_text, earlier_transfers, record_transfer
 from .templates import Template, staged_path
@@ -67,12 +73,38 @@ class _Run:
     staged: bool = False
     collector: str | None = None   # the account's copy, once known (uploaded at most once per account)
     cleared: set[str] = field(default_factory=set)   # SUBMITTING steps Slurm does not know: submit again
+    started: StartedSubmission | None = None  # the submitter already making the folders (at submission)
 
     def prepare(self, *, again: bool = False) -> list[str]:
         """The preparation argv (folders, collector) for this instance; uploads the collector when needed."""
         if self.needs_collector and (self.collector is None or again):
             self.collector = account_collector(self.conn, self.cluster.id, again=again)
         return prepare_argv(self.ctx.workdir, self.collector or "", f"{self.ctx.workdir}/{COLLECTOR_PATH}")
+
+    def start_submission(self, options: list[str]) -> StartedSubmission | None:
+        """The submitter started on the login node with this instance's folders, collector link and the step's
+        options sent: it makes them and starts sbatch while the intent is committed. Called inside the
+        transaction, so it does no waiting I/O: None when no connection is up or the account's collector is not
+        known to be there yet (the step then goes the sequential way after the commit, which connects, uploads
+        and reports failures)."""
+        started, self.started = self.started, None
+        try:
+            if started is None:
+                if self.needs_collector and self.collector is None:
+                    self.collector = known_collector(self.conn, self.cluster.id)
+                    if self.collector is None:   # its upload is I/O: after the commit, the sequential way
+                        return None
+                started = start_submission(self.conn, connect=False)
+                started.prepare(instance_folders(self.ctx.workdir), self.collector or "",
+                                f"{self.ctx.workdir}/{COLLECTOR_PATH}")
+            started.options(options)
+            return started
+        except ClusterError as exc:
+            if started is not None:
+                started.abandon()
+            log.info("sbatch could not be started early on %s (%s): submitting after the intent", self.conn.cluster,
+                     exc)
+            return None
 
     def prepared(self, command: Callable[[list[str]], object]):
         """``command(preparation argv)``; when the account's collector was gone, upload it and run once more
@@ -102,6 +134,34 @@ class _Submit:
     step: str
     script: str
     options: list[str]
+    started: StartedSubmission | None = None   # sbatch waiting for the script (sent once the intent is committed)
+
+
+class _CollectorGone(Exception):
+    """The submitter found the account's collector gone (exit 97): sbatch never ran."""
+
+
+@dataclass
+class _Sent:
+    """A step's script sent to a started sbatch; its job id is read in the transaction that records it."""
+
+    action: _Submit
+
+    def result(self, run: _Run) -> tuple[str, str, str]:
+        try:
+            job_id = self.action.started.job_id()
+        except CommandFailed as exc:
+            if exc.rc == COLLECTOR_MISSING and run.needs_collector:
+                raise _CollectorGone() from None
+            raise
+        return self.action.step, job_id, f"sbatch -> job {job_id}"
+
+
+def _abandon(action) -> None:
+    """An action's started submission that will never get its script (a failed commit, a failed drive):
+    closed, so sbatch reads an empty input and submits nothing. Harmless after the script was sent."""
+    if isinstance(action, _Submit) and action.started is not None:
+        action.started.abandon()
 
 
 class DriverMixin:
@@ -133,23 +193,36 @@ class DriverMixin:
         or after it, or None without ``then``."""
         planned: dict = {}
 
-        def plan(session, inst: m.WorkflowInstance) -> None:
+        def early(conn: ClusterConnector, cluster: Cluster, template: Template, work_dir: str) -> None:
+            planned["started"] = self._start_preparing(conn, cluster, template, work_dir)
+
+        def plan(session, inst: m.WorkflowInstance, cluster: Cluster | None = None,
+                 template: Template | None = None) -> None:
             self._claim(inst.id)   # a new id: always ours
             planned.update(id=inst.id, run=None, action=None)
             try:
-                planned["run"] = run = self._load(session, inst)
+                planned["run"] = run = self._load(session, inst, cluster, template)
+                if run is not None:
+                    run.started = planned.pop("started", None)
                 planned["action"] = self._next_action(session, inst, run) if run is not None else None
             except Exception:  # noqa: BLE001 - the drive plans again and records the failure on the instance
                 log.exception("workflow %s: planning at submission failed", inst.id)
                 planned.update(run=None, action=None)
 
         try:
-            instance_id = record(plan)
+            instance_id = record(plan, early)
         except BaseException:
+            for started in (planned.get("started"), getattr(planned.get("run"), "started", None)):
+                if started is not None:
+                    started.abandon()
+            _abandon(planned.get("action"))
             if "id" in planned:
                 self._release(planned["id"])
             raise
         run, action = planned["run"], planned["action"]
+        if run is not None and run.started is not None:   # prepared early, but the first action is no sbatch
+            run.started.abandon()
+            run.started = None
 
         def work():
             reply = self.drive(instance_id, run=run, action=action, claimed=True, answer=then)
@@ -223,18 +296,33 @@ class DriverMixin:
         if action is None:
             run, action, reply = self._transaction(instance_id, run, None, answer)
         while action is not None:
-            done = self._act(instance_id, run, action)
-            run, action, reply = self._transaction(instance_id, run, done, answer)
+            try:
+                done = self._act(instance_id, run, action)
+                try:
+                    run, following, reply = self._transaction(instance_id, run, done, answer)
+                except _CollectorGone:
+                    done = self._sbatch_after_upload(run, action)
+                    run, following, reply = self._transaction(instance_id, run, done, answer)
+            finally:
+                _abandon(action)
+            action = following
         return reply
 
-    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | None, answer=None):
+    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | _Sent | None,
+                     answer=None):
         """One commit: ``done`` (step, job id, detail) of the last cluster command, and the next action; when
         none is left, ``answer(session, id)`` too (before the commit: what it shows is what is committed, and
-        a failed commit raises instead)."""
+        a failed commit raises instead). ``done`` may be a script ``_Sent`` to sbatch: the instance and its
+        steps are read while sbatch submits it, then its job id is awaited and the instance's state read again
+        (a cancel requested meanwhile is seen)."""
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
             if inst is None:
                 return run, None, None
+            if isinstance(done, _Sent):
+                inst.steps  # noqa: B018 - loaded while sbatch works
+                done = done.result(run)
+                session.refresh(inst, ["state", "cancel_requested"])
             if done is not None:
                 step = next(s for s in inst.steps if s.name == done[0])
                 step.job_id = done[1]
@@ -246,7 +334,11 @@ class DriverMixin:
                 if run is not None:
                     action = self._next_action(session, inst, run)
             reply = self._answer(answer, session, instance_id) if action is None and answer is not None else None
-            session.commit()
+            try:
+                session.commit()
+            except BaseException:
+                _abandon(action)
+                raise
         return run, action, reply
 
     @staticmethod
@@ -258,19 +350,48 @@ class DriverMixin:
             log.exception("workflow %s: the answer failed in the driver's transaction", instance_id)
             return None
 
-    def _load(self, session, inst: m.WorkflowInstance) -> _Run | None:
-        cluster = cluster_by_id(session, None, inst.cluster_id)
+    def _load(self, session, inst: m.WorkflowInstance, cluster: Cluster | None = None,
+              template: Template | None = None) -> _Run | None:
+        """What a drive needs; ``cluster`` and ``template`` when the caller has them at hand (a submission)."""
         if cluster is None:
-            self._fail_instance(session, inst, "the cluster was deleted")
-            return None
-        session.expunge(cluster)
-        ctx, template = self.context(session, inst, cluster)
+            cluster = cluster_by_id(session, None, inst.cluster_id)
+            if cluster is None:
+                self._fail_instance(session, inst, "the cluster was deleted")
+                return None
+            session.expunge(cluster)
+        ctx, template = self.context(session, inst, cluster, template)
         conn = owner_connector(cluster, inst.cluster_login, owner_principal(inst), user_id=inst.user_id)
         uploads = bool(template.files) or any(p.type == "file" and p.name in ctx.values for p in template.parameters)
-        needs_collector = any(step.energy for step in template.steps) and \
-            any("{collector}" in e for e in ctx.energy_command)
+        needs_collector = self._needs_collector(template)
         return _Run(cluster=cluster, ctx=ctx, template=template, conn=conn, uploads=uploads,
                     needs_collector=needs_collector)
+
+    def _needs_collector(self, template: Template) -> bool:
+        return any(step.energy for step in template.steps) and \
+            any("{collector}" in e for e in self.settings.energy_command)
+
+    def _start_preparing(self, conn: ClusterConnector, cluster: Cluster, template: Template,
+                         work_dir: str) -> StartedSubmission | None:
+        """At submission, before anything is written: the submitter started on the login node, making the
+        instance's folders and linking the collector while the service records the instance (None: the
+        first sbatch's way makes them). Only when nothing is staged first, on a connection that is up and with
+        the account's collector known: this runs while the user waits for the answer, so it never connects
+        or uploads."""
+        if template.files or any(p.type == "file" for p in template.parameters):
+            return None
+        started = None
+        collector = known_collector(conn, cluster.id) if self._needs_collector(template) else ""
+        if collector is None:   # not uploaded by this process yet: the first sbatch's way does it
+            return None
+        try:
+            started = start_submission(conn, connect=False)
+            started.prepare(instance_folders(work_dir), collector, f"{work_dir}/{COLLECTOR_PATH}")
+            return started
+        except ClusterError as exc:
+            if started is not None:
+                started.abandon()
+            log.info("could not start preparing %s early (%s): the first sbatch does", work_dir, exc)
+            return None
 
     def _next_action(self, session, inst: m.WorkflowInstance, run: _Run):
         """Record the next state or intent on ``inst`` (the caller commits) and say what to do on the cluster."""
@@ -299,10 +420,11 @@ class DriverMixin:
         step.script, step.options = script, options
         step.submitted_at = utcnow()
         m.set_step_state(session, step, m.STEP_SUBMITTING, "intent recorded; sbatch next")
-        return _Submit(step.name, script, options)
+        return _Submit(step.name, script, options, run.start_submission(options))
 
-    def _act(self, instance_id: str, run: _Run, action) -> tuple[str, str, str] | None:
-        """The one cluster conversation of ``action``; (step, job id, detail) when it gave a job id."""
+    def _act(self, instance_id: str, run: _Run, action) -> tuple[str, str, str] | _Sent | None:
+        """The one cluster conversation of ``action``; (step, job id, detail) when it gave a job id, ``_Sent``
+        when the script went to a started sbatch (the next transaction reads the job id)."""
         if isinstance(action, _Stage):
             self._stage_in(instance_id, run)
             run.staged = True
@@ -314,6 +436,19 @@ class DriverMixin:
             run.cleared.add(action.step)
             return None
         # a drop mid-command raises: the step stays SUBMITTING for adoption by name
+        if action.started is not None:
+            action.started.send(action.script)   # its job id is awaited in the next transaction
+            return _Sent(action)
+        job_id = run.prepared(lambda prepare: sbatch_once(run.conn, action.script, action.options,
+                                                          prepared_by=prepare))
+        return action.step, job_id, f"sbatch -> job {job_id}"
+
+    @staticmethod
+    def _sbatch_after_upload(run: _Run, action: _Submit) -> tuple[str, str, str]:
+        """The account's collector was gone, so the submitter stopped before sbatch: upload it again and
+        submit the sequential way."""
+        log.info("the collector of %s on %s was gone: uploaded again", run.conn.login, run.conn.cluster)
+        run.prepare(again=True)
         job_id = run.prepared(lambda prepare: sbatch_once(run.conn, action.script, action.options,
                                                           prepared_by=prepare))
         return action.step, job_id, f"sbatch -> job {job_id}"

@@ -98,9 +98,11 @@ class WorkflowEngine(DriverMixin, CancelMixin, FinishMixin):
             return posixpath.join(base, f"{image}.sif")
         return posixpath.join(base, image)
 
-    def context(self, session: Session, inst: m.WorkflowInstance, cluster: Cluster) -> tuple[Context, Template]:
-        row = session.get(m.WorkflowTemplate, inst.template_id)
-        template = Template.model_validate(row.spec)
+    def context(self, session: Session, inst: m.WorkflowInstance, cluster: Cluster,
+                template: Template | None = None) -> tuple[Context, Template]:
+        """The instance's render context; ``template``: its template when the caller has it parsed already."""
+        if template is None:
+            template = Template.model_validate(session.get(m.WorkflowTemplate, inst.template_id).spec)
         runtime = template.container.runtime
         if runtime == "cluster":
             runtime = cluster.container_runtime

@@ -126,6 +126,9 @@ class WorkflowEvent(Base):
     from_state: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     to_state: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     detail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    #: never set by the code (events name ``instance_id``): it makes a flush insert a new instance before its
+    #: events, so a submission is one flush (no INSERT, then UPDATE, of a new instance)
+    instance: Mapped[WorkflowInstance] = relationship()
 
 
 # --- state changes (always with their event) -------------------------------------------------------------

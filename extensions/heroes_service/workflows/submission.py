@@ -104,9 +104,13 @@ def _accepted_options(session: Session, principal: Principal, body: Submission, 
 
 
 def record_submission(sessions: sessionmaker[Session], staging: Staging, principal: Principal,
-                      body: Submission, plan: Callable[[Session, m.WorkflowInstance], None] | None = None) -> str:
+                      body: Submission, plan: Callable[..., None] | None = None,
+                      early: Callable[..., None] | None = None) -> str:
     """Validate everything, then commit the instance and its steps (state NEW): the intent. ``plan(session,
-    instance)`` adds to the same commit (the driver's first states and intent: ``driver.submit_recorded``)."""
+    instance, cluster, template)`` adds to the same commit (the driver's first states and intent:
+    ``driver.submit_recorded``). ``early(connector, cluster, template, work dir)`` is called as soon as the cluster and
+    the instance's folder are known, before anything is written (the driver starts preparing the folder on
+    the login node then, while this function works on)."""
     with sessions() as session:
         if body.template_id:
             row = own_template(session, principal, body.template_id)
@@ -128,28 +132,32 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
         cluster, decision = _choose_cluster(session, principal, body.cluster, template, values)
         accepted, accepted_events = _accepted_options(session, principal, body, template, values, cluster, decision)
         # NoClusterAccess (403) and other ClusterErrors (503) are mapped once, in errors.py
-        login = cluster_identity.connector_for(cluster, principal).login
+        conn = cluster_identity.connector_for(cluster, principal)
+        login = conn.login
+        instance_id = m.new_id()
+        work_dir = instance_dir(cluster.work_dir_for(login), instance_id)
+        if early is not None:
+            early(conn, cluster, template, work_dir)
         for param in template.parameters:
             if param.type == "file" and param.name in values:
                 info = staging.check_input(principal, values[param.name])
                 values[param.name] = {"bucket": info["bucket"], "key": info["key"]}
         bucket = staging.output_bucket(principal.username, principal.organization)
         org = session.scalars(select(Organization).where(Organization.name == principal.organization)).first()
-        instance_id = m.new_id()
         inst = m.WorkflowInstance(
             id=instance_id, organization=principal.organization, organization_id=org.id if org else "", username=principal.username,
             user_id=principal.user_id, name=body.name, template_id=row.id, template_name=row.name,
             template_version=row.version, cluster_id=cluster.id, cluster_name=cluster.name, cluster_login=login,
             parameters=values, state=m.NEW, reason="", outputs=[], output_bucket=bucket)
-        inst.work_dir = instance_dir(cluster.work_dir_for(login), instance_id)
+        inst.work_dir = work_dir
         inst.output_prefix = f"workflows/{inst.id}/"
-        session.add(inst)
-        session.flush()  # the instance row first: steps and events reference it
-        for position, step in enumerate(template.ordered_steps()):
-            session.add(m.WorkflowStep(instance_id=inst.id, name=step.name, position=position,
-                                       depends_on=list(step.depends_on), state=m.STEP_NEW,
-                                       job_name=job_name(inst.id, step.name), reason="", log_tail="", script="",
-                                       options=accepted.get(step.name, [])))
+        # the steps through the relationship: the instance holds them in memory (no lazy load when the driver
+        # plans) and the unit of work inserts the instance before them
+        inst.steps = [m.WorkflowStep(instance_id=instance_id, name=step.name, position=position, depends_on=list(step.depends_on),
+                                     state=m.STEP_NEW, job_name=job_name(inst.id, step.name), reason="", log_tail="",
+                                     script="", options=accepted.get(step.name, []))
+                      for position, step in enumerate(template.ordered_steps())]
+        session.add(inst)   # one flush at the commit: the instance, then its steps and events
         session.add(m.WorkflowEvent(instance_id=inst.id, from_state="", to_state=m.NEW,
                                     detail=f"submitted by {principal.username} to {cluster.name}"))
         if decision is not None:
@@ -158,7 +166,7 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
         for detail in accepted_events:
             session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW, detail=detail[:4000]))
         if plan is not None:
-            plan(session, inst)
+            plan(session, inst, cluster, template)
         session.commit()
         return inst.id
 
