@@ -269,7 +269,11 @@ class AccessMiddleware:
                     scope.setdefault("state", {})["hub_service"] = caller
                     await self.app(scope, receive, send)
                     return
-                principal = await anyio.to_thread.run_sync(authenticator.authenticate, headers.get("authorization"))
+                cached = getattr(authenticator, "cached_principal", None)  # a hit costs no thread
+                principal = cached(headers.get("authorization")) if cached else None
+                if principal is None:
+                    principal = await anyio.to_thread.run_sync(authenticator.authenticate,
+                                                               headers.get("authorization"))
                 check(level, principal)
             except ApiError as exc:
                 await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, send)

@@ -54,8 +54,9 @@ any_user = require_role("user")
 org_admin = require_role("org-admin")
 
 
-def engine(request: Request) -> WorkflowEngine:
-    """The app's engine (built in app.py); the clusters library is bound to this app first (tests run several)."""
+async def engine(request: Request) -> WorkflowEngine:
+    """The app's engine (built in app.py); the clusters library is bound to this app first (tests run several).
+    Async: no I/O, so no trip through the thread pool."""
     bind_clusters(request.app)
     return request.app.state.workflows
 
