@@ -1,6 +1,6 @@
 """Benchmark (not a test) of the one way to the clusters, against the embedded stack.
 
-    .venv/bin/python tests/bench/bench_cluster_jobs.py [--rounds 15] [--spawns 2]
+    .venv/bin/python tests/bench/bench_cluster_jobs.py [--rounds 15] [--spawns 2] [--no-spares]
 
 1. Median API -> job id for each job kind, in the same run and interleaved with the floor: ``sbatch
    --parsable`` of the same kind of script over an ALREADY-OPEN SSH connection of bob's - the service's own
@@ -12,7 +12,11 @@
    ratio to the floor run right after it (steadier on a shared, noisy machine), with an authenticated GET's
    round trip for reference (what any API call costs before it does anything). Its own service process
    (uvicorn, fresh SQLite, own user CA, the reconciler running as in production). The jobs it submits are
-   cancelled at once (the servers' and kernels' through the API, as the hub would).
+   cancelled at once (the servers' and kernels' through the API, as the hub would). Every measured call
+   starts after a pause of SETTLE_S, so no measurement shares the host with the work the previous one left
+   behind (the reconciler's wake-up, the next spare submitter starting on the login node): neither side gets
+   the other's leftovers. ``--no-spares`` turns the spare submitters off (``warm_exec_idle_s=0``): then every
+   submission starts sbatch on the login node itself, overlapped only with the service's own work.
 2. A cluster JupyterLab server's time from spawn to ready against the job's own start, through the RUNNING
    hub and service (POST /hub/api/users/bob/server): spawn -> sbatch, the queue wait, the job's start ->
    Jupyter listening on the node (Jupyter's own start), Jupyter listening -> the hub says ready (the
@@ -54,6 +58,7 @@ from test_workflows_restart import Service, login  # noqa: E402
 BENCH = {"name": "bench-one", "steps": [{"name": "run", "command": ["true"],
                                          "resources": {"memory_mb": 64, "time_minutes": 2}}]}
 RESOURCES = {"cores": 1, "memory_mb": 64, "minutes": 2}
+SETTLE_S = 0.05
 LAB_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api", "JUPYTERHUB_API_TOKEN": "bench",
            "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:9/user/bob/"}
 
@@ -69,6 +74,7 @@ class OpenSsh:
                             key_filename=str(user_key_path(stack, "bob")), look_for_keys=False, allow_agent=False)
 
     def sbatch(self, script: str, options: list[str]) -> tuple[float, str]:
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         stdin, stdout, stderr = self.client.exec_command(" ".join(["sbatch", "--parsable", *options]))
         stdin.write(script)
@@ -114,6 +120,7 @@ class StepScript:
 
 
 def timed_sbatch(conn, script: str, options: list[str]) -> tuple[float, str]:
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     result = conn.run(["sbatch", "--parsable", *options], stdin=script, timeout=60)
     elapsed = time.perf_counter() - start
@@ -128,7 +135,7 @@ def scancel(stack, job_ids: list[str]) -> None:
         subprocess.run(["scancel", *ids[i:i + 200]], env=env, capture_output=True)
 
 
-def submit_latency(stack, rounds: int) -> None:
+def submit_latency(stack, rounds: int, spares: bool = True) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="heroes-bench-cj-"))
     hub = requests.Session()
     hub.headers["Authorization"] = f"token {hub_service_token(stack)}"
@@ -139,7 +146,8 @@ def submit_latency(stack, rounds: int) -> None:
                    HEROES_SERVICE_KEYCLOAK_URL=kc.base_url(stack), HEROES_SERVICE_HUB_API_URL=hub_api(stack),
                    HEROES_SERVICE_HUB_API_TOKEN=admin_token(stack),
                    # the energy hook the embedded stack sets (on by default): every step runs under the collector
-                   HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND=json.dumps(list(STAGED_COLLECTOR_COMMAND)))
+                   HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND=json.dumps(list(STAGED_COLLECTOR_COMMAND)),
+                   HEROES_SERVICE_CLUSTERS_WARM_EXEC_IDLE_S="60" if spares else "0")
         service = Service(env, str(tmp / "service.log"))
         service.start()
         ssh = OpenSsh(stack)
@@ -155,6 +163,7 @@ def submit_latency(stack, rounds: int) -> None:
                               json={"template": BENCH}).status_code == 201
 
             def step() -> float:
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 r = bob.post(service.url("/organization/workflow/submit"), timeout=120,
                              json={"template": "bench-one", "cluster": "alpha"})
@@ -165,6 +174,7 @@ def submit_latency(stack, rounds: int) -> None:
                 return elapsed
 
             def cluster_job(kind: str, params: dict) -> float:
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 r = hub.post(service.url("/heroes/hub/cluster-jobs/"), timeout=120, json={
                     "user": "bob", "kind": kind, "cluster": "alpha", "resources": RESOURCES, "params": params})
@@ -205,6 +215,7 @@ def submit_latency(stack, rounds: int) -> None:
                         elapsed, job_id = step_script.sbatch()
                         own.append(elapsed)
                         job_ids.append(job_id)
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 assert bob.get(service.url("/organization/auth/me"), timeout=30).status_code == 200
                 http.append(time.perf_counter() - start)
@@ -221,6 +232,9 @@ def submit_latency(stack, rounds: int) -> None:
                 print(f"API -> job id, {name}: median {med * 1000:.1f} ms of {rounds}; ratio to the floor "
                       f"{med / floor_med:.2f} (goal <= 1.5; median of the ratios to the floor run right after "
                       f"each: {statistics.median(paired[name]):.2f})")
+            step_med = statistics.median(times["workflow step"])
+            print(f"API -> job id, workflow step, against its own script's floor (same script and options, folder "
+                  f"made beforehand): ratio {step_med / statistics.median(own):.2f}")
             alice.delete(service.url(f"/organization/admin/cluster/{cluster_id}"), timeout=60)
         finally:
             ssh.client.close()
@@ -288,10 +302,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--spawns", type=int, default=2)
+    parser.add_argument("--no-spares", action="store_true", help="every submission starts sbatch itself")
     args = parser.parse_args()
     stack = settings_module.load()
     if args.rounds:
-        submit_latency(stack, args.rounds)
+        print(f"spare submitters: {'off' if args.no_spares else 'on'}")
+        submit_latency(stack, args.rounds, spares=not args.no_spares)
     if args.spawns:
         spawn_to_ready(stack, args.spawns)
 
