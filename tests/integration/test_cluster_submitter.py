@@ -71,12 +71,42 @@ def named(conn, name: str) -> list[str]:
     return sorted(ids)
 
 
-def our_processes(conn) -> list[str]:
-    """bob's processes on the login node still running the submitter's text (spares, leftovers)."""
-    result = conn.run(["ps", "-u", "bob", "-o", "pid=,args="], timeout=30)
+def our_processes(conn) -> dict[str, str]:
+    """pid -> command line of bob's submitter processes (spares, leftovers) on the login node that belong to
+    ``conn``'s own SSH connection: other connections of bob's (the running service's, earlier tests' pools)
+    keep spares of their own, which this must not count. A process belongs to the connection whose sshd
+    session process is its nearest ``sshd:`` ancestor."""
+    result = conn.run(["sh", "-c", "echo $$; ps -u bob -o pid=,ppid=,args="], timeout=30)
     assert result.ok, result.stderr
-    return [line for line in result.stdout.splitlines() if "exec sbatch --parsable" in line or
-            line.split(None, 1)[-1].startswith("sbatch --parsable")]
+    me, *rows = result.stdout.splitlines()
+    table = {}
+    for row in rows:
+        fields = row.split(None, 2)
+        if len(fields) == 3:
+            table[fields[0]] = (fields[1], fields[2])
+
+    def session(pid: str) -> str | None:
+        for _ in range(20):
+            if pid not in table:
+                return None
+            parent, args = table[pid]
+            if args.startswith("sshd:"):
+                return pid
+            pid = parent
+        return None
+
+    ours = session(me.strip())
+    assert ours is not None, "the sshd session of this connection is not among bob's processes"
+    return {pid: args for pid, (_, args) in table.items() if session(pid) == ours and
+            ("exec sbatch --parsable" in args or args.startswith("sbatch --parsable"))}
+
+
+def alive(conn, pids) -> list[str]:
+    """Those of ``pids`` still running on the login node (asked over ``conn``, any connection of bob's)."""
+    if not pids:
+        return []
+    result = conn.run(["ps", "-o", "pid=", "-p", ",".join(pids)], timeout=30)
+    return result.stdout.split()
 
 
 def wait_for(predicate, timeout: float = 15.0, step: float = 0.1):
@@ -117,23 +147,26 @@ def test_no_script_no_job_abandoned_or_dropped(conn):
     started = start_submission(conn)
     started.prepare([])
     started.options([f"--job-name={abandoned}"])   # sbatch itself is up, waiting for its script
-    time.sleep(0.5)
+    waiting = wait_for(lambda: our_processes(conn))
+    assert any(args.startswith("sbatch --parsable") for args in waiting.values()), waiting
     started.abandon()
     other = start_submission(conn)
     other.prepare([])
     other.options([f"--job-name={dropped}"])
-    time.sleep(0.5)
+    waiting = set(wait_for(lambda: set(our_processes(conn)) - set(waiting) or None) or ())
+    assert waiting, "the second submitter is not running"
     other.channel.get_transport().close()   # the connection drops before the script
     time.sleep(2)
     assert named(conn, abandoned) == [] and named(conn, dropped) == []
-    assert wait_for(lambda: not our_processes(conn), timeout=10), our_processes(conn)
+    assert wait_for(lambda: not alive(conn, sorted(waiting)), timeout=10), alive(conn, sorted(waiting))
 
 
 def test_a_spare_is_taken_then_replaced_expires_unused_and_goes_with_its_pool(alpha, conn, jobs):
     first = start_submission(conn, options_in_script=True)
     jobs.append(first.submit(script(f"heroes.submitter.{uuid.uuid4().hex[:10]}")))
     assert wait_for(lambda: len(conn._pool.spares) == 1), "no spare after the first submission"
-    assert len(our_processes(conn)) == 1   # its sbatch is up on the login node, waiting
+    spare = wait_for(lambda: our_processes(conn))
+    assert len(spare) == 1 and next(iter(spare.values())).startswith("sbatch --parsable"), spare  # up, waiting
 
     second = start_submission(conn, options_in_script=True)
     assert len(conn._pool.spares) == 0, "the second submission did not take the spare"
@@ -141,16 +174,20 @@ def test_a_spare_is_taken_then_replaced_expires_unused_and_goes_with_its_pool(al
     jobs.append(second.submit(script(name)))
     assert named(conn, name) == [jobs[-1]]
     assert wait_for(lambda: len(conn._pool.spares) == 1), "no next spare after the second submission closed"
+    following = wait_for(lambda: our_processes(conn))
+    assert len(following) == 1 and set(following) != set(spare), (spare, following)
 
-    # unused, it is closed after warm_exec_idle_s (2 s here) and nothing of ours is left on the login node
+    # unused, it is closed after warm_exec_idle_s (2 s here) and its process ends
     assert wait_for(lambda: len(conn._pool.spares) == 0, timeout=10)
-    assert wait_for(lambda: not our_processes(conn), timeout=10), our_processes(conn)
+    assert wait_for(lambda: not alive(conn, sorted(following)), timeout=10), alive(conn, sorted(following))
 
     # a pool closed (a user disabled, a cluster removed) takes its spare with it
     third = start_submission(conn, options_in_script=True)
     jobs.append(third.submit(script(f"heroes.submitter.{uuid.uuid4().hex[:10]}")))
     assert wait_for(lambda: len(conn._pool.spares) == 1)
+    last = wait_for(lambda: our_processes(conn))
+    assert len(last) == 1, last
     conn._pool.close()
     assert len(conn._pool.spares) == 0
-    shared = identity.connector_for(alpha, BOB)   # another pool looks at the login node
-    assert wait_for(lambda: not our_processes(shared), timeout=10), our_processes(shared)
+    shared = identity.connector_for(alpha, BOB)   # another connection looks at the login node
+    assert wait_for(lambda: not alive(shared, sorted(last)), timeout=10), alive(shared, sorted(last))
