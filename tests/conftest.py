@@ -79,3 +79,20 @@ def context(browser):
 @pytest.fixture
 def page(context):
     return context.new_page()
+
+
+# --- reruns, with why: a test that needed its one rerun is a flake to fix, so its first failure is shown ------
+_RERUNS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.outcome == "rerun":
+        lines = [line for line in (report.longreprtext or "").splitlines() if line.startswith("E ")]
+        _RERUNS.append((report.nodeid, " | ".join(line[2:].strip() for line in lines[:6])[:1500]))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _RERUNS:
+        terminalreporter.section(f"{len(_RERUNS)} rerun(s): the first attempt's failure")
+        for nodeid, why in _RERUNS:
+            terminalreporter.line(f"{nodeid}: {why or '(no assertion text; see the log above)'}")

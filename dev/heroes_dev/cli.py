@@ -107,7 +107,8 @@ def cmd_test(args: argparse.Namespace) -> int:
           flush=True)
     try:
         # one retry for a test that loses a race with the loaded machine (real daemons on 2 cores); a test must
-        # still pass on its own, and every rerun is listed in the summary (-ra) for the note
+        # still pass on its own, and every rerun is listed at the end with its first attempt's failure
+        # (tests/conftest.py), so a flake can be fixed rather than carried
         argv = [sys.executable, "-m", "pytest", "-ra", "--reruns", "1", "--reruns-delay", "5",
                 *(args.pytest_args or ["tests"])]
         rc = subprocess.call(argv, cwd=stack.settings.repo, env={**os.environ, "HEROES_STACK_UP": "1"})
