@@ -64,7 +64,7 @@ def test_never_past_the_tokens_expiry_nor_the_revocation_checks_lifetime(authent
     assert entry_deadline - time.monotonic() <= BEARER_CACHE_S
 
 
-def test_forget_drops_every_answer(authenticator, monkeypatch):
+def test_forget_drops_every_answer(authenticator):
     authenticator.identity = type("Identity", (), {"forget_reads": lambda self: None})()
     authenticator.from_keycloak_token("jwt-1")
     authenticator.forget()

@@ -54,6 +54,13 @@ class Opener:
         return channel
 
 
+def closed_channel() -> Channel:
+    """A call's channel that is done: the next spare may start."""
+    channel = Channel()
+    channel.close()
+    return channel
+
+
 def wait_for(predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
@@ -88,9 +95,7 @@ def test_the_next_spare_starts_only_after_the_channel_in_use_closed_and_is_taken
 def test_a_spare_that_died_is_not_handed_out():
     opener = Opener()
     spares = Spares(opener, idle_s=30)
-    used = Channel()
-    used.close()
-    spares.refill_after("cmd", b"", used)
+    spares.refill_after("cmd", b"", closed_channel())
     assert wait_for(lambda: len(spares) == 1)
     opener.opened[0][1].transport.active = False           # its connection went away
     assert spares.take("cmd", b"") is None
@@ -101,8 +106,7 @@ def test_a_spare_that_died_is_not_handed_out():
 def test_no_spare_without_a_live_connection_and_none_when_turned_off():
     down = Opener(up=False)
     spares = Spares(down, idle_s=30)
-    used = Channel()
-    used.close()
+    used = closed_channel()
     spares.refill_after("cmd", b"", used)
     time.sleep(0.2)
     assert len(spares) == 0
@@ -116,8 +120,7 @@ def test_no_spare_without_a_live_connection_and_none_when_turned_off():
 def test_an_unused_spare_is_closed_after_its_idle_time_and_closing_the_pool_closes_it():
     opener = Opener()
     spares = Spares(opener, idle_s=0.3)
-    used = Channel()
-    used.close()
+    used = closed_channel()
     spares.refill_after("cmd", b"", used)
     assert wait_for(lambda: len(spares) == 1)
     spare = opener.opened[0][1]

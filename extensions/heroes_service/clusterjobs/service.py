@@ -149,8 +149,7 @@ class ClusterJobs:
         ``#SBATCH`` lines); None when no connection is up (this never connects: a login node that is down is
         waited for once, by ``sbatch_once`` after the intent, which reports the failure as it always has)."""
         try:
-            started = start_submission(conn, options_in_script=True, connect=False)
-            return started
+            return start_submission(conn, options_in_script=True, connect=False)
         except ClusterError as exc:
             log.info("sbatch could not be started early on %s (%s): submitting after the intent", conn.cluster, exc)
             return None

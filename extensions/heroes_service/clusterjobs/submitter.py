@@ -25,16 +25,20 @@ from ..clusters.connector import ClusterConnector, build_command, read_output
 from ..clusters.errors import ClusterUnreachable, CommandFailed, CommandTimeout, InvalidArgument
 from ..clusters.slurm import parse_job_id
 
+#: Reads a count, then that many lines, into the positional parameters (sh has no arrays; a function's
+#: ``set --`` would set its own, so this text is used inline, twice).
+_READ_VALUES = ('count; set --; '
+                'while [ "$n" -gt 0 ]; do IFS= read -r v || exit 95; set -- "$@" "$v"; n=$((n - 1)); done; ')
 #: Fixed shell text of ours: no value is ever part of it, every value arrives on standard input.
 SUBMIT_TEXT = (
     'count() { IFS= read -r n || exit 95; case $n in ""|*[!0-9]*) exit 95;; esac; }; '
-    'count; set --; while [ "$n" -gt 0 ]; do IFS= read -r v || exit 95; set -- "$@" "$v"; n=$((n - 1)); done; '
+    + _READ_VALUES +
     'if [ "$#" -gt 0 ]; then mkdir -p -m 0750 -- "$@" || exit 96; fi; '
     'IFS= read -r c || exit 95; IFS= read -r t || exit 95; '
     'if [ -n "$c" ]; then '
     '[ -f "$c" ] || { echo "heroes: the energy collector $c is missing" >&2; exit 97; }; '
     'ln -f -- "$c" "$t" 2>/dev/null || cp -f -- "$c" "$t" || exit 96; fi; '
-    'count; set --; while [ "$n" -gt 0 ]; do IFS= read -r v || exit 95; set -- "$@" "$v"; n=$((n - 1)); done; '
+    + _READ_VALUES +
     'exec sbatch --parsable "$@"'
 )
 SUBMIT_ARGV = ("sh", "-c", SUBMIT_TEXT, "sh")
@@ -45,19 +49,18 @@ def _has_job_id(out: bytes) -> bool:
     return b"\n" in out and out.split(b"\n")[0].split(b";")[0].strip().isdigit()
 
 
-def _lines(values) -> bytes:
-    """``values`` as the protocol's count and lines (a line break or NUL in a value is refused here)."""
-    values = [str(v) for v in values]
-    for value in values:
-        if "\n" in value or "\r" in value or "\x00" in value:
-            raise InvalidArgument(f"a value sent to the submitter holds a line break or NUL: {value[:80]!r}")
-    return ("".join(f"{v}\n" for v in [str(len(values)), *values])).encode()
-
-
 def _one_line(value: str) -> bytes:
+    """One value of the protocol (a line break or NUL in it is refused here, before anything is sent)."""
+    value = str(value)
     if "\n" in value or "\r" in value or "\x00" in value:
         raise InvalidArgument(f"a value sent to the submitter holds a line break or NUL: {value[:80]!r}")
     return f"{value}\n".encode()
+
+
+def _lines(values) -> bytes:
+    """``values`` as the protocol's count, then one line each."""
+    values = list(values)
+    return _one_line(str(len(values))) + b"".join(_one_line(v) for v in values)
 
 
 class StartedSubmission:
@@ -141,6 +144,7 @@ class StartedSubmission:
             self.channel.sendall(data)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ClusterUnreachable(f"cluster {self.conn.cluster!r}: cannot write to the submitter: {exc}") from exc
+
 
 #: what a submission without folders, collector or options sends before its script
 _NOTHING_TO_PREPARE = _lines(()) + _one_line("") + _one_line("")

@@ -84,21 +84,9 @@ def read_output(channel: paramiko.Channel, command: str, deadline: float, timeou
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise CommandTimeout(command, timeout)
-        got = False
-        while channel.recv_ready():
-            chunk = channel.recv(CHUNK)
-            got = True
-            if len(out) < limit:
-                out += chunk
-            else:
-                truncated = True
-        while channel.recv_stderr_ready():
-            chunk = channel.recv_stderr(CHUNK)
-            got = True
-            if len(err) < limit:
-                err += chunk
-            else:
-                truncated = True
+        got_out, cut_out = _drain(channel.recv_ready, channel.recv, out, limit)
+        got_err, cut_err = _drain(channel.recv_stderr_ready, channel.recv_stderr, err, limit)
+        got, truncated = got_out or got_err, truncated or cut_out or cut_err
         if until is not None and until(bytes(out)):
             break
         if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
@@ -108,6 +96,19 @@ def read_output(channel: paramiko.Channel, command: str, deadline: float, timeou
         if not got:
             select.select([fd], [], [], min(remaining, 1.0))
     return bytes(out), bytes(err), truncated
+
+
+def _drain(ready: Callable[[], bool], recv: Callable[[int], bytes], into: bytearray, limit: int) -> tuple[bool, bool]:
+    """What one stream has ready, appended up to ``limit``: (anything came, something was dropped)."""
+    got = cut = False
+    while ready():
+        chunk = recv(CHUNK)
+        got = True
+        if len(into) < limit:
+            into += chunk
+        else:
+            cut = True
+    return got, cut
 
 
 # --- the connector -----------------------------------------------------------------------------------

@@ -292,7 +292,8 @@ class ConnectionPool:
         with self._cv:
             self._prune()
             now_wall = time.time()
-            ready = [c for c in self._conns if c.inflight < self.settings.channels_per_connection and c.usable(now_wall)]
+            cap = self.settings.channels_per_connection
+            ready = [c for c in self._conns if c.inflight < cap and c.usable(now_wall)]
             if not ready:
                 return None
             conn = min(ready, key=lambda c: c.inflight)

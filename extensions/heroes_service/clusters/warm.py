@@ -1,12 +1,12 @@
 """Commands started ahead of need on a pooled connection, so the login node's process start is off the path.
 
 Opening a channel, the login shell and the command's own start cost several milliseconds on every call of a
-command such as sbatch's submitter (``clusterjobs/submitter.py``), whose useful part only begins when its
-input arrives. ``Spares`` keeps at most one such command per (command, bytes already written) started on a
-connection that is up anyway, waiting on its standard input: a call takes it, and the next one starts in the
-background once that call's channel has closed. A spare is closed unused after ``ClustersSettings.warm_exec_idle_s``: its command then reads an
-empty input, which for the submitter means it does nothing. Spares never open a connection (no certificate
-is used for them), and they go with their pool when it is closed - a disabled user's included.
+command such as sbatch's submitter (``clusterjobs/submitter.py``), whose useful part only begins when its input
+arrives. ``Spares`` keeps at most one such command per (command, bytes already written) started on a connection
+that is up anyway, waiting on its standard input: a call takes it, and the next one starts in the background
+once that call's channel has closed. A spare is closed unused after ``ClustersSettings.warm_exec_idle_s``: its
+command then reads an empty input, which for the submitter means it does nothing. Spares never open a connection
+(no certificate is used for them), and they go with their pool when it is closed - a disabled user's included.
 """
 from __future__ import annotations
 

@@ -88,20 +88,15 @@ class _Run:
         known to be there yet (the step then goes the sequential way after the commit, which connects, uploads
         and reports failures)."""
         started, self.started = self.started, None
-        try:
+        if started is None:
+            started = _preparing(self.conn, self.cluster.id, self.ctx.workdir, self.needs_collector)
             if started is None:
-                if self.needs_collector and self.collector is None:
-                    self.collector = known_collector(self.conn, self.cluster.id)
-                    if self.collector is None:   # its upload is I/O: after the commit, the sequential way
-                        return None
-                started = start_submission(self.conn, connect=False)
-                started.prepare(instance_folders(self.ctx.workdir), self.collector or "",
-                                f"{self.ctx.workdir}/{COLLECTOR_PATH}")
+                return None
+        try:
             started.options(options)
             return started
         except ClusterError as exc:
-            if started is not None:
-                started.abandon()
+            started.abandon()
             log.info("sbatch could not be started early on %s (%s): submitting after the intent", self.conn.cluster,
                      exc)
             return None
@@ -135,6 +130,26 @@ class _Submit:
     script: str
     options: list[str]
     started: StartedSubmission | None = None   # sbatch waiting for the script (sent once the intent is committed)
+
+
+def _preparing(conn: ClusterConnector, cluster_id: str, work_dir: str,
+               needs_collector: bool) -> StartedSubmission | None:
+    """The submitter started with an instance's folders and collector link sent (never connecting); None when
+    no connection is up or the account's collector is not known to be there yet (its upload is I/O): the
+    caller then submits the sequential way after its commit."""
+    collector = known_collector(conn, cluster_id) if needs_collector else ""
+    if collector is None:
+        return None
+    started = None
+    try:
+        started = start_submission(conn, connect=False)
+        started.prepare(instance_folders(work_dir), collector, f"{work_dir}/{COLLECTOR_PATH}")
+        return started
+    except ClusterError as exc:
+        if started is not None:
+            started.abandon()
+        log.info("the submitter of %s could not be started early (%s): sequential after the commit", work_dir, exc)
+        return None
 
 
 class _CollectorGone(Exception):
@@ -379,19 +394,7 @@ class DriverMixin:
         or uploads."""
         if template.files or any(p.type == "file" for p in template.parameters):
             return None
-        started = None
-        collector = known_collector(conn, cluster.id) if self._needs_collector(template) else ""
-        if collector is None:   # not uploaded by this process yet: the first sbatch's way does it
-            return None
-        try:
-            started = start_submission(conn, connect=False)
-            started.prepare(instance_folders(work_dir), collector, f"{work_dir}/{COLLECTOR_PATH}")
-            return started
-        except ClusterError as exc:
-            if started is not None:
-                started.abandon()
-            log.info("could not start preparing %s early (%s): the first sbatch does", work_dir, exc)
-            return None
+        return _preparing(conn, cluster.id, work_dir, self._needs_collector(template))
 
     def _next_action(self, session, inst: m.WorkflowInstance, run: _Run):
         """Record the next state or intent on ``inst`` (the caller commits) and say what to do on the cluster."""
