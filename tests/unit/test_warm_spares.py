@@ -3,13 +3,15 @@ in ``tests/integration/test_cluster_submitter.py``).
 
 A spare is made only once the channel in use has closed, only on a connection that is up (the opener says
 None otherwise), at most one per (command, bytes written); it is handed out once, never when it died meanwhile;
-it is closed unused after its idle time; closing the pool closes it; ``idle_s = 0`` makes none.
+it is closed unused after its idle time; closing the pool closes it; ``idle_s = 0`` makes none; it starts a
+moment (``REFILL_PAUSE_S``) after the close, not with it.
 """
 from __future__ import annotations
 
 import threading
 import time
 
+from heroes_service.clusters import warm
 from heroes_service.clusters.warm import Spares
 
 
@@ -89,6 +91,19 @@ def test_the_next_spare_starts_only_after_the_channel_in_use_closed_and_is_taken
     assert wait_for(lambda: len(spares) == 1)
     time.sleep(0.1)
     assert len(opener.opened) == 2
+    spares.close()
+
+
+def test_the_next_spare_waits_a_moment_after_the_close_so_the_caller_records_its_answer_alone(monkeypatch):
+    monkeypatch.setattr(warm, "REFILL_PAUSE_S", 0.4)   # long enough to look inside the pause on a busy host
+    opener = Opener()
+    spares = Spares(opener, idle_s=30)
+    in_use = Channel()
+    spares.refill_after("cmd", b"", in_use)
+    in_use.close()
+    time.sleep(0.1)
+    assert opener.opened == [], "the next spare started while the caller was still recording its job id"
+    assert wait_for(lambda: len(spares) == 1)
     spares.close()
 
 
