@@ -11,8 +11,9 @@
    for bob). Goal: ratio <= 1.5 for each. Printed: the ratio of the medians, and the median of each sample's
    ratio to the floor run right after it (steadier on a shared, noisy machine), with an authenticated GET's
    round trip for reference (what any API call costs before it does anything). Its own service process
-   (uvicorn, fresh SQLite, own user CA, the reconciler running as in production). The jobs it submits are
-   cancelled at once (the servers' and kernels' through the API, as the hub would). Every measured call
+   (uvicorn with the hub's options for it, fresh SQLite, own user CA, the reconciler running as in
+   production). The jobs it submits are cancelled at once (the servers' and kernels' through the API, as the
+   hub would). Every measured call
    starts after a pause of SETTLE_S, so no measurement shares the host with the work the previous one left
    behind (the reconciler's wake-up, the next spare submitter starting on the login node): neither side gets
    the other's leftovers. ``--no-spares`` turns the spare submitters off (``warm_exec_idle_s=0``): then every
@@ -59,6 +60,8 @@ BENCH = {"name": "bench-one", "steps": [{"name": "run", "command": ["true"],
                                          "resources": {"memory_mb": 64, "time_minutes": 2}}]}
 RESOURCES = {"cores": 1, "memory_mb": 64, "minutes": 2}
 SETTLE_S = 0.05
+#: uvicorn's options as the hub starts the service (hub_config/jupyterhub_config.py): no access log line per call
+AS_THE_HUB_STARTS_IT = ("--no-access-log", "--ws-per-message-deflate", "false")
 LAB_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api", "JUPYTERHUB_API_TOKEN": "bench",
            "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:9/user/bob/"}
 
@@ -148,7 +151,7 @@ def submit_latency(stack, rounds: int, spares: bool = True) -> None:
                    # the energy hook the embedded stack sets (on by default): every step runs under the collector
                    HEROES_SERVICE_WORKFLOWS_ENERGY_COMMAND=json.dumps(list(STAGED_COLLECTOR_COMMAND)),
                    HEROES_SERVICE_CLUSTERS_WARM_EXEC_IDLE_S="60" if spares else "0")
-        service = Service(env, str(tmp / "service.log"))
+        service = Service(env, str(tmp / "service.log"), uvicorn_options=AS_THE_HUB_STARTS_IT)
         service.start()
         ssh = OpenSsh(stack)
         try:

@@ -45,15 +45,16 @@ TEMPLATE = {
 class Service:
     """Our own service process (uvicorn) on a free port."""
 
-    def __init__(self, env: dict, log_path: str):
-        self.env, self.log_path = env, log_path
+    def __init__(self, env: dict, log_path: str, uvicorn_options: tuple[str, ...] = ()):
+        self.env, self.log_path, self.uvicorn_options = env, log_path, tuple(uvicorn_options)
         self.port = int(env["HEROES_SERVICE_PORT"])
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "heroes_service.app:app", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                                      "--port", str(self.port), *self.uvicorn_options], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
