@@ -41,7 +41,8 @@ from ..workflows import models as m
 from ..workflows.cluster_files import read_tail
 from ..workflows.engine import WorkflowEngine
 from ..workflows.render import log_path
-from ..workflows.submission import Submission, own_template, record_submission, visible_instance
+from ..workflows.recorded import Recorded
+from ..workflows.submission import Submission, can_see, own_template, record_submission, visible_instance
 from ..workflows.templates import Template, parse_template
 from ..wiring import bind_clusters
 
@@ -183,16 +184,23 @@ def _summary(inst: m.WorkflowInstance) -> dict:
 
 
 def _instance_out(session: Session, inst: m.WorkflowInstance, events: bool = True) -> InstanceOut:
-    steps = [StepOut(name=s.name, state=s.state, job_name=s.job_name, job_id=s.job_id, depends_on=s.depends_on,
-                     exit_code=s.exit_code, nodes=s.nodes, reason=s.reason, log_tail=s.log_tail,
-                     max_rss_mb=s.max_rss_mb, submitted_at=s.submitted_at, started_at=s.started_at, ended_at=s.ended_at) for s in inst.steps]
     rows = []
     if events:
-        rows = [EventOut(at=e.at, step=e.step, from_state=e.from_state, to_state=e.to_state, detail=e.detail)
-                for e in session.scalars(select(m.WorkflowEvent).where(m.WorkflowEvent.instance_id == inst.id)
-                                         .order_by(m.WorkflowEvent.id))]
-    return InstanceOut(**_summary(inst), parameters=inst.parameters, steps=steps, events=rows, outputs=inst.outputs,
-                       output_bucket=inst.output_bucket, output_prefix=inst.output_prefix)
+        event = m.WorkflowEvent   # plain rows: no ORM object per event
+        rows = [EventOut(at=at, step=step, from_state=from_state, to_state=to_state, detail=detail)
+                for at, step, from_state, to_state, detail in session.execute(
+                    select(event.at, event.step, event.from_state, event.to_state, event.detail)
+                    .where(event.instance_id == inst.id).order_by(event.id))]
+    return _instance_with(inst, rows)
+
+
+def _instance_with(inst: m.WorkflowInstance, events: list[EventOut]) -> InstanceOut:
+    steps = [StepOut(name=s.name, state=s.state, job_name=s.job_name, job_id=s.job_id, depends_on=s.depends_on,
+                     exit_code=s.exit_code, nodes=s.nodes, reason=s.reason, log_tail=s.log_tail,
+                     max_rss_mb=s.max_rss_mb, submitted_at=s.submitted_at, started_at=s.started_at,
+                     ended_at=s.ended_at) for s in inst.steps]
+    return InstanceOut(**_summary(inst), parameters=inst.parameters, steps=steps, events=events,
+                       outputs=inst.outputs, output_bucket=inst.output_bucket, output_prefix=inst.output_prefix)
 
 
 # --- templates ------------------------------------------------------------------------------------------
@@ -264,10 +272,16 @@ async def submit(request: Request, body: SubmitIn = Body(...), principal: Princi
         try:
             out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=wf.settings.submit_wait_s)
             if out is not None:
-                return out
+                return _created(out)
         except asyncio.TimeoutError:
             pass  # still staging/submitting: the answer shows where it is
-    return await asyncio.to_thread(_read_instance, request, principal, instance_id)
+    return _created(await asyncio.to_thread(_read_instance, request, principal, instance_id))
+
+
+def _created(out: InstanceOut) -> Response:
+    """The answer serialized once: ``out`` is built as ``InstanceOut`` already, so FastAPI's check of the
+    returned value against ``response_model`` (dump, validate, dump again) would only repeat that work."""
+    return Response(out.model_dump_json(), status_code=201, media_type="application/json")
 
 
 def _read_instance(request: Request, principal: Principal, instance_id: str) -> InstanceOut:
@@ -275,8 +289,17 @@ def _read_instance(request: Request, principal: Principal, instance_id: str) -> 
         return _answer(principal, session, instance_id)
 
 
-def _answer(principal: Principal, session: Session, instance_id: str) -> InstanceOut:
-    return _instance_out(session, visible_instance(session, principal, instance_id))
+def _answer(principal: Principal, session: Session | None, instance_id: str,
+            recorded: Recorded | None = None) -> InstanceOut:
+    """The submission's answer, read in ``session``, or, when the driver committed the job ids from what it
+    held in memory (``workflows/recorded.py``), made from ``recorded`` - exactly what that commit wrote."""
+    if recorded is None:
+        return _instance_out(session, visible_instance(session, principal, instance_id))
+    inst = recorded.instance
+    if inst.id != instance_id or not can_see(principal, inst):
+        raise NotFound(f"instance {instance_id!r} not found")
+    return _instance_with(inst, [EventOut(at=e.at, step=e.step, from_state=e.from_state, to_state=e.to_state,
+                                          detail=e.detail) for e in recorded.events])
 
 
 @router.get("/organization/workflow/instance", response_model=list[InstanceSummary],

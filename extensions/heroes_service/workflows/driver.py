@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
 
+from sqlalchemy import select
+
 from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
 from ..clusterjobs.submitter import StartedSubmission, start_submission
 from ..clusters.connector import ClusterConnector
@@ -37,6 +39,7 @@ from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
 from .cluster_files import (COLLECTOR_MISSING, account_collector, instance_folders, known_collector, mkdirs,
                             prepare_argv)
+from .recorded import EVERY_STEP_SUBMITTED, SUBMITTED, Recorded, queue_recorded
 from .render import COLLECTOR_PATH, Context, render
 from .staging import StagingCancelled, api_error_text, earlier_transfers, record_transfer
 from .templates import Template, staged_path
@@ -74,6 +77,7 @@ class _Run:
     collector: str | None = None   # the account's copy, once known (uploaded at most once per account)
     cleared: set[str] = field(default_factory=set)   # SUBMITTING steps Slurm does not know: submit again
     started: StartedSubmission | None = None  # the submitter already making the folders (at submission)
+    recorded: Recorded | None = None  # the instance as its submission committed it, until a job id is recorded
 
     def prepare(self, *, again: bool = False) -> list[str]:
         """The preparation argv (folders, collector) for this instance; uploads the collector when needed."""
@@ -172,6 +176,15 @@ class _Sent:
         return self.action.step, job_id, f"sbatch -> job {job_id}"
 
 
+def _read_again(session, inst: m.WorkflowInstance) -> None:
+    """The instance's state and cancel flag as committed now (a cancel requested while sbatch worked): one
+    plain read, and the ORM refresh only when they changed."""
+    now = session.execute(select(m.WorkflowInstance.state, m.WorkflowInstance.cancel_requested)
+                          .where(m.WorkflowInstance.id == inst.id)).one_or_none()
+    if now is None or tuple(now) != (inst.state, inst.cancel_requested):
+        session.refresh(inst, ["state", "cancel_requested"])
+
+
 def _abandon(action) -> None:
     """An action's started submission that will never get its script (a failed commit, a failed drive):
     closed, so sbatch reads an empty input and submits nothing. Harmless after the script was sent."""
@@ -212,14 +225,16 @@ class DriverMixin:
             planned["started"] = self._start_preparing(conn, cluster, template, work_dir)
 
         def plan(session, inst: m.WorkflowInstance, cluster: Cluster | None = None,
-                 template: Template | None = None) -> None:
+                 template: Template | None = None, conn: ClusterConnector | None = None) -> None:
             self._claim(inst.id)   # a new id: always ours
             planned.update(id=inst.id, run=None, action=None)
             try:
-                planned["run"] = run = self._load(session, inst, cluster, template)
+                planned["run"] = run = self._load(session, inst, cluster, template, conn)
                 if run is not None:
                     run.started = planned.pop("started", None)
                 planned["action"] = self._next_action(session, inst, run) if run is not None else None
+                if run is not None:
+                    run.recorded = Recorded.pending_in(session, inst)
             except Exception:  # noqa: BLE001 - the drive plans again and records the failure on the instance
                 log.exception("workflow %s: planning at submission failed", inst.id)
                 planned.update(run=None, action=None)
@@ -329,7 +344,16 @@ class DriverMixin:
         none is left, ``answer(session, id)`` too (before the commit: what it shows is what is committed, and
         a failed commit raises instead). ``done`` may be a script ``_Sent`` to sbatch: the instance and its
         steps are read while sbatch submits it, then its job id is awaited and the instance's state read again
-        (a cancel requested meanwhile is seen)."""
+        (a cancel requested meanwhile is seen). The job id of an instance still as its submission recorded it
+        goes the short way of ``recorded.py`` when it can."""
+        recorded = run.recorded if run is not None else None
+        if recorded is not None:
+            run.recorded = None   # used once: from then on, what the driver knows is read from the rows
+            if isinstance(done, _Sent):
+                done = done.result(run)
+            if done is not None and queue_recorded(self.sessions, recorded, *done):
+                reply = self._answer(answer, None, instance_id, recorded) if answer is not None else None
+                return run, None, reply
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
             if inst is None:
@@ -337,11 +361,11 @@ class DriverMixin:
             if isinstance(done, _Sent):
                 inst.steps  # noqa: B018 - loaded while sbatch works
                 done = done.result(run)
-                session.refresh(inst, ["state", "cancel_requested"])
+                _read_again(session, inst)
             if done is not None:
                 step = next(s for s in inst.steps if s.name == done[0])
                 step.job_id = done[1]
-                m.set_step_state(session, step, "PENDING", done[2])
+                m.set_step_state(session, step, SUBMITTED, done[2])
             action = None
             if inst.state in m.DRIVER_STATES:
                 if run is None:
@@ -357,17 +381,19 @@ class DriverMixin:
         return run, action, reply
 
     @staticmethod
-    def _answer(answer, session, instance_id: str):
-        """The caller's answer, never at the cost of the commit it rides with (None: it is read afterwards)."""
+    def _answer(answer, session, instance_id: str, recorded: Recorded | None = None):
+        """The caller's answer, never at the cost of the commit it rides with (None: it is read afterwards);
+        made from ``recorded`` (no session) when the short way committed it."""
         try:
-            return answer(session, instance_id)
+            return answer(session, instance_id, recorded) if recorded is not None else answer(session, instance_id)
         except Exception:  # noqa: BLE001 - the job ids must be committed whatever the answer does
             log.exception("workflow %s: the answer failed in the driver's transaction", instance_id)
             return None
 
     def _load(self, session, inst: m.WorkflowInstance, cluster: Cluster | None = None,
-              template: Template | None = None) -> _Run | None:
-        """What a drive needs; ``cluster`` and ``template`` when the caller has them at hand (a submission)."""
+              template: Template | None = None, conn: ClusterConnector | None = None) -> _Run | None:
+        """What a drive needs; ``cluster``, ``template`` and the owner's ``conn`` when the caller has them at
+        hand (a submission)."""
         if cluster is None:
             cluster = cluster_by_id(session, None, inst.cluster_id)
             if cluster is None:
@@ -375,7 +401,7 @@ class DriverMixin:
                 return None
             session.expunge(cluster)
         ctx, template = self.context(session, inst, cluster, template)
-        conn = owner_connector(cluster, inst.cluster_login, owner_principal(inst), user_id=inst.user_id)
+        conn = conn or owner_connector(cluster, inst.cluster_login, owner_principal(inst), user_id=inst.user_id)
         uploads = bool(template.files) or any(p.type == "file" and p.name in ctx.values for p in template.parameters)
         needs_collector = self._needs_collector(template)
         return _Run(cluster=cluster, ctx=ctx, template=template, conn=conn, uploads=uploads,
@@ -410,7 +436,7 @@ class DriverMixin:
         rows = {s.name: s for s in inst.steps}
         spec = next((s for s in run.template.ordered_steps() if not rows[s.name].job_id), None)
         if spec is None:
-            m.set_instance_state(session, inst, m.QUEUED, "every step submitted")
+            m.set_instance_state(session, inst, m.QUEUED, EVERY_STEP_SUBMITTED)
             return None
         step = rows[spec.name]
         if step.state == m.STEP_SUBMITTING and step.name not in run.cleared:

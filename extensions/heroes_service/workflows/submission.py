@@ -18,6 +18,7 @@ from ..clusters.models import Cluster, cluster_by_id, cluster_by_name, clusters_
 from ..decision import frequency, placement
 from ..errors import Conflict, Invalid, NotFound
 from ..store.models import Organization
+from ..store.plain_insert import commit_new
 from . import models as m
 from .render import instance_dir, job_name
 from .staging import Staging
@@ -39,15 +40,42 @@ class Submission:
 
 def own_template(session: Session, principal: Principal, template_id: str) -> m.WorkflowTemplate:
     row = session.get(m.WorkflowTemplate, template_id) if len(template_id) <= 32 else None
+    return _owned(row, principal, template_id)
+
+
+def _owned(row: m.WorkflowTemplate | None, principal: Principal, named: str) -> m.WorkflowTemplate:
     if row is None or row.deleted or row.organization != principal.organization:
-        raise NotFound(f"template {template_id!r} not found")
+        raise NotFound(f"template {named!r} not found")
     return row
+
+
+def _template_to_run(session: Session, principal: Principal, body: Submission) -> tuple[m.WorkflowTemplate, str]:
+    """The template version ``body`` names (by id, or the latest of a name) and the id of the caller's
+    organization, in one query (the organization's row is needed for nothing else)."""
+    org_id = select(Organization.id).where(Organization.name == principal.organization).scalar_subquery()
+    if body.template_id:
+        found = session.execute(select(m.WorkflowTemplate, org_id).where(
+            m.WorkflowTemplate.id == body.template_id)).first() if len(body.template_id) <= 32 else None
+        return _owned(found[0] if found else None, principal, body.template_id), (found[1] or "")
+    if not body.template:
+        raise Invalid("give template_id or template (a name)", rule="one-of-template-id-name")
+    found = session.execute(select(m.WorkflowTemplate, org_id).where(
+        m.WorkflowTemplate.organization == principal.organization, m.WorkflowTemplate.name == body.template,
+        m.WorkflowTemplate.deleted.is_(False)).order_by(m.WorkflowTemplate.version.desc()).limit(1)).first()
+    if found is None:
+        raise NotFound(f"template {body.template!r} not found")
+    return found[0], found[1] or ""
+
+
+def can_see(principal: Principal, inst: m.WorkflowInstance) -> bool:
+    """Its owner and its organization's admins."""
+    return inst.organization == principal.organization and \
+        (inst.username == principal.username or principal.is_org_admin)
 
 
 def visible_instance(session: Session, principal: Principal, instance_id: str) -> m.WorkflowInstance:
     inst = session.get(m.WorkflowInstance, instance_id) if len(instance_id) <= 32 else None
-    if inst is None or inst.organization != principal.organization or \
-            (inst.username != principal.username and not principal.is_org_admin):
+    if inst is None or not can_see(principal, inst):
         raise NotFound(f"instance {instance_id!r} not found")
     return inst
 
@@ -107,21 +135,12 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
                       body: Submission, plan: Callable[..., None] | None = None,
                       early: Callable[..., None] | None = None) -> str:
     """Validate everything, then commit the instance and its steps (state NEW): the intent. ``plan(session,
-    instance, cluster, template)`` adds to the same commit (the driver's first states and intent:
+    instance, cluster, template, connector)`` adds to the same commit (the driver's first states and intent:
     ``driver.submit_recorded``). ``early(connector, cluster, template, work dir)`` is called as soon as the cluster and
     the instance's folder are known, before anything is written (the driver starts preparing the folder on
     the login node then, while this function works on)."""
     with sessions() as session:
-        if body.template_id:
-            row = own_template(session, principal, body.template_id)
-        elif body.template:
-            row = session.scalars(select(m.WorkflowTemplate).where(
-                m.WorkflowTemplate.organization == principal.organization, m.WorkflowTemplate.name == body.template,
-                m.WorkflowTemplate.deleted.is_(False)).order_by(m.WorkflowTemplate.version.desc())).first()
-            if row is None:
-                raise NotFound(f"template {body.template!r} not found")
-        else:
-            raise Invalid("give template_id or template (a name)", rule="one-of-template-id-name")
+        row, org_id = _template_to_run(session, principal, body)
         template = Template.model_validate(row.spec)
         try:
             values = resolve_parameters(template, body.parameters)
@@ -143,9 +162,8 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
                 info = staging.check_input(principal, values[param.name])
                 values[param.name] = {"bucket": info["bucket"], "key": info["key"]}
         bucket = staging.output_bucket(principal.username, principal.organization)
-        org = session.scalars(select(Organization).where(Organization.name == principal.organization)).first()
         inst = m.WorkflowInstance(
-            id=instance_id, organization=principal.organization, organization_id=org.id if org else "", username=principal.username,
+            id=instance_id, organization=principal.organization, organization_id=org_id, username=principal.username,
             user_id=principal.user_id, name=body.name, template_id=row.id, template_name=row.name,
             template_version=row.version, cluster_id=cluster.id, cluster_name=cluster.name, cluster_login=login,
             parameters=values, state=m.NEW, reason="", outputs=[], output_bucket=bucket)
@@ -167,8 +185,9 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
         for detail in accepted_events:
             session.add(m.WorkflowEvent(instance_id=inst.id, from_state=m.NEW, to_state=m.NEW, detail=detail[:4000]))
         if plan is not None:
-            plan(session, inst, cluster, template)
-        session.commit()
+            plan(session, inst, cluster, template, conn)
+        # plain INSERTs (the ORM's unit of work was most of this commit's cost); the objects keep the values
+        commit_new(session, m.WorkflowInstance, m.WorkflowStep, m.WorkflowEvent)
         return inst.id
 
 
