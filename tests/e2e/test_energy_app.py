@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 import secrets
 import time
 
@@ -84,6 +85,9 @@ def energy_workflow(hub, stack_settings, require):
         alice.close()
 
 
+STEP_LABEL = re.compile(r"\balpha:\d+\.\d+\b")
+
+
 def run_to_completion(bob: httpx.Client, template: dict, timeout: float = 300) -> dict:
     r = bob.post("/organization/workflow/submit", json={"template_id": template["id"], "cluster": "alpha"})
     assert r.status_code == 201, r.text
@@ -110,9 +114,18 @@ def show_instance(page, hub, instance: str):
         click_grid_row(page, ".heroes-energy-steps-grid", row)
         expect(detail).to_contain_text(instance, timeout=15_000)
         if details:
-            expect(detail).not_to_have_text(details[0])
+            # the second row's own step, not merely a changed text: the first row's detail drawn again with
+            # fresher values also differs from what was read, and read then it named one step twice
+            expect(detail).not_to_contain_text(step_label(details[0]), timeout=15_000)
         details.append(detail.inner_text())
     return details
+
+
+def step_label(detail: str) -> str:
+    """The ``<cluster>:<job>.<step>`` a row's detail names."""
+    found = STEP_LABEL.search(detail)
+    assert found, f"no step label in the row's detail: {detail!r}"
+    return found.group(0)
 
 
 def see_energy(page, hub, instance: str, steps: dict, estimated: bool) -> None:
@@ -187,7 +200,9 @@ def sample_file(job: int) -> str:
 
 def see_posted_energy(page, hub, instance: str, measured: int, guessed: int) -> None:
     details = show_instance(page, hub, instance)
-    by_job = {job: next(d for d in details if f"alpha:{job}.0" in d) for job in (measured, guessed)}
+    by_job = {step_label(d): d for d in details}
+    assert set(by_job) == {f"alpha:{measured}.0", f"alpha:{guessed}.0"}, details
+    by_job = {job: by_job[f"alpha:{job}.0"] for job in (measured, guessed)}
     assert "(estimated)" not in by_job[measured] and "(estimated)" in by_job[guessed], details
     assert all("kWh" in d for d in details), details
     # the energy-per-step figure is drawn by plotly in the page
