@@ -17,7 +17,7 @@ from heroes_service.clusters.errors import CommandFailed
 from heroes_service.workflows import cluster_files
 from heroes_service.workflows.cluster_files import (COLLECTOR_MISSING, account_collector, collector_name,
                                                     collector_zipapp, prepare_argv)
-from heroes_service.workflows.driver import _Run
+from heroes_service.workflows.actions import Run
 
 SBATCH = """#!/bin/sh
 # stand-in for sbatch --parsable: keeps its argv (one per line) and its stdin, prints a job id
@@ -127,7 +127,7 @@ def test_the_driver_uploads_a_vanished_collector_again_and_submits_once(conn):
     class Ctx:
         workdir = "heroes-work/bob/workflows/abc"
 
-    run = _Run(cluster=Cluster(), ctx=Ctx(), template=None, conn=conn, uploads=False, needs_collector=True)
+    run = Run(cluster=Cluster(), ctx=Ctx(), template=None, conn=conn, uploads=False, needs_collector=True)
     first = run.prepared(lambda prepare: sbatch_once(conn, "#!/bin/sh\n", [], prepared_by=prepare))
     (conn.home / collector_name()).unlink()   # someone cleaned the account's ~/.heroes
     (conn.home / "sbatch.args").unlink()

@@ -16,7 +16,9 @@ energy collector while the instance is recorded; each step's options follow with
 up before its script is sent after the commit; the next transaction reads the instance while sbatch
 submits, then takes the job id. Every step's submitter makes the folders again, so a step submitted again
 after a crash finds them whatever happened before; the sequential way (``cluster_files.prepare_argv`` in
-front of ``sbatch_once``) is left for when the submitter cannot be started early.
+front of ``sbatch_once``) is left for when the submitter cannot be started early. What a drive carries
+between its transactions, and the actions it takes, are in ``actions.py``; a submission's last job id takes
+the short way of ``recorded.py`` (no read of what the driver already holds).
 """
 from __future__ import annotations
 
@@ -24,173 +26,23 @@ import io
 import logging
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
 
-from sqlalchemy import select
-
-from ..clusterjobs.submit import find_by_name, owner_connector, owner_principal, sbatch_once
-from ..clusterjobs.submitter import StartedSubmission, start_submission
+from ..clusterjobs.submit import owner_connector, owner_principal, sbatch_once
+from ..clusterjobs.submitter import StartedSubmission
 from ..clusters.connector import ClusterConnector
-from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
-from .cluster_files import (COLLECTOR_MISSING, account_collector, instance_folders, known_collector, mkdirs,
-                            prepare_argv)
+from .actions import (Adopt, CollectorGone, Run, Sent, Stage, Submit, abandon, find_job, preparing, read_again,
+                      is_transient, utcnow)
+from .cluster_files import mkdirs
 from .recorded import EVERY_STEP_SUBMITTED, SUBMITTED, Recorded, queue_recorded
-from .render import COLLECTOR_PATH, Context, render
+from .render import render
 from .staging import StagingCancelled, api_error_text, earlier_transfers, record_transfer
 from .templates import Template, staged_path
 
 log = logging.getLogger("heroes_service.workflows")
-
-#: sbatch/squeue messages that say "the controller is away", not "your job is wrong": retried
-_TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "temporarily unable", "Connection refused",
-              "Zero Bytes were transmitted", "slurm_load_jobs error", "Resource temporarily unavailable")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _transient(exc: Exception) -> bool:
-    if isinstance(exc, (ClusterUnreachable, CommandTimeout)):
-        return True
-    if isinstance(exc, CommandFailed):
-        return any(t.lower() in (exc.stderr or "").lower() for t in _TRANSIENT)
-    return False
-
-
-@dataclass
-class _Run:
-    """What one drive of an instance knows between its transactions (plain values, no ORM object)."""
-
-    cluster: Cluster
-    ctx: Context
-    template: Template
-    conn: ClusterConnector
-    uploads: bool                  # input or template files to put in place before any sbatch
-    needs_collector: bool          # a step runs under the staged energy collector
-    staged: bool = False
-    collector: str | None = None   # the account's copy, once known (uploaded at most once per account)
-    cleared: set[str] = field(default_factory=set)   # SUBMITTING steps Slurm does not know: submit again
-    started: StartedSubmission | None = None  # the submitter already making the folders (at submission)
-    recorded: Recorded | None = None  # the instance as its submission committed it, until a job id is recorded
-
-    def prepare(self, *, again: bool = False) -> list[str]:
-        """The preparation argv (folders, collector) for this instance; uploads the collector when needed."""
-        if self.needs_collector and (self.collector is None or again):
-            self.collector = account_collector(self.conn, self.cluster.id, again=again)
-        return prepare_argv(self.ctx.workdir, self.collector or "", f"{self.ctx.workdir}/{COLLECTOR_PATH}")
-
-    def start_submission(self, options: list[str]) -> StartedSubmission | None:
-        """The submitter started on the login node with this instance's folders, collector link and the step's
-        options sent: it makes them and starts sbatch while the intent is committed. Called inside the
-        transaction, so it does no waiting I/O: None when no connection is up or the account's collector is not
-        known to be there yet (the step then goes the sequential way after the commit, which connects, uploads
-        and reports failures)."""
-        started, self.started = self.started, None
-        if started is None:
-            started = _preparing(self.conn, self.cluster.id, self.ctx.workdir, self.needs_collector)
-            if started is None:
-                return None
-        try:
-            started.options(options)
-            return started
-        except ClusterError as exc:
-            started.abandon()
-            log.info("sbatch could not be started early on %s (%s): submitting after the intent", self.conn.cluster,
-                     exc)
-            return None
-
-    def prepared(self, command: Callable[[list[str]], object]):
-        """``command(preparation argv)``; when the account's collector was gone, upload it and run once more
-        (the preparation stopped before running anything after it)."""
-        try:
-            return command(self.prepare())
-        except CommandFailed as exc:
-            if exc.rc != COLLECTOR_MISSING or not self.needs_collector:
-                raise
-        log.info("the collector of %s on %s was gone: uploaded again", self.conn.login, self.conn.cluster)
-        return command(self.prepare(again=True))
-
-
-@dataclass
-class _Stage:
-    pass
-
-
-@dataclass
-class _Adopt:
-    step: str
-    job_name: str
-
-
-@dataclass
-class _Submit:
-    step: str
-    script: str
-    options: list[str]
-    started: StartedSubmission | None = None   # sbatch waiting for the script (sent once the intent is committed)
-
-
-def _preparing(conn: ClusterConnector, cluster_id: str, work_dir: str,
-               needs_collector: bool) -> StartedSubmission | None:
-    """The submitter started with an instance's folders and collector link sent (never connecting); None when
-    no connection is up or the account's collector is not known to be there yet (its upload is I/O): the
-    caller then submits the sequential way after its commit."""
-    collector = known_collector(conn, cluster_id) if needs_collector else ""
-    if collector is None:
-        return None
-    started = None
-    try:
-        started = start_submission(conn, connect=False)
-        started.prepare(instance_folders(work_dir), collector, f"{work_dir}/{COLLECTOR_PATH}")
-        return started
-    except ClusterError as exc:
-        if started is not None:
-            started.abandon()
-        log.info("the submitter of %s could not be started early (%s): sequential after the commit", work_dir, exc)
-        return None
-
-
-class _CollectorGone(Exception):
-    """The submitter found the account's collector gone (exit 97): sbatch never ran."""
-
-
-@dataclass
-class _Sent:
-    """A step's script sent to a started sbatch; its job id is read in the transaction that records it."""
-
-    action: _Submit
-
-    def result(self, run: _Run) -> tuple[str, str, str]:
-        try:
-            job_id = self.action.started.job_id()
-        except CommandFailed as exc:
-            if exc.rc == COLLECTOR_MISSING and run.needs_collector:
-                raise _CollectorGone() from None
-            raise
-        return self.action.step, job_id, f"sbatch -> job {job_id}"
-
-
-def _read_again(session, inst: m.WorkflowInstance) -> None:
-    """The instance's state and cancel flag as committed now (a cancel requested while sbatch worked): one
-    plain read, and the ORM refresh only when they changed."""
-    now = session.execute(select(m.WorkflowInstance.state, m.WorkflowInstance.cancel_requested)
-                          .where(m.WorkflowInstance.id == inst.id)).one_or_none()
-    if now is None or tuple(now) != (inst.state, inst.cancel_requested):
-        session.refresh(inst, ["state", "cancel_requested"])
-
-
-def _abandon(action) -> None:
-    """An action's started submission that will never get its script (a failed commit, a failed drive):
-    closed, so sbatch reads an empty input and submits nothing. Harmless after the script was sent."""
-    if isinstance(action, _Submit) and action.started is not None:
-        action.started.abandon()
-
 
 class DriverMixin:
     """The driver half of ``WorkflowEngine`` (needs ``sessions``, ``pool``, ``staging``, ownership, ``context``,
@@ -245,7 +97,7 @@ class DriverMixin:
             for started in (planned.get("started"), getattr(planned.get("run"), "started", None)):
                 if started is not None:
                     started.abandon()
-            _abandon(planned.get("action"))
+            abandon(planned.get("action"))
             if "id" in planned:
                 self._release(planned["id"])
             raise
@@ -275,7 +127,7 @@ class DriverMixin:
             if self._drives.get(instance_id) is future:
                 del self._drives[instance_id]
 
-    def drive(self, instance_id: str, *, run: _Run | None = None, action=None, claimed: bool = False,
+    def drive(self, instance_id: str, *, run: Run | None = None, action=None, claimed: bool = False,
               answer: Callable[[object, str], object] | None = None):
         """Stage inputs and submit every step not yet submitted. Idempotent; safe to call after a crash.
         ``claimed``: the caller owns the instance already (``submit_recorded``), with ``run`` and the
@@ -299,7 +151,7 @@ class DriverMixin:
         return None
 
     def _driver_failed(self, instance_id: str, exc: Exception) -> None:
-        transient = _transient(exc)
+        transient = is_transient(exc)
         detail = api_error_text(exc)[:2000]
         with self.sessions() as session:
             inst = session.get(m.WorkflowInstance, instance_id)
@@ -318,7 +170,7 @@ class DriverMixin:
                 self._fail_instance(session, inst, f"{inst.state.lower()} failed: {detail}", cancel_jobs=True)
             session.commit()
 
-    def _drive(self, instance_id: str, run: _Run | None = None, action=None, answer=None):
+    def _drive(self, instance_id: str, run: Run | None = None, action=None, answer=None):
         """The committed ``action`` (else the first one a transaction records), then one transaction (record
         what the cluster command gave, decide and record the next action) per cluster command, until nothing
         is left to do. Returns the last transaction's ``answer``."""
@@ -330,26 +182,26 @@ class DriverMixin:
                 done = self._act(instance_id, run, action)
                 try:
                     run, following, reply = self._transaction(instance_id, run, done, answer)
-                except _CollectorGone:
+                except CollectorGone:
                     done = self._sbatch_after_upload(run, action)
                     run, following, reply = self._transaction(instance_id, run, done, answer)
             finally:
-                _abandon(action)
+                abandon(action)
             action = following
         return reply
 
-    def _transaction(self, instance_id: str, run: _Run | None, done: tuple[str, str, str] | _Sent | None,
+    def _transaction(self, instance_id: str, run: Run | None, done: tuple[str, str, str] | Sent | None,
                      answer=None):
         """One commit: ``done`` (step, job id, detail) of the last cluster command, and the next action; when
         none is left, ``answer(session, id)`` too (before the commit: what it shows is what is committed, and
-        a failed commit raises instead). ``done`` may be a script ``_Sent`` to sbatch: the instance and its
+        a failed commit raises instead). ``done`` may be a script ``Sent`` to sbatch: the instance and its
         steps are read while sbatch submits it, then its job id is awaited and the instance's state read again
         (a cancel requested meanwhile is seen). The job id of an instance still as its submission recorded it
         goes the short way of ``recorded.py`` when it can."""
         recorded = run.recorded if run is not None else None
         if recorded is not None:
             run.recorded = None   # used once: from then on, what the driver knows is read from the rows
-            if isinstance(done, _Sent):
+            if isinstance(done, Sent):
                 done = done.result(run)
             if done is not None and queue_recorded(self.sessions, recorded, *done):
                 reply = self._answer(answer, None, instance_id, recorded) if answer is not None else None
@@ -358,10 +210,10 @@ class DriverMixin:
             inst = session.get(m.WorkflowInstance, instance_id)
             if inst is None:
                 return run, None, None
-            if isinstance(done, _Sent):
+            if isinstance(done, Sent):
                 inst.steps  # noqa: B018 - loaded while sbatch works
                 done = done.result(run)
-                _read_again(session, inst)
+                read_again(session, inst)
             if done is not None:
                 step = next(s for s in inst.steps if s.name == done[0])
                 step.job_id = done[1]
@@ -376,7 +228,7 @@ class DriverMixin:
             try:
                 session.commit()
             except BaseException:
-                _abandon(action)
+                abandon(action)
                 raise
         return run, action, reply
 
@@ -391,7 +243,7 @@ class DriverMixin:
             return None
 
     def _load(self, session, inst: m.WorkflowInstance, cluster: Cluster | None = None,
-              template: Template | None = None, conn: ClusterConnector | None = None) -> _Run | None:
+              template: Template | None = None, conn: ClusterConnector | None = None) -> Run | None:
         """What a drive needs; ``cluster``, ``template`` and the owner's ``conn`` when the caller has them at
         hand (a submission)."""
         if cluster is None:
@@ -404,7 +256,7 @@ class DriverMixin:
         conn = conn or owner_connector(cluster, inst.cluster_login, owner_principal(inst), user_id=inst.user_id)
         uploads = bool(template.files) or any(p.type == "file" and p.name in ctx.values for p in template.parameters)
         needs_collector = self._needs_collector(template)
-        return _Run(cluster=cluster, ctx=ctx, template=template, conn=conn, uploads=uploads,
+        return Run(cluster=cluster, ctx=ctx, template=template, conn=conn, uploads=uploads,
                     needs_collector=needs_collector)
 
     def _needs_collector(self, template: Template) -> bool:
@@ -420,9 +272,9 @@ class DriverMixin:
         or uploads."""
         if template.files or any(p.type == "file" for p in template.parameters):
             return None
-        return _preparing(conn, cluster.id, work_dir, self._needs_collector(template))
+        return preparing(conn, cluster.id, work_dir, self._needs_collector(template))
 
-    def _next_action(self, session, inst: m.WorkflowInstance, run: _Run):
+    def _next_action(self, session, inst: m.WorkflowInstance, run: Run):
         """Record the next state or intent on ``inst`` (the caller commits) and say what to do on the cluster."""
         if inst.cancel_requested:
             self._finish_cancel(session, inst)
@@ -430,7 +282,7 @@ class DriverMixin:
         if inst.state in (m.NEW, m.STAGING_IN):
             m.set_instance_state(session, inst, m.STAGING_IN, "staging inputs")
             if run.uploads and not run.staged:
-                return _Stage()
+                return Stage()
             m.set_instance_state(session, inst, m.SUBMITTING, "submitting steps" if run.uploads else
                                  "submitting steps (nothing to upload: the first sbatch's command makes the folders)")
         rows = {s.name: s for s in inst.steps}
@@ -441,7 +293,7 @@ class DriverMixin:
         step = rows[spec.name]
         if step.state == m.STEP_SUBMITTING and step.name not in run.cleared:
             # an earlier attempt recorded the intent: the job may exist. Never submit blindly.
-            return _Adopt(step.name, step.job_name)
+            return Adopt(step.name, step.job_name)
         deps = [rows[d].job_id for d in spec.depends_on]
         if any(not d for d in deps):
             raise RuntimeError(f"step {spec.name}: a dependency has no job id")
@@ -449,16 +301,16 @@ class DriverMixin:
         step.script, step.options = script, options
         step.submitted_at = utcnow()
         m.set_step_state(session, step, m.STEP_SUBMITTING, "intent recorded; sbatch next")
-        return _Submit(step.name, script, options, run.start_submission(options))
+        return Submit(step.name, script, options, run.start_submission(options))
 
-    def _act(self, instance_id: str, run: _Run, action) -> tuple[str, str, str] | _Sent | None:
-        """The one cluster conversation of ``action``; (step, job id, detail) when it gave a job id, ``_Sent``
+    def _act(self, instance_id: str, run: Run, action) -> tuple[str, str, str] | Sent | None:
+        """The one cluster conversation of ``action``; (step, job id, detail) when it gave a job id, ``Sent``
         when the script went to a started sbatch (the next transaction reads the job id)."""
-        if isinstance(action, _Stage):
+        if isinstance(action, Stage):
             self._stage_in(instance_id, run)
             run.staged = True
             return None
-        if isinstance(action, _Adopt):
+        if isinstance(action, Adopt):
             found = find_job(run.conn, action.job_name, run.ctx.workdir, action.step)
             if found:
                 return action.step, found, f"job {found} found by name {action.job_name}; not resubmitted"
@@ -467,13 +319,13 @@ class DriverMixin:
         # a drop mid-command raises: the step stays SUBMITTING for adoption by name
         if action.started is not None:
             action.started.send(action.script)   # its job id is awaited in the next transaction
-            return _Sent(action)
+            return Sent(action)
         job_id = run.prepared(lambda prepare: sbatch_once(run.conn, action.script, action.options,
                                                           prepared_by=prepare))
         return action.step, job_id, f"sbatch -> job {job_id}"
 
     @staticmethod
-    def _sbatch_after_upload(run: _Run, action: _Submit) -> tuple[str, str, str]:
+    def _sbatch_after_upload(run: Run, action: Submit) -> tuple[str, str, str]:
         """The account's collector was gone, so the submitter stopped before sbatch: upload it again and
         submit the sequential way."""
         log.info("the collector of %s on %s was gone: uploaded again", run.conn.login, run.conn.cluster)
@@ -487,7 +339,7 @@ class DriverMixin:
             inst = session.get(m.WorkflowInstance, instance_id)
             return inst is None or inst.cancel_requested
 
-    def _stage_in(self, instance_id: str, run: _Run) -> None:
+    def _stage_in(self, instance_id: str, run: Run) -> None:
         """The instance dir (one command, with the collector), the template's files and every input file
         (idempotent: rewritten whole)."""
         ctx, template, conn = run.ctx, run.template, run.conn
@@ -513,16 +365,3 @@ class DriverMixin:
                 session.add(m.WorkflowEvent(instance_id=instance_id, from_state=m.STAGING_IN, to_state=m.STAGING_IN,
                                             detail=f"staged input {param.name} ({staged.size} bytes)"))
                 session.commit()
-
-
-def find_job(conn: ClusterConnector, name: str, workdir: str, step: str) -> str | None:
-    """The job id of a step whose sbatch may have run: by its unique name, else the id file the job wrote."""
-    from_file: set[str] = set()
-    try:
-        with conn.sftp() as sftp, sftp.open(f"{workdir}/.heroes/{step}.jobid", "r") as handle:
-            text = handle.read().decode().strip()
-            if text.isdigit():
-                from_file = {text}
-    except FileNotFoundError:
-        pass
-    return find_by_name(conn, name, extra_ids=from_file)

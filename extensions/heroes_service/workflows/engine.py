@@ -1,6 +1,8 @@
 """The workflow engine inside the service: one object per app (``app.state.workflows``), in rooms:
 
-* ``driver.py``   - NEW -> STAGING_IN -> SUBMITTING -> QUEUED (intent before sbatch, adopt by name);
+* ``driver.py``   - NEW -> STAGING_IN -> SUBMITTING -> QUEUED (intent before sbatch, adopt by name), with
+  ``actions.py`` (what a drive knows and does between its transactions) and ``recorded.py`` (a submission's
+  last job id recorded from memory);
 * ``cancel.py``   - cancel and fail;
 * ``tracking.py`` - the engine's tracker in the one reconciler per cluster (``clusterjobs.reconciler``:
   one ``squeue`` per cycle for workflow steps, servers, kernels and desktops alike);
@@ -28,7 +30,8 @@ from . import models as m
 from .cancel import CancelMixin
 from .cluster_files import collector_zipapp, fetch_energy_files, read_tail
 from .config import WorkflowSettings
-from .driver import DriverMixin, find_job
+from .actions import find_job
+from .driver import DriverMixin
 from .finishing import FinishMixin
 from .render import Context
 from .staging import Staging

@@ -19,7 +19,7 @@ from ..clusters.slurm import SlurmClient
 from ..errors import ApiError
 from . import models as m
 from .cluster_files import fetch_energy_files
-from .driver import _transient
+from .actions import is_transient
 from .render import energy_dir
 from .staging import api_error_text
 from .templates import Template, outputs_match
@@ -45,7 +45,7 @@ class FinishMixin:
         try:
             self._finish(instance_id)
         except Exception as exc:  # noqa: BLE001
-            if _transient(exc) or isinstance(exc, ApiError) and exc.status == 503:
+            if is_transient(exc) or isinstance(exc, ApiError) and exc.status == 503:
                 log.warning("workflow %s: staging out failed, retried next cycle: %s", instance_id, exc)
             else:
                 with self.sessions() as session:

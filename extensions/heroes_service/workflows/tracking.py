@@ -23,7 +23,7 @@ from ..clusters.models import Cluster
 from ..clusters.slurm import Job
 from . import models as m
 from .cluster_files import read_tail
-from .driver import utcnow
+from .actions import utcnow
 from .render import log_path
 
 log = logging.getLogger("heroes_service.workflows")
