@@ -39,14 +39,14 @@ def _plain_rows(session: Session, models: tuple[type, ...]) -> dict[type, list[d
     for obj in session.new:
         if type(obj) not in rows:
             return None
-        rows[type(obj)].append(_values(obj))
+        rows[type(obj)].append(row_of(obj))
     for values in rows.values():
         if len({frozenset(row) for row in values}) > 1:
             return None
     return rows
 
 
-def _values(obj: Any) -> dict[str, Any]:
+def row_of(obj: Any) -> dict[str, Any]:
     """The row of ``obj``: what was set, else the column's Python-side default (set on ``obj`` too, as the
     ORM does); an unset autoincrement key is left to the database."""
     values = {}

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import select
 
 from ..clusterjobs.submit import find_by_name
 from ..clusterjobs.submitter import StartedSubmission, start_submission
 from ..clusters.connector import ClusterConnector
 from ..clusters.errors import ClusterError, ClusterUnreachable, CommandFailed, CommandTimeout
 from ..clusters.models import Cluster
-from . import models as m
 from .cluster_files import COLLECTOR_MISSING, account_collector, instance_folders, known_collector, prepare_argv
 from .recorded import Recorded
 from .render import COLLECTOR_PATH, Context
@@ -156,15 +154,6 @@ class Sent:
                 raise CollectorGone() from None
             raise
         return self.action.step, job_id, f"sbatch -> job {job_id}"
-
-
-def read_again(session, inst: m.WorkflowInstance) -> None:
-    """The instance's state and cancel flag as committed now (a cancel requested while sbatch worked): one
-    plain read, and the ORM refresh only when they changed."""
-    now = session.execute(select(m.WorkflowInstance.state, m.WorkflowInstance.cancel_requested)
-                          .where(m.WorkflowInstance.id == inst.id)).one_or_none()
-    if now is None or tuple(now) != (inst.state, inst.cancel_requested):
-        session.refresh(inst, ["state", "cancel_requested"])
 
 
 def abandon(action) -> None:

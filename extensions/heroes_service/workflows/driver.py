@@ -34,8 +34,8 @@ from ..clusterjobs.submitter import StartedSubmission
 from ..clusters.connector import ClusterConnector
 from ..clusters.models import Cluster, cluster_by_id
 from . import models as m
-from .actions import (Adopt, CollectorGone, Run, Sent, Stage, Submit, abandon, find_job, preparing, read_again,
-                      is_transient, utcnow)
+from .actions import (Adopt, CollectorGone, Run, Sent, Stage, Submit, abandon, find_job, is_transient, preparing,
+                      utcnow)
 from .cluster_files import mkdirs
 from .recorded import EVERY_STEP_SUBMITTED, SUBMITTED, Recorded, queue_recorded
 from .render import render
@@ -213,7 +213,7 @@ class DriverMixin:
             if isinstance(done, Sent):
                 inst.steps  # noqa: B018 - loaded while sbatch works
                 done = done.result(run)
-                read_again(session, inst)
+                session.refresh(inst, ["state", "cancel_requested"])
             if done is not None:
                 step = next(s for s in inst.steps if s.name == done[0])
                 step.job_id = done[1]

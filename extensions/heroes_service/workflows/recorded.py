@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..store.plain_insert import row_of
 from . import models as m
 
 #: a step's state once sbatch gave its job id (the reconciler moves it on from Slurm's own states)
 SUBMITTED = "PENDING"
 #: the event of an instance whose every step has a job id
 EVERY_STEP_SUBMITTED = "every step submitted"
-
-_EVENT_COLUMNS = ("instance_id", "step", "at", "from_state", "to_state", "detail")
 
 
 @dataclass
@@ -45,15 +44,10 @@ class Recorded:
 
     def last_unsubmitted(self, step_name: str) -> bool:
         """``step_name`` is SUBMITTING, every other step has its job id, and the instance is SUBMITTING."""
-        if self.instance.state != m.SUBMITTING:
-            return False
-        for step in self.instance.steps:
-            if step.name == step_name:
-                if step.state != m.STEP_SUBMITTING or step.job_id:
-                    return False
-            elif not step.job_id:
-                return False
-        return any(step.name == step_name for step in self.instance.steps)
+        steps = {step.name: step for step in self.instance.steps}
+        mine = steps.pop(step_name, None)
+        return self.instance.state == m.SUBMITTING and mine is not None and mine.state == m.STEP_SUBMITTING \
+            and not mine.job_id and all(step.job_id for step in steps.values())
 
 
 def queue_recorded(sessions: sessionmaker[Session], recorded: Recorded, step_name: str, job_id: str,
@@ -83,7 +77,7 @@ def queue_recorded(sessions: sessionmaker[Session], recorded: Recorded, step_nam
             session.rollback()
             return False
         session.execute(insert(m.WorkflowEvent.__table__),
-                        [{column: getattr(event, column) for column in _EVENT_COLUMNS} for event in events])
+                        [row_of(event) for event in events])
         session.commit()
     step = next(s for s in inst.steps if s.name == step_name)
     step.job_id, step.state = job_id, SUBMITTED

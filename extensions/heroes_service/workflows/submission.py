@@ -170,13 +170,13 @@ def record_submission(sessions: sessionmaker[Session], staging: Staging, princip
         inst.work_dir = work_dir
         inst.output_prefix = f"workflows/{inst.id}/"
         # the steps through the relationship: the instance holds them in memory (no lazy load when the driver
-        # plans) and the unit of work inserts the instance before them
+        # plans, and the driver's answer is made from them)
         inst.steps = [m.WorkflowStep(instance_id=instance_id, name=step.name, position=position,
                                      depends_on=list(step.depends_on), state=m.STEP_NEW,
                                      job_name=job_name(inst.id, step.name), reason="", log_tail="", script="",
                                      options=accepted.get(step.name, []))
                       for position, step in enumerate(template.ordered_steps())]
-        session.add(inst)   # one flush at the commit: the instance, then its steps and events
+        session.add(inst)   # written at the commit: the instance, then its steps and events
         session.add(m.WorkflowEvent(instance_id=inst.id, from_state="", to_state=m.NEW,
                                     detail=f"submitted by {principal.username} to {cluster.name}"))
         if decision is not None:
